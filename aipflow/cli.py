@@ -1,0 +1,179 @@
+"""The ``aipflow`` command: LightningCLI (fit/validate/test/predict) plus ``plugins``, ``recipes`` and ``env``.
+
+Imports stay lazy: ``aipflow plugins|recipes|env`` never import Lightning, and a bad config is reported before
+the heavy imports where possible.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+INFO_COMMANDS = ("plugins", "recipes", "env")
+DEBUG_ENV = "AIPFLOW_DEBUG"
+
+_EXTRA_HELP = """\
+aipflow: training recipes for sharpness-aware/Bayesian optimizers, noisy and weak labels.
+
+  aipflow fit --config quickstart       train a recipe (name or path), then test the best checkpoint
+  aipflow recipes                       list shipped recipes (core and plugins)
+  aipflow plugins                       list discovered plugins and their status
+  aipflow env                           versions and devices, for bug reports
+  add --debug (or AIPFLOW_DEBUG=1) for full tracebacks
+
+LightningCLI's own help follows.
+"""
+
+
+def _build_cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    class AipflowCLI(LightningCLI):
+        """LightningCLI with aipflow's defaults: model and data in subclass mode, optimizers injected into the
+        model (so wrappers like SAM take their base optimizer from YAML), and a test + summary after ``fit``."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument(
+                "--test_after_fit",
+                type=bool,
+                default=True,
+                help="after fit, test the best checkpoint (or the final weights) and print a summary",
+            )
+
+        def after_fit(self) -> None:
+            if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
+                return
+            datamodule = self.datamodule
+            if datamodule is None or not _has_test_data(datamodule):
+                return
+            ckpt = self.trainer.checkpoint_callback
+            ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+            self.trainer.test(self.model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+            if self.trainer.is_global_zero:
+                print(run_summary(self.trainer, self.model, datamodule, ckpt_path))
+
+    return AipflowCLI
+
+
+def _has_test_data(datamodule) -> bool:
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    return is_overridden("test_dataloader", datamodule)
+
+
+def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
+    """The lines printed at the end of ``aipflow fit``."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    lines = ["", "=" * 60, "aipflow run summary"]
+    for key in ("test/acc", "test/nll", "test/ece"):
+        if key in metrics:
+            lines.append(f"  {key:<10} {metrics[key]:.4f}")
+    for key, value in sorted(metrics.items()):
+        if key not in ("test/acc", "test/nll", "test/ece"):
+            lines.append(f"  {key:<10} {value:.4f}")
+    report = getattr(datamodule, "noise_report", None)
+    if report is not None and report.kind != "none":
+        lines.append(f"  training labels: {report.summary()}")
+    ckpt = trainer.checkpoint_callback
+    where = getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "") if ckpt else ""
+    lines.append(f"  tested on:  {'best checkpoint' if ckpt_path == 'best' else 'final weights'}")
+    if where:
+        lines.append(f"  checkpoint: {where}")
+    if trainer.log_dir:
+        lines.append(f"  logs:       {trainer.log_dir}")
+    diagram = getattr(model, "reliability_diagram_path", None)
+    if diagram:
+        lines.append(f"  reliability diagram: {diagram}")
+    lines.append("=" * 60)
+    return "\n".join(lines)
+
+
+def _info_command(argv: list[str]) -> int:
+    from aipflow import envinfo
+
+    command, rest = argv[0], argv[1:]
+    if rest and rest[0] in ("-h", "--help"):
+        print(f"usage: aipflow {command}\n\n{_EXTRA_HELP}")
+        return 0
+    if rest:
+        raise _UsageError(f"'aipflow {command}' takes no arguments, got {rest}")
+    text = {"plugins": envinfo.plugins_report, "recipes": envinfo.recipes_report, "env": envinfo.env_report}
+    print(text[command]())
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def run(argv: list[str]) -> None:
+    """Parse ``argv`` (recipe names and short names resolved) and run LightningCLI; raises on errors."""
+    from aipflow.config import rewrite_argv
+
+    argv, temps = rewrite_argv(argv)
+    saved_argv = sys.argv
+    sys.argv = ["aipflow", *argv]  # LightningCLI reads sys.argv; args= beside a real command line warns
+    try:
+        _build_cli_class()(
+            model_class=None,
+            datamodule_class=None,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+        )
+    finally:
+        sys.argv = saved_argv
+        for path in temps:
+            Path(path).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_EXTRA_HELP)
+    try:
+        if argv and argv[0] in INFO_COMMANDS:
+            return _info_command(argv)
+        run(argv)
+        return 0
+    except SystemExit as exc:  # argparse/jsonargparse already printed their message
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        print("aipflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"aipflow: error: {_describe(exc)}", file=sys.stderr)
+        if not debug:
+            print("(add --debug or set AIPFLOW_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2 if _is_input_error(exc) else 1
+
+
+def _is_input_error(exc: Exception) -> bool:
+    from aipflow.config import ConfigError
+    from aipflow.plugins import PluginError
+
+    return isinstance(exc, (ConfigError, PluginError, _UsageError, ValueError, TypeError))
+
+
+def _describe(exc: BaseException) -> str:
+    from aipflow.config import ConfigError
+    from aipflow.plugins import PluginError
+
+    if isinstance(exc, (ConfigError, PluginError, _UsageError)):
+        return str(exc)
+    # jsonargparse wraps errors raised in a component's __init__; the innermost one says what is wrong
+    inner = exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    return f"{type(inner).__name__}: {inner}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The core's own components, registered through the same contract as any plugin (see :mod:`aipflow.plugins`).
+
+Targets are ``"module:attribute"`` strings so that listing them imports nothing.
+"""
+
+from aipflow.plugins import CORE_SOURCE, PLUGIN_API_VERSION, Plugin
+
+_CORE_COMPONENTS: dict[str, str] = {
+    # LightningModules and DataModules
+    "ClassificationTask": "aipflow.tasks.classification:ClassificationTask",
+    "DigitsDataModule": "aipflow.data.digits:DigitsDataModule",
+    # networks
+    "MLP": "aipflow.models:MLP",
+    "SmallCNN": "aipflow.models:SmallCNN",
+    "TimmModel": "aipflow.models:TimmModel",
+    # losses
+    "CrossEntropy": "torch.nn:CrossEntropyLoss",
+    # base optimizers and schedulers from torch, so every recipe can use short names
+    "SGD": "torch.optim:SGD",
+    "Adam": "torch.optim:Adam",
+    "AdamW": "torch.optim:AdamW",
+    "CosineAnnealingLR": "torch.optim.lr_scheduler:CosineAnnealingLR",
+    "OneCycleLR": "torch.optim.lr_scheduler:OneCycleLR",
+    "StepLR": "torch.optim.lr_scheduler:StepLR",
+    "MultiStepLR": "torch.optim.lr_scheduler:MultiStepLR",
+    # Lightning callbacks and loggers
+    "ModelCheckpoint": "lightning.pytorch.callbacks:ModelCheckpoint",
+    "EarlyStopping": "lightning.pytorch.callbacks:EarlyStopping",
+    "LearningRateMonitor": "lightning.pytorch.callbacks:LearningRateMonitor",
+    "CSVLogger": "lightning.pytorch.loggers:CSVLogger",
+    "TensorBoardLogger": "lightning.pytorch.loggers:TensorBoardLogger",
+}
+
+CORE = Plugin(name=CORE_SOURCE, api_version=PLUGIN_API_VERSION, components=_CORE_COMPONENTS, recipes="aipflow:recipes")

@@ -1,0 +1,156 @@
+"""Recipes (by name or path) and short component names in configs, resolved before LightningCLI parses them."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aipflow.plugins import Registry, get_registry
+
+
+class ConfigError(Exception):
+    """A config that cannot run; the message names the field, the value and what was expected."""
+
+
+def list_recipes(registry: Registry | None = None) -> dict[str, Path]:
+    """Recipe name -> file. Core recipes keep their stem; a plugin's are ``<plugin>/<stem>`` (and the bare stem
+    too when no other recipe has it)."""
+    registry = registry or get_registry()
+    named: dict[str, Path] = {}
+    bare: dict[str, list[Path]] = {}
+    for source, folder in registry.recipe_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            if source == "aipflow":
+                named[path.stem] = path
+            else:
+                named[f"{source}/{path.stem}"] = path
+                bare.setdefault(path.stem, []).append(path)
+    for stem, paths in bare.items():
+        if stem not in named and len(paths) == 1:
+            named[stem] = paths[0]
+    return named
+
+
+def resolve_recipe(spec: str, registry: Registry | None = None) -> Path:
+    """A path that exists, or a recipe name (``quickstart``, ``weaksup/nnpu``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    recipes = list_recipes(registry)
+    if spec in recipes:
+        return recipes[spec]
+    stem = path.stem if path.suffix in (".yaml", ".yml") else spec
+    if stem in recipes and path.parent == Path("."):
+        return recipes[stem]
+    close = difflib.get_close_matches(stem, recipes, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(
+        f"--config: {spec!r} is neither a file nor a recipe name{hint} (recipes: {', '.join(sorted(recipes))})"
+    )
+
+
+def rewrite_short_names(config: Any, registry: Registry | None = None, where: str = "") -> Any:
+    """Return ``config`` with every registered short name replaced by its import path.
+
+    ``class_path`` values must be registered short names or dotted import paths; an unknown short name is an
+    error naming the closest valid names. A bare string value equal to a registered name (``loss: GCE``) is
+    replaced too. A dotted path into a plugin that failed to load is an error naming that plugin's distribution,
+    version and exception.
+    """
+    registry = registry or get_registry()
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            field = f"{where}.{key}" if where else str(key)
+            if key == "class_path" and isinstance(value, str):
+                out[key] = _resolve_class_path(value, field, registry)
+            else:
+                out[key] = rewrite_short_names(value, registry, field)
+        return out
+    if isinstance(config, list):
+        return [rewrite_short_names(v, registry, f"{where}[{i}]") for i, v in enumerate(config)]
+    if isinstance(config, str) and config in registry:
+        return registry.get(config).import_path
+    return config
+
+
+def _resolve_class_path(value: str, field: str, registry: Registry) -> str:
+    if value in registry:
+        return registry.get(value).import_path
+    if "." not in value:
+        raise ConfigError(registry.unknown_name_message(value, field))
+    failed = registry.failed_record_for_module(value)
+    if failed is not None:
+        raise ConfigError(f"{field}: {value!r} cannot be used: {failed.describe_failure()}")
+    module = value.rsplit(".", 1)[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"{field}: cannot import {value!r}: no module named {module!r}")
+    return value
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
+
+
+def rewrite_argv(argv: list[str], registry: Registry | None = None) -> tuple[list[str], list[Path]]:
+    """Resolve recipe names after ``--config``/``-c`` and short names in option values.
+
+    Returns the new argv and the temporary files written (configs whose short names were rewritten), which the
+    caller deletes after parsing.
+    """
+    registry = registry or get_registry()
+    out: list[str] = []
+    temps: list[Path] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, value, inline = arg, None, False
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+            inline = True
+        elif arg.startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+        if value is None:
+            out.append(arg)
+            i += 1
+            continue
+        if key in ("--config", "-c"):
+            value = str(_prepared_config(value, registry, temps))
+        elif key.endswith(".class_path"):
+            value = _resolve_class_path(value, key.lstrip("-"), registry)
+        elif value in registry:
+            value = registry.get(value).import_path
+        out.extend([f"{key}={value}"] if inline else [key, value])
+        i += 1 if inline else 2
+    return out, temps
+
+
+def _prepared_config(spec: str, registry: Registry, temps: list[Path]) -> Path:
+    import tempfile
+
+    path = resolve_recipe(spec, registry)
+    raw = load_yaml(path)
+    if raw is None:
+        return path
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    rewritten = rewrite_short_names(raw, registry)
+    if rewritten == raw:
+        return path
+    fd, name = tempfile.mkstemp(prefix=f"aipflow-{path.stem}-", suffix=".yaml")
+    with open(fd, "w") as fh:
+        yaml.safe_dump(rewritten, fh, sort_keys=False)
+    temps.append(Path(name))
+    return Path(name)

@@ -1,0 +1,118 @@
+"""Label-noise generators: each returns the noisy labels with the clean ones kept, the realised noise rate and
+the realised (empirical) transition matrix ``T[i, j] = P(noisy = j | clean = i)``.
+
+Conventions for symmetric noise (papers differ, so it is a flag, never implicit):
+
+- ``"exact"``: exactly ``round(rate * n)`` samples, chosen uniformly, get a label drawn uniformly from the
+  *other* K-1 classes, so the realised noise rate equals ``rate`` (up to rounding). Expected
+  ``T = (1 - rate) I + rate / (K - 1) (1 - I)`` (Patrini et al. 2017; Han et al. 2018).
+- ``"uniform"``: each sample, with probability ``rate``, is resampled uniformly over *all* K classes, so a
+  resampled label can stay correct and the realised noise rate is about ``rate * (K - 1) / K``
+  (the convention of e.g. Zhang & Sabuncu 2018's code and of "noise level" in several CIFAR papers).
+
+Pair-flip noise (Han et al. 2018) moves exactly ``round(rate * n)`` samples of class ``i`` to ``(i + 1) mod K``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SYMMETRIC_CONVENTIONS = ("exact", "uniform")
+NOISE_KINDS = ("symmetric", "pair")
+
+
+@dataclass
+class NoisyLabels:
+    noisy: torch.Tensor
+    clean: torch.Tensor
+    kind: str
+    rate: float  # the requested rate
+    realised_rate: float  # fraction of samples whose label changed
+    transition_matrix: torch.Tensor  # realised, rows sum to 1 for classes present
+
+    def summary(self) -> str:
+        return f"{self.kind} noise: requested {self.rate:.3f}, realised {self.realised_rate:.4f}"
+
+
+def _check(labels: torch.Tensor, num_classes: int, rate: float, max_rate: float = 1.0) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"labels must be a 1-D integer tensor, got shape {tuple(labels.shape)} dtype {labels.dtype}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes - 1}], got range [{int(labels.min())}, {int(labels.max())}]"
+        )
+    if not (0.0 <= rate < max_rate):
+        raise ValueError(f"noise rate must lie in [0, {max_rate}), got {rate}")
+    return labels.long()
+
+
+def empirical_transition_matrix(clean: torch.Tensor, noisy: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    counts.index_put_((clean, noisy), torch.ones_like(clean, dtype=torch.float64), accumulate=True)
+    return counts / counts.sum(1, keepdim=True).clamp_min(1)
+
+
+def _result(clean, noisy, num_classes, kind, rate) -> NoisyLabels:
+    realised = float((noisy != clean).double().mean()) if clean.numel() else 0.0
+    return NoisyLabels(noisy, clean, kind, rate, realised, empirical_transition_matrix(clean, noisy, num_classes))
+
+
+def symmetric_noise(
+    labels: torch.Tensor,
+    num_classes: int,
+    rate: float,
+    convention: str = "exact",
+    generator: torch.Generator | None = None,
+) -> NoisyLabels:
+    """Symmetric (uniform) label noise; see the module docstring for the two conventions."""
+    clean = _check(labels, num_classes, rate)
+    if convention not in SYMMETRIC_CONVENTIONS:
+        raise ValueError(f"convention must be one of {SYMMETRIC_CONVENTIONS}, got {convention!r}")
+    n = clean.numel()
+    noisy = clean.clone()
+    if convention == "exact":
+        idx = torch.randperm(n, generator=generator)[: round(rate * n)]
+        # an offset in 1..K-1 added mod K is uniform over the other K-1 classes
+        offset = torch.randint(1, num_classes, (idx.numel(),), generator=generator)
+        noisy[idx] = (clean[idx] + offset) % num_classes
+    else:
+        resample = torch.rand(n, generator=generator) < rate
+        noisy[resample] = torch.randint(0, num_classes, (int(resample.sum()),), generator=generator)
+    return _result(clean, noisy, num_classes, f"symmetric/{convention}", rate)
+
+
+def pair_flip_noise(
+    labels: torch.Tensor, num_classes: int, rate: float, generator: torch.Generator | None = None
+) -> NoisyLabels:
+    """Pair-flip noise: exactly ``round(rate * n)`` samples move from class i to (i + 1) mod K (rate < 0.5)."""
+    clean = _check(labels, num_classes, rate, max_rate=0.5)
+    n = clean.numel()
+    noisy = clean.clone()
+    idx = torch.randperm(n, generator=generator)[: round(rate * n)]
+    noisy[idx] = (clean[idx] + 1) % num_classes
+    return _result(clean, noisy, num_classes, "pair", rate)
+
+
+def apply_label_noise(
+    labels: torch.Tensor,
+    num_classes: int,
+    kind: str | None,
+    rate: float,
+    convention: str = "exact",
+    seed: int = 0,
+) -> NoisyLabels:
+    """Dispatch by name; ``kind=None`` or ``rate=0`` returns the labels unchanged (with the same report)."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind is None or rate == 0.0:
+        clean = _check(labels, num_classes, rate)
+        return _result(clean, clean.clone(), num_classes, "none", 0.0)
+    if kind == "symmetric":
+        return symmetric_noise(labels, num_classes, rate, convention, generator)
+    if kind == "pair":
+        return pair_flip_noise(labels, num_classes, rate, generator)
+    raise ValueError(f"noise kind must be one of {NOISE_KINDS} or None, got {kind!r}")

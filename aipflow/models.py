@@ -1,0 +1,93 @@
+"""Networks for the embedded tasks, plus any timm model by name."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron over flattened inputs."""
+
+    def __init__(
+        self,
+        in_features: int = 64,
+        num_classes: int = 10,
+        hidden: tuple[int, ...] | list[int] = (128, 128),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """A small CNN for 8x8 single-channel images (digits): two conv blocks with BatchNorm, then a linear head."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, dropout: float = 0.1) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.features = nn.Sequential(
+            block(in_channels, width),
+            block(width, width),
+            nn.MaxPool2d(2),  # 8x8 -> 4x4
+            block(width, 2 * width),
+            nn.MaxPool2d(2),  # 4x4 -> 2x2: keeps where strokes are, which global pooling would lose
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width * 4, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:  # flattened digits
+            side = int(round((x.shape[1]) ** 0.5))
+            x = x.view(x.shape[0], 1, side, side)
+        return self.head(self.features(x))
+
+
+class TimmModel(nn.Module):
+    """Any timm model by name (``pretrained`` loads weights only from a local cache or ``checkpoint_path``).
+
+    ``input_size`` resizes inputs first (bilinear), e.g. to run a ResNet on 8x8 digits.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        pretrained: bool = False,
+        checkpoint_path: str = "",
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.list_models(name) and name not in timm.list_models():
+            close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+            raise ValueError(f"model.name: unknown timm model {name!r}; similar: {close}")
+        self.model = timm.create_model(
+            name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, checkpoint_path=checkpoint_path
+        )
+        self.input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear")
+        return self.model(x)

@@ -1,0 +1,254 @@
+"""The plugin contract, entry-point discovery and the component registry.
+
+Contract, version ``PLUGIN_API_VERSION`` (major.minor). A plugin is a distribution that declares an entry point
+in the group ``aipflow.plugins``; the entry point names a :class:`Plugin` instance (or a zero-argument callable
+returning one)::
+
+    # pyproject.toml of the plugin
+    [project.entry-points."aipflow.plugins"]
+    weaksup = "aipflow_weaksup:plugin"
+
+    # aipflow_weaksup/__init__.py
+    from aipflow.plugins import Plugin
+    plugin = Plugin(
+        name="weaksup",
+        api_version="1.0",
+        components={"nnPU": "aipflow_weaksup.risks:NNPULoss"},   # short name -> "module:attribute"
+        recipes="aipflow_weaksup:recipes",                      # optional: package folder of *.yaml recipes
+    )
+
+A plugin is *compatible* when its major api version equals the core's and its minor version is not newer. The
+core registers its own components through the same :class:`Plugin` type (``aipflow.components.CORE``).
+
+Discovery (:func:`discover`) is separate from use (:class:`Registry`): discovering never imports a component's
+module, and nothing a plugin declares is added to a run unless a recipe names it. A plugin that fails to load or
+declares an incompatible api version is recorded with its status and skipped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as metadata
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PLUGIN_API_VERSION = "1.0"
+ENTRY_POINT_GROUP = "aipflow.plugins"
+DISABLE_AUTOLOAD_ENV = "AIPFLOW_DISABLE_PLUGIN_AUTOLOAD"
+ONLY_PLUGINS_ENV = "AIPFLOW_PLUGINS"
+
+CORE_SOURCE = "aipflow"
+
+
+class PluginError(Exception):
+    """A plugin, or a component name, that cannot be used; the message says why and what is valid."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """What a plugin declares: its name, the api version it was written for, its components and recipes.
+
+    ``components`` maps a short name (usable as ``class_path`` in YAML) to ``"module:attribute"`` or to the
+    object itself. ``recipes`` is ``"package:folder"`` (or a path) holding ``*.yaml`` recipes.
+    """
+
+    name: str
+    api_version: str
+    components: Mapping[str, str | type | Callable] = field(default_factory=dict)
+    recipes: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise PluginError(f"Plugin.name must be a non-empty string, got {self.name!r}")
+        _parse_version(self.api_version, "Plugin.api_version")
+
+
+@dataclass
+class PluginRecord:
+    """One discovered plugin: where it came from and whether it can be used."""
+
+    entry_point: str
+    distribution: str
+    version: str
+    status: str  # "ok" | "broken" | "incompatible"
+    plugin: Plugin | None = None
+    error: str | None = None
+    modules: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name if self.plugin is not None else self.entry_point
+
+    def describe_failure(self) -> str:
+        what = f"plugin '{self.name}' from distribution {self.distribution} {self.version}"
+        if self.status == "incompatible":
+            return (
+                f"{what} is incompatible: it requires plugin api {self.plugin.api_version}, "
+                f"aipflow provides {PLUGIN_API_VERSION}"
+            )
+        return f"{what} failed to load: {self.error}"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    target: str | type | Callable
+    source: str  # CORE_SOURCE or the plugin's name
+
+    @property
+    def import_path(self) -> str:
+        """The dotted path jsonargparse and LightningCLI take as ``class_path``."""
+        if isinstance(self.target, str):
+            return self.target.replace(":", ".")
+        return f"{self.target.__module__}.{self.target.__qualname__}"
+
+    def load(self):
+        if not isinstance(self.target, str):
+            return self.target
+        module, _, attr = self.target.partition(":")
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+def _parse_version(value: str, what: str) -> tuple[int, int]:
+    try:
+        major, minor = (int(p) for p in str(value).split(".")[:2])
+    except ValueError:
+        raise PluginError(f"{what} must look like 'MAJOR.MINOR', got {value!r}") from None
+    return major, minor
+
+
+def is_compatible(api_version: str) -> bool:
+    major, minor = _parse_version(api_version, "api_version")
+    core_major, core_minor = _parse_version(PLUGIN_API_VERSION, "PLUGIN_API_VERSION")
+    return major == core_major and minor <= core_minor
+
+
+def _only_plugins() -> set[str] | None:
+    raw = os.environ.get(ONLY_PLUGINS_ENV, "").strip()
+    return {p.strip() for p in raw.split(",") if p.strip()} if raw else None
+
+
+def discover(distributions: Iterable[metadata.Distribution] | None = None) -> list[PluginRecord]:
+    """Load every ``aipflow.plugins`` entry point; never raises for a bad plugin, records it instead."""
+    if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0", "false", "False"):
+        return []
+    records: list[PluginRecord] = []
+    seen: set[tuple[str, str]] = set()
+    for dist in distributions if distributions is not None else metadata.distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or (dist_name, ep.name) in seen:
+                continue
+            seen.add((dist_name, ep.name))  # the same dist can be on sys.path twice (editable + site)
+            records.append(_load_entry_point(ep, dist_name, dist.version))
+    only = _only_plugins()
+    if only is not None:
+        known = {r.name for r in records} | {r.entry_point for r in records}
+        unknown = sorted(only - known)
+        if unknown:
+            raise PluginError(
+                f"{ONLY_PLUGINS_ENV} names unknown plugin(s) {unknown}; installed plugins: {sorted(known) or 'none'}"
+            )
+        records = [r for r in records if r.name in only or r.entry_point in only]
+    return sorted(records, key=lambda r: r.name)
+
+
+def _load_entry_point(ep: metadata.EntryPoint, dist_name: str, version: str) -> PluginRecord:
+    modules = (ep.value.split(":")[0].split(".")[0],)
+    record = PluginRecord(ep.name, dist_name, version, status="broken", modules=modules)
+    try:
+        obj = ep.load()
+        plugin = obj() if callable(obj) and not isinstance(obj, Plugin) else obj
+        if not isinstance(plugin, Plugin):
+            raise PluginError(f"entry point {ep.value!r} gave {type(plugin).__name__}, expected aipflow.plugins.Plugin")
+    except Exception as exc:  # a broken plugin never takes the core down
+        record.error = f"{type(exc).__name__}: {exc}"
+        return record
+    record.plugin = plugin
+    record.status = "ok" if is_compatible(plugin.api_version) else "incompatible"
+    return record
+
+
+class Registry:
+    """Short name -> component, over the core and every compatible plugin."""
+
+    def __init__(self, plugins: Iterable[Plugin], records: Iterable[PluginRecord] = ()) -> None:
+        self.records = list(records)
+        self.plugins = list(plugins)
+        self.conflicts: list[str] = []
+        self._components: dict[str, Component] = {}
+        for plugin in self.plugins:
+            source = CORE_SOURCE if plugin.name == CORE_SOURCE else plugin.name
+            for name, target in plugin.components.items():
+                if name in self._components:
+                    other = self._components[name].source
+                    # the core wins; between plugins, the first (sorted by name) wins: both are reported
+                    self.conflicts.append(f"'{name}' from {source} shadowed by {other}")
+                    continue
+                self._components[name] = Component(name, target, source)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._components
+
+    def names(self, source: str | None = None) -> list[str]:
+        return sorted(n for n, c in self._components.items() if source is None or c.source == source)
+
+    def get(self, name: str) -> Component:
+        if name in self._components:
+            return self._components[name]
+        raise PluginError(self.unknown_name_message(name))
+
+    def unknown_name_message(self, name: str, field_name: str | None = None) -> str:
+        where = f"{field_name}: " if field_name else ""
+        close = difflib.get_close_matches(name, self._components, n=3, cutoff=0.6)
+        close += [n for n in self._components if n.lower() == name.lower() and n not in close]
+        msg = f"{where}unknown component {name!r}"
+        msg += f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `aipflow plugins`"
+        failed = self.failed_records()
+        if failed:
+            msg += " It may belong to a plugin that is not loaded: " + "; ".join(r.describe_failure() for r in failed)
+        return msg
+
+    def failed_records(self) -> list[PluginRecord]:
+        return [r for r in self.records if r.status != "ok"]
+
+    def failed_record_for_module(self, dotted: str) -> PluginRecord | None:
+        top = dotted.split(".")[0]
+        return next((r for r in self.failed_records() if top in r.modules), None)
+
+    def recipe_dirs(self) -> list[tuple[str, Path]]:
+        out = []
+        for plugin in self.plugins:
+            if plugin.recipes:
+                out.append((plugin.name, _resolve_folder(plugin.recipes)))
+        return out
+
+
+def _resolve_folder(spec: str) -> Path:
+    if ":" in spec and not Path(spec).exists():
+        package, _, folder = spec.partition(":")
+        module = importlib.import_module(package)
+        return Path(module.__file__).parent / folder
+    return Path(spec)
+
+
+@lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The registry of this process: the core plus every compatible discovered plugin (cached)."""
+    from aipflow.components import CORE
+
+    records = discover()
+    plugins = [CORE] + [r.plugin for r in records if r.status == "ok"]
+    return Registry(plugins, records)
+
+
+def reset_registry() -> None:
+    """Forget the cached registry (after installing a plugin in-process, or in tests)."""
+    get_registry.cache_clear()

@@ -1,0 +1,3 @@
+from aipflow.tasks.classification import ClassificationTask
+
+__all__ = ["ClassificationTask"]

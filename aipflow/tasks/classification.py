@@ -1,0 +1,168 @@
+"""Supervised classification with everything from config: network, loss, optimizer, LR scheduler."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+
+from aipflow.metrics import DEFAULT_ECE_BINS, plot_reliability_diagram
+
+_STAGES = ("train", "val", "test")
+
+
+def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, dict):
+        return batch["x"], batch["y"]
+    x, y = batch[0], batch[1]
+    return x, y
+
+
+class ClassificationTask(L.LightningModule):
+    """Classification LightningModule.
+
+    Logs ``{train,val,test}/acc``, ``/nll`` (mean cross-entropy against the labels given: noisy on train, clean on
+    val/test) and ``/ece`` (top-label, L1, ``ece_bins`` equal-width bins; 15 by default), plus ``train/loss`` (the
+    optimised loss). At test end it writes a reliability diagram PNG into the logger's folder.
+
+    Args:
+        model: the network, ``(N, ...) -> (N, num_classes)`` logits.
+        loss: training loss module taking ``(logits, targets)``; cross-entropy when omitted.
+        optimizer: optimizer factory over ``self.parameters()``; AdamW(lr=1e-3, weight_decay=1e-2) when omitted.
+        lr_scheduler: scheduler factory over the optimizer (``torch.optim.lr_scheduler.*``).
+        lr_scheduler_interval: ``"epoch"`` or ``"step"``.
+        num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one).
+        ece_bins: number of bins for ECE and the reliability diagram.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: str = "epoch",
+        num_classes: int = 10,
+        ece_bins: int = DEFAULT_ECE_BINS,
+        reliability_diagram: bool = True,
+    ) -> None:
+        super().__init__()
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"model.lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
+        if num_classes < 2:
+            raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
+        if ece_bins < 1:
+            raise ValueError(f"model.ece_bins must be >= 1, got {ece_bins}")
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
+        self.model = model
+        self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_metrics": MetricCollection(
+                    {
+                        "acc": MulticlassAccuracy(num_classes, average="micro"),
+                        "ece": MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1"),
+                        "nll": MeanMetric(),
+                    }
+                )
+                for stage in _STAGES
+            }
+        )
+        self._test_probs: list[torch.Tensor] = []
+        self._test_labels: list[torch.Tensor] = []
+        self.reliability_diagram_path: Path | None = None
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        found = getattr(dm, "num_classes", None)
+        if found is not None and found != self.hparams.num_classes:
+            raise ValueError(f"model.num_classes is {self.hparams.num_classes} but the data has {found} classes")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self(x)
+        if logits.ndim != 2 or logits.shape[1] != self.hparams.num_classes:
+            raise ValueError(
+                f"the network must return (batch, {self.hparams.num_classes}) logits, got {tuple(logits.shape)}"
+            )
+        return logits
+
+    def _update_metrics(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        logits = logits.detach().float()
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics["acc"].update(logits, y)
+        metrics["ece"].update(logits.softmax(1), y)
+        metrics["nll"].update(nn.functional.cross_entropy(logits, y, reduction="none"))
+        self.log_dict(
+            {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage != "train"
+        )
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = _unpack(batch)
+        logits = self._logits(x)
+        loss = self.loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.global_step}; lower the learning rate or "
+                "check the inputs"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self._update_metrics("train", logits, y)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = _unpack(batch)
+        self._update_metrics("val", self._logits(x), y)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = _unpack(batch)
+        logits = self._logits(x)
+        self._update_metrics("test", logits, y)
+        if self.hparams.reliability_diagram:
+            self._test_probs.append(logits.detach().float().softmax(1).cpu())
+            self._test_labels.append(y.cpu())
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, _ = _unpack(batch) if isinstance(batch, (dict, list, tuple)) else (batch, None)
+        return self(x).softmax(1)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_probs.clear()
+        self._test_labels.clear()
+
+    def on_test_epoch_end(self) -> None:
+        if not self._test_probs or not self.trainer.is_global_zero:
+            return
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        self.reliability_diagram_path = plot_reliability_diagram(
+            torch.cat(self._test_probs),
+            torch.cat(self._test_labels),
+            folder / "reliability_test.png",
+            self.hparams.ece_bins,
+            title=f"test ({os.path.basename(str(folder))})",
+        )
+        self._test_probs.clear()
+        self._test_labels.clear()
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-2)
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.lr_scheduler_interval},
+        }
