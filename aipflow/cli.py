@@ -6,7 +6,11 @@ the heavy imports where possible.
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import inspect
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -123,11 +127,19 @@ def run(argv: list[str]) -> None:
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs=_parser_kwargs(),
         )
     finally:
         sys.argv = saved_argv
         for path in temps:
             Path(path).unlink(missing_ok=True)
+
+
+def _parser_kwargs() -> dict:
+    # errors come back as exceptions so that main() prints one short message; no prefix-matching of options,
+    # so a typo like --trainer.max_epoch is an error rather than silently --trainer.max_epochs
+    strict = {"exit_on_error": False, "allow_abbrev": False}
+    return {**strict, **{sub: dict(strict) for sub in ("fit", "validate", "test", "predict")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +171,7 @@ def _is_input_error(exc: Exception) -> bool:
     from aipflow.config import ConfigError
     from aipflow.plugins import PluginError
 
-    return isinstance(exc, (ConfigError, PluginError, _UsageError, ValueError, TypeError))
+    return isinstance(exc, (ConfigError, PluginError, _UsageError, ValueError, TypeError, argparse.ArgumentError))
 
 
 def _describe(exc: BaseException) -> str:
@@ -168,11 +180,40 @@ def _describe(exc: BaseException) -> str:
 
     if isinstance(exc, (ConfigError, PluginError, _UsageError)):
         return str(exc)
+    if isinstance(exc, argparse.ArgumentError):
+        return condense_parser_error(str(exc))
     # jsonargparse wraps errors raised in a component's __init__; the innermost one says what is wrong
     inner = exc
     while inner.__cause__ is not None:
         inner = inner.__cause__
     return f"{type(inner).__name__}: {inner}"
+
+
+_KEY_LINES = re.compile(
+    r"unrecognized arguments|does not accept|not accepted|Expected a|Given value:|Problem with|Parser key|"
+    r"required|Import path|Not a valid|must be|invalid choice|Does not validate"
+)
+
+
+def condense_parser_error(message: str) -> str:
+    """jsonargparse explains a nested error over dozens of lines; keep the ones that name the field, the value
+    and what was expected, and suggest the closest Trainer option for a misspelt ``trainer.*`` key."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    keep = lines[:1] + [ln for ln in lines[1:] if _KEY_LINES.search(ln) and not ln.startswith("Given value: {")]
+    seen: list[str] = []
+    for line in keep:
+        if line not in seen:
+            seen.append(line)
+    text = "\n  ".join(seen[:8])
+    unknown = re.findall(r"trainer\.([A-Za-z_]+)", message)
+    if unknown and ("unrecognized" in message or "accept" in message):
+        from lightning.pytorch import Trainer
+
+        valid = list(inspect.signature(Trainer.__init__).parameters)
+        close = difflib.get_close_matches(unknown[0], valid, n=3)
+        if close and unknown[0] not in valid:
+            text += f"\n  did you mean {', '.join('trainer.' + c for c in close)}?"
+    return text
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def env_report() -> str:
         lines.append(f"cuda         {torch.version.cuda or 'none'} (available: {torch.cuda.is_available()})")
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            lines.append(f"  gpu {i}      {props.name}, {props.total_memory / 2**30:.1f} GiB, sm_{props.major}{props.minor}")
+            lines.append(
+                f"  gpu {i}      {props.name}, {props.total_memory / 2**30:.1f} GiB, sm_{props.major}{props.minor}"
+            )
         lines.append(f"cpu threads  {torch.get_num_threads()}")
     except Exception as exc:  # env must print even with a broken torch
         lines.append(f"torch import failed: {exc}")

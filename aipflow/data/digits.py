@@ -64,7 +64,9 @@ class DigitsDataModule(L.LightningDataModule):
             if not 0.0 < frac < 1.0:
                 raise ValueError(f"data.{name} must lie in (0, 1), got {frac}")
         if val_fraction + test_fraction >= 0.9:
-            raise ValueError(f"data.val_fraction + data.test_fraction must be < 0.9, got {val_fraction + test_fraction}")
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction must be < 0.9, got {val_fraction + test_fraction}"
+            )
         if noise is not None and noise not in NOISE_KINDS:
             raise ValueError(f"data.noise must be one of {NOISE_KINDS} or null, got {noise!r}")
         if noise_convention not in SYMMETRIC_CONVENTIONS:

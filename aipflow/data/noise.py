@@ -47,7 +47,7 @@ def _check(labels: torch.Tensor, num_classes: int, rate: float, max_rate: float 
             f"labels must lie in [0, {num_classes - 1}], got range [{int(labels.min())}, {int(labels.max())}]"
         )
     if not (0.0 <= rate < max_rate):
-        raise ValueError(f"noise rate must lie in [0, {max_rate}), got {rate}")
+        raise ValueError(f"noise rate must lie in [0, {max_rate:g}), got {rate}")
     return labels.long()
 
 

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from aipflow.data import DigitsDataModule
+
+
+def test_split_is_fixed_standardised_and_noise_only_on_train():
+    dm = DigitsDataModule(noise="symmetric", noise_rate=0.4, noise_convention="exact")
+    dm.setup()
+    n = len(dm.train_set) + len(dm.val_set) + len(dm.test_set)
+    assert n == 1797 and len(dm.test_set) == 360
+    again = DigitsDataModule()
+    again.setup()
+    assert torch.equal(dm.test_set.x, again.test_set.x)  # same split regardless of noise
+    assert torch.equal(dm.train_set.clean_y, again.train_set.y)
+    x = dm.train_set.x
+    assert x.mean().abs() < 1e-5 and x.shape[1:] == (1, 8, 8)
+    assert dm.noise_report.realised_rate == pytest.approx(0.4, abs=1e-3)
+    wrong = (dm.train_set.y != dm.train_set.clean_y).float().mean().item()
+    assert wrong == pytest.approx(0.4, abs=1e-3)
+    assert torch.equal(dm.val_set.y, dm.val_set.clean_y)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"x", "y", "clean_y", "index"}
+    assert torch.equal(dm.train_set.y[batch["index"]], batch["y"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"noise_rate": 1.2}, "data.noise_rate must lie in"),
+        ({"noise": "gaussian"}, "data.noise must be one of"),
+        ({"noise_convention": "x"}, "data.noise_convention"),
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"val_fraction": 0.0}, "data.val_fraction"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DigitsDataModule(**kwargs)
