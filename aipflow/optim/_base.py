@@ -1,0 +1,122 @@
+"""What SAM, bSAM and IVON share: a closure-driven step with several loss evaluations per step.
+
+The closure protocol. ``step(closure)`` calls ``closure()`` (or ``closure(k)`` for sub-batch ``k`` when the
+optimizer splits the batch, as bSAM does), which must run forward + backward and return the loss. A plain
+function is enough in a hand-written loop. An integration (aipflow's Lightning callback) may hand a richer
+closure object with any of:
+
+- ``found_inf``: set true when the last call produced non-finite gradients (fp16 AMP): the optimizer restores
+  the weights exactly and skips the whole step;
+- ``descent_ready()``: called once per step on the descent gradient, before the update (gradient clipping and
+  ``on_before_optimizer_step`` happen there, once);
+- ``sync(tensors)``: averages the given tensors over data-parallel ranks in place (one collective).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+class MultiPassOptimizer(Optimizer):
+    """Base of optimizers whose ``step`` evaluates the loss more than once; see the module docstring."""
+
+    #: how many sub-batches the step splits a batch into (1: the closure takes no argument)
+    num_subbatches: int = 1
+
+    def _evaluate(self, closure: Callable, sub_batch: int | None = None) -> Tensor | None:
+        """Run one forward/backward; ``None`` when the integration reports non-finite gradients."""
+        with torch.enable_grad():
+            loss = closure() if sub_batch is None else closure(sub_batch)
+        if getattr(closure, "found_inf", False):
+            return None
+        if loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__}: the closure returned a non-finite loss ({float(loss)}); the weights were "
+                "left unchanged. Lower the learning rate, check the data, or use AMP with a grad scaler."
+            )
+        return loss
+
+    @staticmethod
+    def _descent_ready(closure: Callable) -> None:
+        hook = getattr(closure, "descent_ready", None)
+        if hook is not None:
+            hook()
+
+    @staticmethod
+    def _sync(closure: Callable, tensors: list[Tensor]) -> None:
+        sync = getattr(closure, "sync", None)
+        if sync is not None and tensors:
+            sync(tensors)
+
+    def _trainable(self) -> list[tuple[dict, Tensor]]:
+        return [(group, p) for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+
+class BayesianMixin:
+    """Posterior sampling for optimizers whose parameters hold the posterior mean and which define
+    ``posterior_std()`` (one tensor per trainable parameter, in ``_trainable()`` order)."""
+
+    @contextmanager
+    def sampled_params(self, generator: torch.Generator | None = None) -> Iterator[None]:
+        """Inside the block the parameters hold one posterior sample ``m + std * z``; the mean is restored
+        exactly (copied back) on exit, also after an exception."""
+        pairs = self._trainable()
+        means = [p.detach().clone() for _, p in pairs]
+        with torch.no_grad():
+            for (_, p), m, std in zip(pairs, means, self.posterior_std(), strict=True):
+                z = torch.randn(p.shape, dtype=torch.float32, device=p.device, generator=generator)
+                p.copy_((m.float() + z * std).to(p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for (_, p), m in zip(pairs, means, strict=True):
+                    p.copy_(m)
+
+
+class NoiseGenerators:
+    """One ``torch.Generator`` per device, seeded once; its state travels in the optimizer's state_dict so that
+    a resumed run draws the same noise as the uninterrupted one."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def __call__(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def get_state(self) -> dict[str, Tensor]:
+        return {key: g.get_state() for key, g in self._generators.items()}
+
+    def set_state(self, states: dict[str, Tensor]) -> None:
+        for key, state in states.items():
+            self(torch.device(key)).set_state(state.cpu())  # generator states are CPU byte tensors
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "generators": self.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self._generators.clear()
+        self.set_state(state["generators"])
+
+
+def check_beta(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+
+
+def check_positive(name: str, value: float, allow_zero: bool = False, allow_inf: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or (math.isinf(value) and not allow_inf) or math.isnan(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")

@@ -1,0 +1,282 @@
+"""Step functions over lists of tensors: the one seam between the optimizers and their backends.
+
+Each public function takes plain lists (parameters, gradients, state buffers) and an ``impl``:
+
+- ``"reference"``: a per-tensor loop written to read like the paper's equations;
+- ``"foreach"``: the same arithmetic with ``torch._foreach_*`` (one kernel per op over all tensors; default);
+- ``"triton"``: fused kernels (``aipflow.kernels``), where available.
+
+Both backends compute in the parameters' dtype for fp32 and in fp32 for fp16/bf16 state-free updates; the
+restore of a perturbation always copies the saved weights back (exact), it never subtracts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+IMPLS = ("auto", "foreach", "reference", "triton")
+
+
+def resolve_impl(impl: str, params: Sequence[Tensor]) -> str:
+    """``auto`` -> Triton on CUDA when its kernels import, else foreach. An explicit ``triton`` that cannot run
+    is an error, never a silent fallback."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    on_cuda = any(p.is_cuda for p in params)
+    if impl == "auto":
+        return "triton" if on_cuda and triton_available() else "foreach"
+    if impl == "triton" and not triton_available():
+        raise RuntimeError(
+            "impl='triton' was asked for but aipflow's Triton kernels are not available in this environment "
+            "(they need the triton package and a CUDA device, or TRITON_INTERPRET=1 for CPU tests); "
+            "use impl='foreach' or 'auto'"
+        )
+    return impl
+
+
+def triton_available() -> bool:
+    try:
+        from aipflow.kernels import available
+    except ImportError:
+        return False
+    return available()
+
+
+def _groups(*lists: Sequence[Tensor]) -> list[tuple[list[Tensor], ...]]:
+    """Split parallel lists by (device, dtype) of the first list: foreach ops need one device and dtype."""
+    buckets: dict[tuple, list[list[Tensor]]] = defaultdict(lambda: [[] for _ in lists])
+    for items in zip(*lists, strict=True):
+        key = (items[0].device, items[0].dtype)
+        for bucket, item in zip(buckets[key], items, strict=True):
+            bucket.append(item)
+    return [tuple(b) for b in buckets.values()]
+
+
+# ----------------------------------------------------------------------------------------------- SAM / ASAM
+def sam_scale_norm(
+    params: Sequence[Tensor], grads: Sequence[Tensor], adaptive: bool, eta: float, impl: str = "foreach"
+) -> Tensor:
+    """SAM: ``||g||_2``; ASAM: ``||T_w g||_2`` with ``T_w = |w| + eta`` (Kwon et al. 2021, eq. 9), in fp32."""
+    if not grads:
+        return torch.zeros(())
+    device = grads[0].device
+    if impl == "reference":
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        for p, g in zip(params, grads, strict=True):
+            g32 = g.float()
+            if adaptive:
+                g32 = (p.float().abs() + eta) * g32
+            total = total + g32.pow(2).sum().to(device)
+        return total.sqrt()
+    squares = []
+    for ps, gs in _groups(params, grads):
+        if adaptive:
+            scaled = torch._foreach_abs(ps)
+            torch._foreach_add_(scaled, eta)
+            torch._foreach_mul_(scaled, gs)
+            norms = torch._foreach_norm(scaled, 2, dtype=torch.float32)
+        else:
+            norms = torch._foreach_norm(gs, 2, dtype=torch.float32)
+        squares.append(torch.stack(norms).pow(2).sum().to(device))
+    return torch.stack(squares).sum().sqrt()
+
+
+def sam_perturb(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    backups: Sequence[Tensor],
+    rho: float,
+    adaptive: bool,
+    eta: float,
+    impl: str = "foreach",
+) -> Tensor:
+    """Save ``w`` into ``backups`` and move to ``w + e``: ``e = rho g / ||g||`` (SAM) or
+    ``e = rho T_w^2 g / ||T_w g||`` (ASAM). A zero norm gives ``e = 0`` (no NaN). Returns the norm."""
+    norm = sam_scale_norm(params, grads, adaptive, eta, impl)
+    # where instead of a branch: no host sync on the norm
+    scale = torch.where(norm > 0, rho / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
+    if impl == "reference":
+        for p, g, b in zip(params, grads, backups, strict=True):
+            b.copy_(p)
+            e = g.float() * scale.to(p.device)
+            if adaptive:
+                e = e * (p.float().abs() + eta).pow(2)
+            p.add_(e.to(p.dtype))
+        return norm
+    for ps, gs, bs in _groups(params, grads, backups):
+        torch._foreach_copy_(bs, ps)
+        s = scale.to(ps[0].device)
+        if ps[0].dtype == torch.float32:
+            if adaptive:
+                t = torch._foreach_abs(ps)
+                torch._foreach_add_(t, eta)
+                torch._foreach_mul_(t, t)
+                torch._foreach_mul_(t, gs)
+                torch._foreach_mul_(t, s)
+                torch._foreach_add_(ps, t)
+            else:
+                torch._foreach_add_(ps, torch._foreach_mul(gs, s))
+        else:  # low precision: compute e in fp32, add once
+            g32 = [g.float() for g in gs]
+            if adaptive:
+                t = [(p.float().abs() + eta).pow_(2) for p in ps]
+                torch._foreach_mul_(g32, t)
+            torch._foreach_mul_(g32, s)
+            torch._foreach_add_(ps, [e.to(p.dtype) for e, p in zip(g32, ps, strict=True)])
+    return norm
+
+
+def restore(params: Sequence[Tensor], backups: Sequence[Tensor], impl: str = "foreach") -> None:
+    """Copy the saved weights back: exact, whatever the dtype."""
+    if impl == "reference":
+        for p, b in zip(params, backups, strict=True):
+            p.copy_(b)
+        return
+    for ps, bs in _groups(params, backups):
+        torch._foreach_copy_(ps, bs)
+
+
+# ------------------------------------------------------------------------------------------------------ noise
+def gaussian_like(tensors: Sequence[Tensor], generator_for) -> list[Tensor]:
+    """Standard normal noise shaped like each tensor, drawn in order from ``generator_for(device)``."""
+    return [
+        torch.randn(t.shape, dtype=torch.float32, device=t.device, generator=generator_for(t.device)) for t in tensors
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------- bSAM
+def bsam_noisy_point(
+    params: Sequence[Tensor], means: Sequence[Tensor], precisions: Sequence[Tensor], noise: Sequence[Tensor], n: float
+) -> None:
+    """``theta = m + z / sqrt(N s)`` (Moellenhoff & Khan 2023, the posterior sample of bSAM)."""
+    for p, m, s, z in zip(params, means, precisions, noise, strict=True):
+        p.copy_((m.float() + z * torch.rsqrt(n * s)).to(p.dtype))
+
+
+def bsam_perturbed_point(
+    params: Sequence[Tensor],
+    means: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    precisions: Sequence[Tensor],
+    h_sums: Sequence[Tensor],
+    rho: float,
+    impl: str = "foreach",
+) -> None:
+    """``theta = m + rho g / s`` (elementwise, no normalisation) and ``h_sum += sqrt(s) |g|``."""
+    if impl == "reference":
+        for p, m, g, s, hs in zip(params, means, grads, precisions, h_sums, strict=True):
+            g32 = g.float()
+            hs.add_(s.sqrt() * g32.abs())
+            p.copy_((m.float() + rho * g32 / s).to(p.dtype))
+        return
+    for ps, ms, gs, ss, hss in _groups(params, means, grads, precisions, h_sums):
+        g32 = [g.float() for g in gs] if gs[0].dtype != torch.float32 else list(gs)
+        abs_g = torch._foreach_abs(g32)
+        torch._foreach_addcmul_(hss, torch._foreach_sqrt(ss), abs_g)
+        eps = torch._foreach_div(g32, ss)
+        torch._foreach_mul_(eps, rho)
+        if ps[0].dtype == torch.float32:
+            torch._foreach_add_(eps, ms)
+            torch._foreach_copy_(ps, eps)
+        else:
+            torch._foreach_add_(eps, [m.float() for m in ms])
+            torch._foreach_copy_(ps, eps)
+
+
+def bsam_update(
+    params: Sequence[Tensor],
+    grad_means: Sequence[Tensor],
+    h_means: Sequence[Tensor],
+    momenta: Sequence[Tensor],
+    precisions: Sequence[Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    damping: float,
+    delta: float,
+    impl: str = "foreach",
+) -> None:
+    """bSAM's descent (params hold the mean m):
+
+    ``gbar <- b1 gbar + (1-b1)(g_eps + delta m)``; ``m <- m - lr gbar / s`` (old s);
+    ``s <- b2 s + (1-b2)(h + damping + delta)``.
+    """
+    if impl == "reference":
+        for m, g, h, gbar, s in zip(params, grad_means, h_means, momenta, precisions, strict=True):
+            m32 = m.float()
+            gbar.mul_(beta1).add_((1 - beta1) * (g.float() + delta * m32))
+            m.copy_((m32 - lr * gbar / s).to(m.dtype))
+            s.mul_(beta2).add_((1 - beta2) * (h + damping + delta))
+        return
+    for ms, gs, hs, gbars, ss in _groups(params, grad_means, h_means, momenta, precisions):
+        m32 = [m.float() for m in ms] if ms[0].dtype != torch.float32 else list(ms)
+        g32 = [g.float() for g in gs] if gs[0].dtype != torch.float32 else list(gs)
+        d = torch._foreach_mul(m32, delta)
+        torch._foreach_add_(d, g32)
+        torch._foreach_lerp_(gbars, d, 1 - beta1)  # b1 gbar + (1 - b1) d
+        step = torch._foreach_div(gbars, ss)
+        if ms[0].dtype == torch.float32:
+            torch._foreach_add_(ms, step, alpha=-lr)
+        else:
+            torch._foreach_add_(m32, step, alpha=-lr)
+            torch._foreach_copy_(ms, m32)
+        target = torch._foreach_add(hs, damping + delta)
+        torch._foreach_lerp_(ss, target, 1 - beta2)
+
+
+# ------------------------------------------------------------------------------------------------------- IVON
+def ivon_update(
+    params: Sequence[Tensor],
+    g_hats: Sequence[Tensor],
+    h_hats: Sequence[Tensor],
+    momenta: Sequence[Tensor],
+    hessians: Sequence[Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    step: int,
+    clip_radius: float,
+    impl: str = "foreach",
+) -> None:
+    """IVON's update (Shen et al. 2024, Alg. 1), params holding the mean m:
+
+    ``g <- b1 g + (1-b1) g_hat``;
+    ``h <- b2 h + (1-b2) h_hat + 0.5 (1-b2)^2 (h - h_hat)^2 / (h + delta)``;
+    ``m <- m - lr clip((g / (1 - b1^t) + delta m) / (h + delta), clip_radius)``.
+    """
+    debias = 1 - beta1**step
+    if impl == "reference":
+        for m, gh, hh, g, h in zip(params, g_hats, h_hats, momenta, hessians, strict=True):
+            g.mul_(beta1).add_((1 - beta1) * gh)
+            h.copy_(beta2 * h + (1 - beta2) * hh + 0.5 * (1 - beta2) ** 2 * (h - hh) ** 2 / (h + weight_decay))
+            m32 = m.float()
+            upd = (g / debias + weight_decay * m32) / (h + weight_decay)
+            if clip_radius != float("inf"):
+                upd = upd.clamp(-clip_radius, clip_radius)
+            m.copy_((m32 - lr * upd).to(m.dtype))
+        return
+    for ms, ghs, hhs, gs, hs in _groups(params, g_hats, h_hats, momenta, hessians):
+        torch._foreach_lerp_(gs, ghs, 1 - beta1)
+        diff = torch._foreach_sub(hs, hhs)
+        torch._foreach_mul_(diff, diff)
+        denom = torch._foreach_add(hs, weight_decay)
+        torch._foreach_div_(diff, denom)
+        torch._foreach_lerp_(hs, hhs, 1 - beta2)
+        torch._foreach_add_(hs, diff, alpha=0.5 * (1 - beta2) ** 2)
+        m32 = [m.float() for m in ms] if ms[0].dtype != torch.float32 else list(ms)
+        upd = torch._foreach_mul(m32, weight_decay)
+        torch._foreach_add_(upd, gs, alpha=1 / debias)
+        torch._foreach_div_(upd, torch._foreach_add(hs, weight_decay))
+        if clip_radius != float("inf"):
+            torch._foreach_clamp_min_(upd, -clip_radius)
+            torch._foreach_clamp_max_(upd, clip_radius)
+        if ms[0].dtype == torch.float32:
+            torch._foreach_add_(ms, upd, alpha=-lr)
+        else:
+            torch._foreach_add_(m32, upd, alpha=-lr)
+            torch._foreach_copy_(ms, m32)

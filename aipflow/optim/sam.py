@@ -1,0 +1,186 @@
+"""SAM (Foret et al., ICLR 2021) and ASAM (Kwon et al., ICML 2021) around any base optimizer.
+
+Per step, with loss L and base optimizer B:
+
+    g = grad L(w)
+    e = rho g / ||g||                                  (SAM)
+    e = rho T_w^2 g / ||T_w g||,  T_w = |w| + eta      (ASAM, elementwise)
+    w <- B(w, grad L(w + e))
+
+Defaults: SAM rho = 0.05 (the paper's CIFAR value); ASAM rho = 0.5, eta = 0.01 (ASAM paper, CIFAR).
+The weights are restored from a saved copy (exact), never by subtracting e. A zero gradient gives e = 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from aipflow.optim import _functional as F
+from aipflow.optim._base import MultiPassOptimizer, check_positive
+
+
+class SAM(MultiPassOptimizer):
+    """Sharpness-aware minimisation wrapping ``base_optimizer``.
+
+    Args:
+        params: parameters or parameter groups (a group may set its own ``rho``/``adaptive``/``eta``).
+        base_optimizer: a factory ``params -> Optimizer`` (in YAML: ``{class_path: torch.optim.SGD, init_args:
+            {lr: 0.1, momentum: 0.9}}``); its param groups are shared, so LR schedulers act on them.
+        rho: neighbourhood radius (> 0).
+        adaptive: ASAM's scale-invariant neighbourhood.
+        eta: ASAM's offset in ``T_w = |w| + eta`` (>= 0).
+        interval: sharpness-aware step every ``interval`` steps, a plain base step otherwise (a cost knob).
+        impl: ``"auto" | "foreach" | "reference" | "triton"``.
+
+    ``step(closure)`` calls the closure itself (no gradients need exist before). For hand-written loops:
+    ``loss.backward(); opt.first_step(zero_grad=True); loss_fn().backward(); opt.second_step(zero_grad=True)``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        base_optimizer: Callable[[Iterable], Optimizer],
+        rho: float = 0.05,
+        adaptive: bool = False,
+        eta: float = 0.01,
+        interval: int = 1,
+        impl: str = "auto",
+    ) -> None:
+        check_positive("rho", rho)
+        check_positive("eta", eta, allow_zero=True)
+        if int(interval) != interval or interval < 1:
+            raise ValueError(f"interval must be an integer >= 1, got {interval}")
+        if impl not in F.IMPLS:
+            raise ValueError(f"impl must be one of {F.IMPLS}, got {impl!r}")
+        if isinstance(base_optimizer, Optimizer) or not callable(base_optimizer):
+            raise TypeError(
+                "base_optimizer must be an optimizer class or factory taking the parameters (e.g. torch.optim.SGD "
+                f"or functools.partial(torch.optim.SGD, lr=0.1)), got {base_optimizer!r}"
+            )
+        super().__init__(list(params), dict(rho=rho, adaptive=adaptive, eta=eta))
+        base = base_optimizer(self.param_groups)
+        if not isinstance(base, Optimizer):
+            raise TypeError(f"base_optimizer must build a torch.optim.Optimizer, it built {type(base).__name__}")
+        if isinstance(base, MultiPassOptimizer):
+            raise TypeError(f"base_optimizer cannot itself be multi-pass ({type(base).__name__})")
+        self.base_optimizer = base
+        self.param_groups = base.param_groups  # one set of groups: schedulers and Lightning see the same lr
+        self.state = base.state
+        self.interval = int(interval)
+        self.impl = impl
+        self.steps = 0
+        self._backups: dict[Tensor, Tensor] = {}  # transient by meaning, kept allocated: never checkpointed
+        self._perturbed: list[tuple[list[Tensor], list[Tensor]]] = []
+
+    def _resolved_impl(self) -> str:
+        return F.resolve_impl(self.impl, [p for g in self.param_groups for p in g["params"]])
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> Tensor:
+        """Move to ``w + e`` using the current gradients; returns the (scaled) gradient norm per group summed."""
+        if self._perturbed:
+            raise RuntimeError("SAM.first_step called twice without second_step (the weights are still perturbed)")
+        impl = self._resolved_impl()
+        norms = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            backups = [self._backup_for(p) for p in params]
+            norms.append(F.sam_perturb(params, grads, backups, group["rho"], group["adaptive"], group["eta"], impl))
+            self._perturbed.append((params, backups))
+        if zero_grad:
+            self.zero_grad()
+        return torch.stack(norms).sum() if norms else torch.zeros(())
+
+    def _backup_for(self, p: Tensor) -> Tensor:
+        buf = self._backups.get(p)
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+            buf = self._backups[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+        return buf
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put back the weights saved by ``first_step`` (exact copy); a no-op when not perturbed."""
+        impl = self._resolved_impl()
+        for params, backups in self._perturbed:
+            F.restore(params, backups, impl)
+        self._perturbed.clear()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore ``w`` and take the base step with the gradients at ``w + e``."""
+        self.restore()
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None) -> Tensor | None:
+        if closure is None:
+            raise ValueError(
+                f"{type(self).__name__}.step needs a closure that runs forward + backward and returns the loss "
+                "(opt.step(closure)); or call first_step() and second_step() around your own second backward"
+            )
+        self.steps += 1
+        loss = self._evaluate(closure)
+        if loss is None and getattr(closure, "found_inf", False):
+            return None
+        if (self.steps - 1) % self.interval != 0:
+            self._descent_ready(closure)
+            self.base_optimizer.step()
+            return loss
+        self.first_step()
+        try:
+            second = self._evaluate(closure)
+        except BaseException:
+            self.restore()
+            raise
+        if second is None:  # non-finite gradients at w + e: skip the step, weights exactly as before
+            self.restore()
+            return None
+        self._descent_ready(closure)
+        self.second_step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"base_optimizer": self.base_optimizer.state_dict(), "sam": {"steps": self.steps}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "base_optimizer" not in state_dict:
+            raise KeyError(f"{type(self).__name__}.load_state_dict expects keys 'base_optimizer' and 'sam'")
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.steps = int(state_dict["sam"]["steps"])
+        self._perturbed.clear()
+
+    def __repr__(self) -> str:
+        g = self.param_groups[0] if self.param_groups else {}
+        return (
+            f"{type(self).__name__}(rho={g.get('rho')}, adaptive={g.get('adaptive')}, eta={g.get('eta')}, "
+            f"interval={self.interval}, base={type(self.base_optimizer).__name__})"
+        )
+
+
+class ASAM(SAM):
+    """ASAM: SAM with ``adaptive=True``; defaults rho = 0.5, eta = 0.01 (Kwon et al., ICML 2021, CIFAR)."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        base_optimizer: Callable[[Iterable], Optimizer],
+        rho: float = 0.5,
+        eta: float = 0.01,
+        interval: int = 1,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(params, base_optimizer, rho=rho, adaptive=True, eta=eta, interval=interval, impl=impl)
