@@ -17,9 +17,9 @@ TOL = 1e-6
 
 
 class Problem:
-    def __init__(self, seed=0, batch=16):
+    def __init__(self, seed=0, batch=16, init_seed=None):
         g = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if init_seed is None else init_seed)
         self.model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
         self.model64 = copy.deepcopy(self.model).double()
         self.names = [n for n, _ in self.model.named_parameters()]

@@ -1,0 +1,185 @@
+import functools
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from aipflow.optim import ASAM, BSAM, IVON, SAM
+from tests.optim.test_against_reference import Problem
+
+SGD = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+
+
+def make(name, params):
+    if name == "SAM":
+        return SAM(params, SGD, rho=0.05)
+    if name == "ASAM":
+        return ASAM(params, torch.optim.AdamW)
+    if name == "BSAM":
+        return BSAM(params, lr=0.1, train_size=64, num_subbatches=2, seed=1)
+    return IVON(params, lr=0.05, ess=64, mc_samples=2, seed=1)
+
+
+@pytest.mark.parametrize("cls", [SAM, ASAM])
+def test_restore_is_bit_exact_every_step(cls):
+    prob = Problem()
+    opt = cls(prob.model.parameters(), SGD, rho=0.5)
+    for t in range(20):
+        prob.closure(opt, t)()
+        before = [p.detach().clone() for p in prob.model.parameters()]
+        opt.first_step()
+        assert not all(torch.equal(a, b) for a, b in zip(before, prob.model.parameters()))
+        opt.restore()
+        assert all(torch.equal(a, b) for a, b in zip(before, prob.model.parameters()))
+        opt.step(prob.closure(opt, t))
+
+
+@pytest.mark.parametrize("name", ["BSAM", "IVON"])
+def test_sampled_params_restores_the_mean_exactly(name):
+    prob = Problem()
+    opt = make(name, prob.model.parameters())
+    opt.step(prob.closure(opt, 0, getattr(opt, "num_subbatches", 1)))
+    mean = [p.detach().clone() for p in prob.model.parameters()]
+    with opt.sampled_params(torch.Generator().manual_seed(0)):
+        assert not any(torch.equal(a, b) for a, b in zip(mean, prob.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(mean, prob.model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["SAM", "ASAM", "BSAM", "IVON"])
+def test_resume_is_bit_identical(name):
+    def closure_for(prob, opt, t):
+        return prob.closure(opt, t, getattr(opt, "num_subbatches", 1))
+
+    straight = Problem()
+    opt = make(name, straight.model.parameters())
+    for t in range(20):
+        opt.step(closure_for(straight, opt, t))
+
+    first = Problem()
+    opt1 = make(name, first.model.parameters())
+    for t in range(10):
+        opt1.step(closure_for(first, opt1, t))
+    buf = io.BytesIO()
+    torch.save({"model": first.model.state_dict(), "opt": opt1.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)  # checkpoints hold only tensors and plain types
+
+    resumed = Problem(init_seed=99)  # different init: everything must come from the checkpoint
+    resumed.model.load_state_dict(ckpt["model"])
+    opt2 = make(name, resumed.model.parameters())
+    opt2.load_state_dict(ckpt["opt"])
+    for t in range(10, 20):
+        opt2.step(closure_for(resumed, opt2, t))
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_sam_checkpoint_holds_base_state_and_no_backup():
+    prob = Problem()
+    opt = SAM(prob.model.parameters(), SGD)
+    opt.step(prob.closure(opt, 0))
+    sd = opt.state_dict()
+    assert set(sd) == {"base_optimizer", "sam"}
+    assert all("momentum_buffer" in s for s in sd["base_optimizer"]["state"].values())
+    assert sd["sam"] == {"steps": 1}
+
+
+def test_zero_gradient_gives_no_perturbation_and_no_nan():
+    w = nn.Parameter(torch.ones(3))
+    opt = SAM([w], SGD)
+    w.grad = torch.zeros(3)
+    opt.first_step()
+    assert torch.equal(w.detach(), torch.ones(3))
+    opt.second_step()
+    assert torch.isfinite(w).all()
+
+
+def test_interval_takes_plain_steps_in_between():
+    prob = Problem()
+    calls = []
+    opt = SAM(prob.model.parameters(), SGD, interval=3)
+    for t in range(6):
+        closure = prob.closure(opt, t)
+
+        def counted(closure=closure):
+            calls.append(1)
+            return closure()
+
+        opt.step(counted)
+    assert len(calls) == 2 + 1 + 1 + 2 + 1 + 1
+
+
+def test_lr_scheduler_drives_the_base_optimizer():
+    prob = Problem()
+    opt = SAM(prob.model.parameters(), SGD)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.step(prob.closure(opt, 0))
+    sched.step()
+    assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_non_finite_loss_is_a_clear_error_and_weights_stay():
+    w = nn.Parameter(torch.ones(2))
+    opt = SAM([w], SGD)
+
+    def bad():
+        opt.zero_grad()
+        loss = (w * float("nan")).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        opt.step(bad)
+    assert torch.equal(w.detach(), torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda p: SAM(p, SGD, rho=0.0), "rho must be > 0, got 0.0"),
+        (lambda p: SAM(p, SGD, rho=-1), "rho must be > 0"),
+        (lambda p: SAM(p, torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=0.1)), "base_optimizer must be"),
+        (lambda p: SAM(p, lambda params: "not an optimizer"), "must build a torch.optim.Optimizer"),
+        (lambda p: SAM(p, SGD, interval=0), "interval must be an integer >= 1"),
+        (lambda p: SAM(p, SGD, impl="cuda"), "impl must be one of"),
+        (lambda p: BSAM(p, beta1=1.0, train_size=10), r"beta1 must lie in \[0, 1\), got 1.0"),
+        (lambda p: BSAM(p, beta2=-0.1, train_size=10), r"beta2 must lie in \[0, 1\)"),
+        (lambda p: BSAM(p, rho=0, train_size=10), "rho must be > 0"),
+        (lambda p: IVON(p, beta2=1.5, ess=10), r"beta2 must lie in \[0, 1\)"),
+        (lambda p: IVON(p, mc_samples=0, ess=10), "mc_samples must be an integer >= 1"),
+        (lambda p: IVON(p, hess_init=0, ess=10), "hess_init must be > 0"),
+    ],
+)
+def test_bad_arguments(build, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        build([nn.Parameter(torch.ones(2))])
+
+
+@pytest.mark.parametrize("cls, missing", [(BSAM, "train_size"), (IVON, "ess")])
+def test_missing_dataset_size_is_a_clear_error(cls, missing):
+    w = nn.Parameter(torch.ones(2))
+    opt = cls([w], num_subbatches=1) if cls is BSAM else cls([w])
+
+    def closure():
+        opt.zero_grad()
+        loss = (w**2).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match=f"needs {missing}"):
+        opt.step(closure)
+
+
+def test_step_without_closure_explains():
+    opt = SAM([nn.Parameter(torch.ones(1))], SGD)
+    with pytest.raises(ValueError, match="needs a closure"):
+        opt.step()
+
+
+def test_triton_request_without_kernels_is_an_error():
+    from aipflow.optim._functional import resolve_impl
+
+    with pytest.raises(RuntimeError, match="impl='triton' was asked for"):
+        resolve_impl("triton", [torch.ones(1)])
+    assert resolve_impl("auto", [torch.ones(1)]) == "foreach"
