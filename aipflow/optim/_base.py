@@ -91,7 +91,10 @@ class NoiseGenerators:
     def __call__(self, device: torch.device) -> torch.Generator:
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            # each data-parallel rank draws its own noise (more Monte-Carlo samples per step); the states
+            # themselves stay identical across ranks because the updates are averaged
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         return self._generators[key]
 
     def get_state(self) -> dict[str, Tensor]:

@@ -80,6 +80,15 @@ class ClassificationTask(L.LightningModule):
         self._test_labels: list[torch.Tensor] = []
         self.reliability_diagram_path: Path | None = None
 
+    def configure_callbacks(self) -> list:
+        # multi-pass optimizers need the integration; it passes other optimizers through, so always add it
+        # unless the recipe configured one itself (a model callback would replace the trainer's)
+        from aipflow.lightning import SharpnessAwareTraining
+
+        if any(isinstance(cb, SharpnessAwareTraining) for cb in self.trainer.callbacks):
+            return []
+        return [SharpnessAwareTraining()]
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         found = getattr(dm, "num_classes", None)

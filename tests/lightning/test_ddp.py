@@ -1,0 +1,77 @@
+"""Two CPU processes (gloo, ddp_fork): weights identical across ranks and the number of all-reduces per step."""
+
+import functools
+import json
+import os
+
+import pytest
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+
+from aipflow.optim import BSAM, IVON, SAM
+from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
+
+COUNTS = {"ddp_buckets": 0, "explicit": 0, "explicit_in_steps": 0}
+REAL_ALL_REDUCE = torch.distributed.all_reduce
+
+
+def counting_comm_hook(state, bucket):
+    """DDP's averaging all-reduce, counted (Lightning registers comm hooks only on CUDA, so the test does)."""
+    COUNTS["ddp_buckets"] += 1
+    tensor = bucket.buffer().div_(torch.distributed.get_world_size())
+    return REAL_ALL_REDUCE(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+class Recorder(CountingModule):
+    def __init__(self, factory, out_dir):
+        super().__init__(factory)
+        self.out_dir = out_dir
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._explicit_before = COUNTS["explicit"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # Lightning itself all-reduces a few flags per fit; count only what happens inside training steps
+        COUNTS["explicit_in_steps"] += COUNTS["explicit"] - self._explicit_before
+
+    def on_train_start(self):
+        self.trainer.strategy.model.register_comm_hook(None, counting_comm_hook)
+
+    def on_train_end(self):
+        rank = self.trainer.global_rank
+        torch.save([p.detach().clone() for p in self.parameters()], os.path.join(self.out_dir, f"w{rank}.pt"))
+        with open(os.path.join(self.out_dir, f"c{rank}.json"), "w") as fh:
+            json.dump({**COUNTS, "steps": self.trainer.global_step}, fh)
+
+
+FACTORIES = {
+    "SAM": functools.partial(SAM, base_optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)),
+    "BSAM": functools.partial(BSAM, lr=0.05, num_subbatches=2, seed=0),
+    "IVON": functools.partial(IVON, lr=0.05, seed=0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SAM", "BSAM", "IVON"])
+def test_ddp_two_processes(name, tmp_path, monkeypatch):
+    real_all_reduce = torch.distributed.all_reduce
+
+    def counting_all_reduce(*args, **kwargs):
+        COUNTS["explicit"] += 1
+        return real_all_reduce(*args, **kwargs)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", counting_all_reduce)
+    x, y = regression_data(64)
+    model = Recorder(FACTORIES[name], str(tmp_path))
+    strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
+    trainer(strategy=strategy, devices=2, max_epochs=1).fit(model, loader(x, y, 8))
+    w0, w1 = (torch.load(tmp_path / f"w{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1))
+    counts = [json.loads((tmp_path / f"c{r}.json").read_text()) for r in (0, 1)]
+    steps = counts[0]["steps"]
+    assert steps == 4  # 64 samples / 2 ranks / batch 8
+    for c in counts:
+        if name == "SAM":
+            assert c["ddp_buckets"] == steps and c["explicit_in_steps"] == 0  # one all-reduce per step: the second pass
+        else:
+            assert c["ddp_buckets"] == 0 and c["explicit_in_steps"] == steps  # one flat all-reduce of (g, h) per step
