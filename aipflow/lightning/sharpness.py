@@ -121,7 +121,7 @@ class _SharpnessAwarePrecision:
         return _PassDriver(self, optimizer, model, closure, self._aipflow_options).run()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _with_sharpness_aware_step(cls: type) -> type:
     return type(f"SharpnessAware{cls.__name__}", (_SharpnessAwarePrecision, cls), {})
 
