@@ -129,7 +129,7 @@ def test_bsam_matches_float64(impl, m_sub):
             kw["damping"],
         )
     assert prob.max_diff(w) <= TOL
-    # the precision s is fp32 state summed over 100 steps: compared relative to its size (fp32 rounding over 100 steps: ~2e-6 seen)
+    # the precision s is fp32 state summed over 100 steps: compared relative to its size (~2e-6 seen)
     s_ours = [opt.state[p]["precision"].double() for p in prob.model.parameters()]
     assert max(((a - b).abs() / b.abs()).max().item() for a, b in zip(s_ours, state["s"])) <= 1e-5
 
