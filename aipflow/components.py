@@ -13,6 +13,13 @@ _CORE_COMPONENTS: dict[str, str] = {
     "MLP": "aipflow.models:MLP",
     "SmallCNN": "aipflow.models:SmallCNN",
     "TimmModel": "aipflow.models:TimmModel",
+    # sharpness-aware and Bayesian optimizers, and what makes them right inside Trainer
+    "SAM": "aipflow.optim.sam:SAM",
+    "ASAM": "aipflow.optim.sam:ASAM",
+    "BSAM": "aipflow.optim.bsam:BSAM",
+    "bSAM": "aipflow.optim.bsam:BSAM",
+    "IVON": "aipflow.optim.ivon:IVON",
+    "SharpnessAwareTraining": "aipflow.lightning.sharpness:SharpnessAwareTraining",
     # losses
     "CrossEntropy": "torch.nn:CrossEntropyLoss",
     # base optimizers and schedulers from torch, so every recipe can use short names

@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aipflow.data.noise import NOISE_KINDS, SYMMETRIC_CONVENTIONS, NoisyLabels, apply_label_noise
 
@@ -25,6 +25,24 @@ class IndexedDataset(Dataset):
         return {"x": self.x[i], "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation each epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), so the order of any
+    epoch does not depend on what ran before it: a run resumed from a checkpoint sees the same batches."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class DigitsDataModule(L.LightningDataModule):
     """Digits with a fixed, seeded, stratified train/val/test split, per-pixel standardisation from the training
     split, and optional label noise on the training split only (val/test keep clean labels).
@@ -39,6 +57,7 @@ class DigitsDataModule(L.LightningDataModule):
             (resample that fraction over all K classes); see :mod:`aipflow.data.noise`.
         noise_seed: seed of the noise draw.
         flatten: give ``(64,)`` vectors instead of ``(1, 8, 8)`` images.
+        shuffle_seed: seed of the per-epoch training order (``seed + epoch``; resumable).
     """
 
     num_classes = 10
@@ -55,6 +74,7 @@ class DigitsDataModule(L.LightningDataModule):
         noise_convention: str = "exact",
         noise_seed: int = 0,
         flatten: bool = False,
+        shuffle_seed: int = 0,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -112,7 +132,10 @@ class DigitsDataModule(L.LightningDataModule):
         return len(self.train_set)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.hparams.batch_size, shuffle=True, num_workers=self.hparams.num_workers)
+        sampler = EpochShuffleSampler(len(self.train_set), self.hparams.shuffle_seed)
+        return DataLoader(
+            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, 4 * self.hparams.batch_size, num_workers=self.hparams.num_workers)

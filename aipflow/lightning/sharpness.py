@@ -70,7 +70,8 @@ class SharpnessAwareTraining(Callback):
             plugin.__class__ = _with_sharpness_aware_step(type(plugin))
         plugin._aipflow_options = self
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before the sanity check: posterior-predictive validation already needs N
         for optimizer in trainer.optimizers:
             if not isinstance(optimizer, MultiPassOptimizer):
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 from aipflow.metrics import DEFAULT_ECE_BINS, plot_reliability_diagram
 
 _STAGES = ("train", "val", "test")
+POSTERIOR_ECE_BINS = 20  # as reported in the bSAM paper
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +41,11 @@ class ClassificationTask(L.LightningModule):
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one).
         ece_bins: number of bins for ECE and the reliability diagram.
+        posterior_samples: with a Bayesian optimizer (bSAM, IVON), val/test also report the posterior
+            predictive over this many samples: ``{val,test}/pp_acc``, ``/pp_nll`` (log-mean-exp over samples) and
+            ``/pp_ece`` (20 bins, as the bSAM paper); 0 turns it off. When testing from a checkpoint the
+            posterior comes from that checkpoint's optimizer state.
+        posterior_seed: seed of the posterior samples drawn for evaluation (fixed: comparable across epochs).
     """
 
     def __init__(
@@ -51,6 +58,8 @@ class ClassificationTask(L.LightningModule):
         num_classes: int = 10,
         ece_bins: int = DEFAULT_ECE_BINS,
         reliability_diagram: bool = True,
+        posterior_samples: int = 0,
+        posterior_seed: int = 0,
     ) -> None:
         super().__init__()
         if lr_scheduler_interval not in ("epoch", "step"):
@@ -59,6 +68,8 @@ class ClassificationTask(L.LightningModule):
             raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
         if ece_bins < 1:
             raise ValueError(f"model.ece_bins must be >= 1, got {ece_bins}")
+        if posterior_samples < 0:
+            raise ValueError(f"model.posterior_samples must be >= 0, got {posterior_samples}")
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
         self.model = model
         self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
@@ -76,6 +87,18 @@ class ClassificationTask(L.LightningModule):
                 for stage in _STAGES
             }
         )
+        if posterior_samples:
+            for stage in ("val", "test"):
+                self.metrics[f"{stage}_metrics"].add_metrics(
+                    {
+                        "pp_acc": MulticlassAccuracy(num_classes, average="micro"),
+                        "pp_ece": MulticlassCalibrationError(num_classes, n_bins=POSTERIOR_ECE_BINS, norm="l1"),
+                        "pp_nll": MeanMetric(),
+                    }
+                )
+        self._posterior_generator: torch.Generator | None = None
+        self._checkpoint_optimizer_states: list | None = None
+        self._evaluation_optimizer = None
         self._test_probs: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
         self.reliability_diagram_path: Path | None = None
@@ -106,12 +129,14 @@ class ClassificationTask(L.LightningModule):
             )
         return logits
 
-    def _update_metrics(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def _update_metrics(self, stage: str, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None) -> None:
         logits = logits.detach().float()
         metrics = self.metrics[f"{stage}_metrics"]
         metrics["acc"].update(logits, y)
         metrics["ece"].update(logits.softmax(1), y)
         metrics["nll"].update(nn.functional.cross_entropy(logits, y, reduction="none"))
+        if x is not None and self.hparams.posterior_samples:
+            self._update_posterior_metrics(metrics, x, y)
         self.log_dict(
             {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage != "train"
         )
@@ -131,23 +156,68 @@ class ClassificationTask(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = _unpack(batch)
-        self._update_metrics("val", self._logits(x), y)
+        self._update_metrics("val", self._logits(x), y, x)
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = _unpack(batch)
         logits = self._logits(x)
-        self._update_metrics("test", logits, y)
+        self._update_metrics("test", logits, y, x)
         if self.hparams.reliability_diagram:
             self._test_probs.append(logits.detach().float().softmax(1).cpu())
             self._test_labels.append(y.cpu())
 
+    # ------------------------------------------------------------------------------- posterior predictive
+    def on_validation_epoch_start(self) -> None:
+        self._posterior_generator = None
+
+    def on_test_epoch_start(self) -> None:
+        self._posterior_generator = None
+        self._test_probs.clear()
+        self._test_labels.clear()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._checkpoint_optimizer_states = checkpoint.get("optimizer_states")
+        self._evaluation_optimizer = None
+
+    def _bayesian_optimizer(self):
+        """The live optimizer while fitting; otherwise one rebuilt from the loaded checkpoint's state."""
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            for opt in self.trainer.optimizers:
+                if hasattr(opt, "sampled_params"):
+                    return opt
+        if self._evaluation_optimizer is None and self._checkpoint_optimizer_states:
+            built = self.configure_optimizers()
+            opt = built["optimizer"] if isinstance(built, dict) else built
+            if hasattr(opt, "sampled_params"):
+                opt.load_state_dict(self._checkpoint_optimizer_states[0])
+                self._evaluation_optimizer = opt
+        if self._evaluation_optimizer is None:
+            for opt in self.trainer.optimizers:
+                if hasattr(opt, "sampled_params"):
+                    return opt
+        return self._evaluation_optimizer
+
+    def _update_posterior_metrics(self, metrics, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt = self._bayesian_optimizer()
+        if opt is None:
+            return
+        if self._posterior_generator is None:
+            self._posterior_generator = torch.Generator(device=self.device).manual_seed(self.hparams.posterior_seed)
+        samples = self.hparams.posterior_samples
+        log_probs = []
+        for _ in range(samples):
+            with opt.sampled_params(generator=self._posterior_generator):
+                log_probs.append(self(x).float().log_softmax(1))
+        # log of the average predictive probability, by log-sum-exp (stable when probabilities underflow)
+        log_mean = torch.logsumexp(torch.stack(log_probs), 0) - math.log(samples)
+        probs = log_mean.exp()
+        metrics["pp_acc"].update(probs, y)
+        metrics["pp_ece"].update(probs, y)
+        metrics["pp_nll"].update(-log_mean.gather(1, y[:, None]).squeeze(1))
+
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = _unpack(batch) if isinstance(batch, (dict, list, tuple)) else (batch, None)
         return self(x).softmax(1)
-
-    def on_test_epoch_start(self) -> None:
-        self._test_probs.clear()
-        self._test_labels.clear()
 
     def on_test_epoch_end(self) -> None:
         if not self._test_probs or not self.trainer.is_global_zero:

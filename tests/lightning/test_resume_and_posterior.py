@@ -1,0 +1,106 @@
+import functools
+
+import lightning as L
+import pytest
+import torch
+
+from aipflow.cli import main
+from aipflow.config import list_recipes
+from aipflow.data import DigitsDataModule
+from aipflow.models import MLP
+from aipflow.optim import BSAM, IVON, SAM
+from aipflow.tasks import ClassificationTask
+
+OPTIMIZERS = {
+    "SAM": functools.partial(SAM, base_optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)),
+    "BSAM": functools.partial(BSAM, lr=0.1, num_subbatches=2, seed=5),
+    "IVON": functools.partial(IVON, lr=0.1, seed=5),
+}
+
+
+def task(name, posterior_samples=0):
+    torch.manual_seed(0)
+    return ClassificationTask(
+        MLP(hidden=(16,)), optimizer=OPTIMIZERS[name], posterior_samples=posterior_samples, reliability_diagram=False
+    )
+
+
+def fit(model, root, epochs, ckpt_path=None):
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        deterministic=True,
+    )
+    trainer.fit(model, DigitsDataModule(batch_size=32, noise="symmetric", noise_rate=0.2), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize("name", ["SAM", "BSAM", "IVON"])
+def test_trainer_resume_is_bit_identical(name, tmp_path):
+    straight = task(name)
+    fit(straight, tmp_path / "a", 3)
+
+    first = task(name)
+    trainer = fit(first, tmp_path / "b", 2)
+    ckpt = tmp_path / "two_epochs.ckpt"
+    trainer.save_checkpoint(ckpt)
+    loaded = torch.load(ckpt, weights_only=True)  # nothing but tensors and plain types
+    assert loaded["optimizer_states"]
+    resumed = task(name)
+    fit(resumed, tmp_path / "c", 3, ckpt_path=str(ckpt))
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["BSAM", "IVON"])
+def test_posterior_predictive_metrics_are_logged_and_reproducible(name, tmp_path):
+    model = task(name, posterior_samples=4)
+    trainer = fit(model, tmp_path, 1)
+    metrics = trainer.validate(model, DigitsDataModule(batch_size=32), verbose=False)[0]
+    again = trainer.validate(model, DigitsDataModule(batch_size=32), verbose=False)[0]
+    for key in ("val/pp_acc", "val/pp_nll", "val/pp_ece"):
+        assert key in metrics and metrics[key] == again[key]  # fixed evaluation seed
+    assert 0.0 < metrics["val/pp_acc"] <= 1.0 and metrics["val/pp_nll"] > 0
+
+
+def test_posterior_predictive_nll_is_log_mean_exp_of_samples():
+    model = task("IVON", posterior_samples=3)
+    opt = OPTIMIZERS["IVON"](model.parameters(), ess=100)
+    x = torch.randn(5, 1, 8, 8)
+    y = torch.randint(0, 10, (5,))
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(3):
+        with opt.sampled_params(generator=g):
+            samples.append(model(x).softmax(1).double())
+    expected = -torch.stack(samples).mean(0).gather(1, y[:, None]).log().mean().item()
+
+    metrics = model.metrics["val_metrics"]
+    model._bayesian_optimizer = lambda: opt
+    model._posterior_generator = torch.Generator().manual_seed(0)
+    model._update_posterior_metrics(metrics, x, y)
+    assert metrics["pp_nll"].compute().item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("recipe", ["sgd", "sam", "asam", "bsam", "ivon"])
+def test_each_optimizer_recipe_runs(recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert recipe in list_recipes()
+    code = main(
+        [
+            "fit",
+            "--config",
+            recipe,
+            "--trainer.fast_dev_run=2",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+            "--trainer.callbacks=[]",
+        ]
+    )
+    assert code == 0
