@@ -71,18 +71,25 @@ class SharpnessAwareTraining(Callback):
         plugin._aipflow_options = self
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # before the sanity check: posterior-predictive validation already needs N
         for optimizer in trainer.optimizers:
             if not isinstance(optimizer, MultiPassOptimizer):
                 continue
-            if hasattr(optimizer, "train_size") and optimizer.train_size is None:
-                optimizer.train_size = _train_size(trainer, optimizer)
             if not isinstance(optimizer, SAM) and trainer.accumulate_grad_batches > 1:
                 raise ValueError(
                     f"{type(optimizer).__name__} with trainer.accumulate_grad_batches="
                     f"{trainer.accumulate_grad_batches} is not supported: its noise is drawn per step over the whole "
                     "batch; raise the batch size (and num_subbatches) instead"
                 )
+            # already here (before the sanity check, whose posterior-predictive validation needs N) when a data
+            # module knows its size; otherwise from the train dataloader once it exists
+            size = getattr(trainer.datamodule, "train_size", None)
+            if getattr(optimizer, "train_size", 0) is None and size:
+                optimizer.train_size = int(size)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for optimizer in trainer.optimizers:
+            if isinstance(optimizer, MultiPassOptimizer) and getattr(optimizer, "train_size", 0) is None:
+                optimizer.train_size = _train_size(trainer, optimizer)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -96,13 +103,10 @@ class SharpnessAwareTraining(Callback):
 
 
 def _train_size(trainer: L.Trainer, optimizer) -> int:
-    dm = trainer.datamodule
-    size = getattr(dm, "train_size", None)
-    if size is None:
-        try:
-            size = len(trainer.train_dataloader.dataset)
-        except (AttributeError, TypeError):
-            size = None
+    try:
+        size = len(trainer.train_dataloader.dataset)
+    except (AttributeError, TypeError):
+        size = None
     if not size:
         raise ValueError(
             f"{type(optimizer).__name__} needs the training-set size (train_size / ess) and it could not be read "
