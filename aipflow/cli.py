@@ -112,15 +112,16 @@ class _UsageError(Exception):
     pass
 
 
-def run(argv: list[str]) -> None:
-    """Parse ``argv`` (recipe names and short names resolved) and run LightningCLI; raises on errors."""
+def run(argv: list[str]):
+    """Parse ``argv`` (recipe names and short names resolved) and run LightningCLI; returns the CLI object
+    (``.trainer``, ``.model``, ``.datamodule``); raises on errors."""
     from aipflow.config import rewrite_argv
 
     argv, temps = rewrite_argv(argv)
     saved_argv = sys.argv
     sys.argv = ["aipflow", *argv]  # LightningCLI reads sys.argv; args= beside a real command line warns
     try:
-        _build_cli_class()(
+        return _build_cli_class()(
             model_class=None,
             datamodule_class=None,
             subclass_mode_model=True,

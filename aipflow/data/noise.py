@@ -33,6 +33,8 @@ class NoisyLabels:
     transition_matrix: torch.Tensor  # realised, rows sum to 1 for classes present
 
     def summary(self) -> str:
+        if self.kind == "none":
+            return "clean (no label noise)"
         return f"{self.kind} noise: requested {self.rate:.3f}, realised {self.realised_rate:.4f}"
 
 

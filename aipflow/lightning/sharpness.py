@@ -39,7 +39,7 @@ from aipflow.optim._base import MultiPassOptimizer
 from aipflow.optim.sam import SAM
 
 BN_UPDATES = ("first", "second", "both")
-ACCUMULATION_MODES = ("full",)
+ACCUMULATION_MODES = ("full", "per_micro_batch")
 
 
 class SharpnessAwareTraining(Callback):
@@ -49,7 +49,9 @@ class SharpnessAwareTraining(Callback):
         bn_update: which pass's BatchNorm running statistics are kept: ``"first"`` (at the current weights, the
             default), ``"second"`` (at the first perturbed/sampled point) or ``"both"`` (every pass updates).
         accumulation: with ``accumulate_grad_batches = k``, ``"full"`` perturbs with the whole accumulated
-            gradient and recomputes the descent gradient over all k micro-batches (equal to full-batch SAM).
+            gradient and recomputes the descent gradient over all k micro-batches (equal to full-batch SAM);
+            ``"per_micro_batch"`` (SAM/ASAM) perturbs each micro-batch with its own gradient and sums the
+            gradients at those k points (m-sharpness with m = the micro-batch; 3k passes instead of 2k).
         sync_first_pass: under DDP, all-reduce the first pass too (the perturbation then uses the global
             gradient; one more all-reduce per step).
     """
@@ -201,6 +203,8 @@ class _PassDriver:
 
     def _replay(self, sub_batch: int | None) -> Tensor | None:
         micro = self.options.micro_batches or [(None, None)]
+        if self.options.accumulation == "per_micro_batch" and isinstance(self.optimizer, SAM) and len(micro) > 1:
+            return self._replay_per_micro_batch(micro)
         if sub_batch is not None:
             batch, batch_idx = micro[-1]
             micro = [(_slice_batch(batch, sub_batch, self.optimizer.num_subbatches), batch_idx)]
@@ -212,6 +216,31 @@ class _PassDriver:
                 with self._no_sync(not (last and self._ddp_syncs_last_pass)):
                     losses.append(self._forward_backward(batch, batch_idx))
         return torch.stack(losses).sum() if losses else None
+
+    def _replay_per_micro_batch(self, micro: list) -> Tensor | None:
+        """Called with the weights at w + e (SAM perturbed them with the accumulated gradient): for each
+        micro-batch j, its own gradient at w, its own e_j, and its gradient at w + e_j, accumulated in ``.grad``
+        (so that under DDP the last backward all-reduces the sum). Ends perturbed, as SAM expects."""
+        sam: SAM = self.optimizer
+        params = [p for g in sam.param_groups for p in g["params"]]
+        sam.zero_grad()
+        losses = []
+        with self._muted_logging():
+            for j, (batch, batch_idx) in enumerate(micro):
+                sam.restore()
+                accumulated = [p.grad for p in params]  # the sum so far, set aside while g_j is computed
+                for p in params:
+                    p.grad = None
+                with self._no_sync(True):
+                    self._forward_backward(batch, batch_idx)
+                if self.scaler is not None and self._unscale_and_check(local=True):
+                    return None
+                sam.first_step()
+                for p, acc in zip(params, accumulated, strict=True):
+                    p.grad = acc
+                with self._no_sync(j < len(micro) - 1):
+                    losses.append(self._forward_backward(batch, batch_idx))
+        return torch.stack(losses).sum()
 
     def _forward_backward(self, batch, batch_idx) -> Tensor:
         trainer = self.trainer

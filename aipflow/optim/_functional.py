@@ -118,7 +118,10 @@ def sam_perturb(
                 torch._foreach_mul_(t, gs)
                 torch._foreach_mul_(t, s)
                 torch._foreach_add_(ps, t)
-            else:
+            elif s.device.type == "cpu":
+                # a scalar alpha fuses the scaling into the add: no temporary, 12 bytes/param instead of 20
+                torch._foreach_add_(ps, gs, alpha=float(s))
+            else:  # keep the norm on the device: no host sync
                 torch._foreach_add_(ps, torch._foreach_mul(gs, s))
         else:  # low precision: compute e in fp32, add once
             g32 = [g.float() for g in gs]

@@ -141,3 +141,34 @@ def test_plain_optimizers_pass_through():
 def test_bad_callback_arguments():
     with pytest.raises(ValueError, match="bn_update must be one of"):
         SharpnessAwareTraining(bn_update="third")
+
+
+def test_per_micro_batch_accumulation_matches_hand_computation():
+    x, y = regression_data(16)
+    torch.manual_seed(0)
+    model = CountingModule(sam_factory())
+    torch.manual_seed(0)
+    by_hand = CountingModule(sam_factory())
+    trainer([SharpnessAwareTraining(accumulation="per_micro_batch")], max_steps=1, accumulate_grad_batches=2).fit(
+        model, loader(x, y, 8)
+    )
+    # the same step written out: e_j from micro-batch j's own gradient, descent gradient summed over j
+    opt = SAM(by_hand.parameters(), SGD, rho=0.05)
+    total = [torch.zeros_like(p) for p in by_hand.parameters()]
+    for xs, ys in ((x[:8], y[:8]), (x[8:], y[8:])):
+        opt.zero_grad()
+        (torch.nn.functional.mse_loss(by_hand.net(xs), ys) / 2).backward()
+        opt.first_step(zero_grad=True)
+        (torch.nn.functional.mse_loss(by_hand.net(xs), ys) / 2).backward()
+        opt.restore()
+        for t, p in zip(total, by_hand.parameters()):
+            t += p.grad
+    for p, t in zip(by_hand.parameters(), total):
+        p.grad = t
+    opt.base_optimizer.step()
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+    torch.manual_seed(0)
+    full = CountingModule(sam_factory())
+    trainer(max_steps=1, accumulate_grad_batches=2).fit(full, loader(x, y, 8))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full.parameters(), model.parameters()))
