@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One command for a lent GPU machine (H100/H200): GPU tests and benchmarks, results into a folder.
+#   bash scripts/gpu_check.sh [OUT_DIR]      (default: $OUT, else gpu_results/)
+# The machine's python already has torch, triton, lightning and timm; aipflow is installed without deps.
+set -uo pipefail
+out="${1:-${OUT:-gpu_results}}"
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+pip install --no-deps --no-build-isolation -q -e . >"$out/install.log" 2>&1 || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python - <<'PY' | tee "$out/device.txt"
+import torch
+print(torch.cuda.get_device_name(0), torch.__version__, "cuda", torch.version.cuda)
+PY
+status=0
+timeout 240 python -m pytest -q -p no:cacheprovider tests/gpu tests/optim 2>&1 | tee "$out/gpu_tests.log" || status=1
+if [ -f benchmarks/kernels.py ]; then
+  timeout 240 python benchmarks/kernels.py --out "$out" 2>&1 | tee "$out/kernels.log" || status=1
+fi
+echo "gpu_check: results in $out (status $status)"
+exit $status
