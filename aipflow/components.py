@@ -22,6 +22,25 @@ _CORE_COMPONENTS: dict[str, str] = {
     "SharpnessAwareTraining": "aipflow.lightning.sharpness:SharpnessAwareTraining",
     # losses
     "CrossEntropy": "torch.nn:CrossEntropyLoss",
+    "CE": "torch.nn:CrossEntropyLoss",
+    **{
+        name: f"aipflow.losses.robust:{name}"
+        for name in (
+            "GCE",
+            "TruncatedGCE",
+            "SCE",
+            "MAE",
+            "NCE",
+            "NFL",
+            "NCERCE",
+            "NFLRCE",
+            "NCEMAE",
+            "BootstrapSoft",
+            "BootstrapHard",
+            "LabelSmoothing",
+        )
+    },
+    **{name: f"aipflow.losses.correction:{name}" for name in ("ForwardCorrection", "BackwardCorrection", "TRevision")},
     # base optimizers and schedulers from torch, so every recipe can use short names
     "SGD": "torch.optim:SGD",
     "Adam": "torch.optim:Adam",
