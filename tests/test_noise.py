@@ -76,3 +76,34 @@ def test_same_seed_same_noise_and_none_is_identity():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call(labels(100))
+
+
+def test_class_map_moves_exactly_rate_of_each_mapped_class():
+    from aipflow.data.noise import DIGITS_CLASS_MAP, class_map_noise
+
+    y = labels()
+    out = class_map_noise(y, K, 0.4, generator=torch.Generator().manual_seed(4))
+    for src, dst in DIGITS_CLASS_MAP.items():
+        members = y == src
+        moved = members & (out.noisy != y)
+        assert moved.sum().item() == round(0.4 * members.sum().item())
+        assert (out.noisy[moved] == dst).all()
+    unmapped = ~torch.isin(y, torch.tensor(list(DIGITS_CLASS_MAP)))
+    assert torch.equal(out.noisy[unmapped], y[unmapped])
+    with pytest.raises(ValueError, match="class_map entries"):
+        class_map_noise(y, K, 0.2, {3: 3})
+
+
+def test_instance_dependent_noise_rate_and_determinism():
+    from aipflow.data.noise import instance_dependent_noise
+
+    g = torch.Generator().manual_seed(0)
+    y = labels(4000)
+    x = torch.randn(4000, 16, generator=g)
+    out = instance_dependent_noise(y, x, K, 0.3, torch.Generator().manual_seed(1))
+    assert out.realised_rate == pytest.approx(0.3, abs=0.02)  # flip rates q_i ~ N(0.3, 0.1^2) truncated
+    # deterministic given the seed (the generator drives q, W and the draw)
+    twin = instance_dependent_noise(y, x, K, 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(out.noisy, twin.noisy)
+    with pytest.raises(ValueError, match="needs the features"):
+        apply_label_noise(y, K, "instance", 0.3)

@@ -51,11 +51,14 @@ class DigitsDataModule(L.LightningDataModule):
         batch_size: training batch size (evaluation uses 4x).
         val_fraction / test_fraction: fractions of the 1,797 images held out.
         split_seed: seed of the split (fixed across runs so results compare).
-        noise: ``None``, ``"symmetric"`` or ``"pair"``.
+        noise: ``None``, ``"symmetric"``, ``"pair"``, ``"classmap"`` or ``"instance"`` (see
+            :mod:`aipflow.data.noise`).
         noise_rate: fraction of training labels to corrupt, in [0, 1).
         noise_convention: for symmetric noise, ``"exact"`` (exactly that fraction wrong) or ``"uniform"``
             (resample that fraction over all K classes); see :mod:`aipflow.data.noise`.
         noise_seed: seed of the noise draw.
+        noise_class_map: for ``classmap`` noise, ``{source: target}``; the digits map 2->7, 3->8, 5<->6, 7->1
+            when omitted.
         flatten: give ``(64,)`` vectors instead of ``(1, 8, 8)`` images.
         shuffle_seed: seed of the per-epoch training order (``seed + epoch``; resumable).
     """
@@ -73,6 +76,7 @@ class DigitsDataModule(L.LightningDataModule):
         noise_rate: float = 0.0,
         noise_convention: str = "exact",
         noise_seed: int = 0,
+        noise_class_map: dict[int, int] | None = None,
         flatten: bool = False,
         shuffle_seed: int = 0,
         num_workers: int = 0,
@@ -118,7 +122,14 @@ class DigitsDataModule(L.LightningDataModule):
         y = torch.from_numpy(y)
 
         self.noise_report = apply_label_noise(
-            y[train_idx], self.num_classes, hp.noise, hp.noise_rate, hp.noise_convention, hp.noise_seed
+            y[train_idx],
+            self.num_classes,
+            hp.noise,
+            hp.noise_rate,
+            hp.noise_convention,
+            hp.noise_seed,
+            features=x[train_idx],
+            class_map=hp.noise_class_map,
         )
         if hp.noise is not None:
             rank_zero_info(f"[digits] training labels: {self.noise_report.summary()}")

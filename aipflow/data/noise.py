@@ -11,6 +11,14 @@ Conventions for symmetric noise (papers differ, so it is a flag, never implicit)
   (the convention of e.g. Zhang & Sabuncu 2018's code and of "noise level" in several CIFAR papers).
 
 Pair-flip noise (Han et al. 2018) moves exactly ``round(rate * n)`` samples of class ``i`` to ``(i + 1) mod K``.
+
+Class-map (asymmetric) noise moves exactly ``round(rate * n_c)`` samples of each mapped class c to ``map[c]``
+(for digits, in the spirit of the MNIST convention of Patrini et al. 2017: 2->7, 3->8, 5<->6, 7->1).
+
+Instance-dependent noise (Xia et al., NeurIPS 2020, "Part-dependent label noise", their generation algorithm):
+per-sample flip rates ``q_i ~ N(rate, 0.1^2)`` truncated to [0, 1], class projections ``W_c ~ N(0, 1)`` of
+shape (d, K); ``p = softmax(x_i W_{y_i})`` with the true class masked out, scaled by ``q_i``, and
+``p_{y_i} = 1 - q_i``; the noisy label is drawn from p. Needs the features x.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from dataclasses import dataclass
 import torch
 
 SYMMETRIC_CONVENTIONS = ("exact", "uniform")
-NOISE_KINDS = ("symmetric", "pair")
+NOISE_KINDS = ("symmetric", "pair", "classmap", "instance")
+DIGITS_CLASS_MAP = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
 
 
 @dataclass
@@ -100,6 +109,55 @@ def pair_flip_noise(
     return _result(clean, noisy, num_classes, "pair", rate)
 
 
+def class_map_noise(
+    labels: torch.Tensor,
+    num_classes: int,
+    rate: float,
+    class_map: dict[int, int] | None = None,
+    generator: torch.Generator | None = None,
+) -> NoisyLabels:
+    """Asymmetric noise: exactly ``round(rate * n_c)`` samples of each mapped class c become ``class_map[c]``."""
+    clean = _check(labels, num_classes, rate)
+    class_map = DIGITS_CLASS_MAP if class_map is None else {int(k): int(v) for k, v in class_map.items()}
+    for src, dst in class_map.items():
+        if not (0 <= src < num_classes and 0 <= dst < num_classes) or src == dst:
+            raise ValueError(
+                f"class_map entries must map a class in [0, {num_classes - 1}] to another, got {src}->{dst}"
+            )
+    noisy = clean.clone()
+    for src, dst in class_map.items():
+        members = torch.nonzero(clean == src).squeeze(1)
+        chosen = members[torch.randperm(members.numel(), generator=generator)[: round(rate * members.numel())]]
+        noisy[chosen] = dst
+    return _result(clean, noisy, num_classes, "classmap", rate)
+
+
+def instance_dependent_noise(
+    labels: torch.Tensor,
+    features: torch.Tensor,
+    num_classes: int,
+    rate: float,
+    generator: torch.Generator | None = None,
+) -> NoisyLabels:
+    """Instance-dependent noise (Xia et al. 2020); see the module docstring."""
+    clean = _check(labels, num_classes, rate)
+    x = torch.as_tensor(features, dtype=torch.float64).reshape(clean.numel(), -1)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    n, d = x.shape
+    # truncated normal by rejection: redraw the out-of-range ones
+    q = rate + 0.1 * torch.randn(n, generator=generator, dtype=torch.float64)
+    while ((q < 0) | (q > 1)).any():
+        bad = (q < 0) | (q > 1)
+        q[bad] = rate + 0.1 * torch.randn(int(bad.sum()), generator=generator, dtype=torch.float64)
+    w = torch.randn(num_classes, d, num_classes, generator=generator, dtype=torch.float64)
+    logits = torch.einsum("nd,ndk->nk", x, w[clean])
+    logits[torch.arange(n), clean] = float("-inf")
+    probs = q[:, None] * logits.softmax(1)
+    probs[torch.arange(n), clean] = 1 - q
+    noisy = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return _result(clean, noisy, num_classes, "instance", rate)
+
+
 def apply_label_noise(
     labels: torch.Tensor,
     num_classes: int,
@@ -107,6 +165,8 @@ def apply_label_noise(
     rate: float,
     convention: str = "exact",
     seed: int = 0,
+    features: torch.Tensor | None = None,
+    class_map: dict[int, int] | None = None,
 ) -> NoisyLabels:
     """Dispatch by name; ``kind=None`` or ``rate=0`` returns the labels unchanged (with the same report)."""
     generator = torch.Generator().manual_seed(seed)
@@ -117,4 +177,10 @@ def apply_label_noise(
         return symmetric_noise(labels, num_classes, rate, convention, generator)
     if kind == "pair":
         return pair_flip_noise(labels, num_classes, rate, generator)
+    if kind == "classmap":
+        return class_map_noise(labels, num_classes, rate, class_map, generator)
+    if kind == "instance":
+        if features is None:
+            raise ValueError("instance-dependent noise needs the features of the samples")
+        return instance_dependent_noise(labels, features, num_classes, rate, generator)
     raise ValueError(f"noise kind must be one of {NOISE_KINDS} or None, got {kind!r}")
