@@ -8,6 +8,7 @@ from aipflow.plugins import CORE_SOURCE, PLUGIN_API_VERSION, Plugin
 _CORE_COMPONENTS: dict[str, str] = {
     # LightningModules and DataModules
     "ClassificationTask": "aipflow.tasks.classification:ClassificationTask",
+    "CoTeachingTask": "aipflow.tasks.coteaching:CoTeachingTask",
     "DigitsDataModule": "aipflow.data.digits:DigitsDataModule",
     # networks
     "MLP": "aipflow.models:MLP",
@@ -41,6 +42,7 @@ _CORE_COMPONENTS: dict[str, str] = {
         )
     },
     **{name: f"aipflow.losses.correction:{name}" for name in ("ForwardCorrection", "BackwardCorrection", "TRevision")},
+    "ELR": "aipflow.losses.elr:ELR",
     # base optimizers and schedulers from torch, so every recipe can use short names
     "SGD": "torch.optim:SGD",
     "Adam": "torch.optim:Adam",

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from aipflow.optim._base import MultiPassOptimizer
 from aipflow.optim.sam import SAM
+from aipflow.passes import extra_pass
 
 BN_UPDATES = ("first", "second", "both")
 ACCUMULATION_MODES = ("full", "per_micro_batch")
@@ -276,7 +277,8 @@ class _PassDriver:
         module.log = _silent  # instance attributes shadow the methods: self.log is a no-op in replays
         module.log_dict = _silent
         try:
-            yield
+            with extra_pass():  # per-sample state (ELR targets, ...) moves once per step
+                yield
         finally:
             del module.log
             del module.log_dict

@@ -9,6 +9,7 @@ from aipflow.losses.correction import (
     estimate_transition_matrix,
     forward_corrected_loss,
 )
+from aipflow.losses.elr import ELR
 from aipflow.losses.robust import (
     GCE,
     MAE,
@@ -42,6 +43,7 @@ __all__ = [
     "BootstrapHard",
     "BootstrapSoft",
     "ForwardCorrection",
+    "ELR",
     "GCE",
     "LabelSmoothing",
     "MAE",

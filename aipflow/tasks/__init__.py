@@ -1,3 +1,4 @@
 from aipflow.tasks.classification import ClassificationTask
+from aipflow.tasks.coteaching import CoTeachingTask
 
-__all__ = ["ClassificationTask"]
+__all__ = ["ClassificationTask", "CoTeachingTask"]

@@ -19,6 +19,10 @@ _STAGES = ("train", "val", "test")
 POSTERIOR_ECE_BINS = 20  # as reported in the bSAM paper
 
 
+def _index(batch) -> torch.Tensor | None:
+    return batch.get("index") if isinstance(batch, dict) else None
+
+
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, dict):
         return batch["x"], batch["y"]
@@ -117,6 +121,14 @@ class ClassificationTask(L.LightningModule):
         found = getattr(dm, "num_classes", None)
         if found is not None and found != self.hparams.num_classes:
             raise ValueError(f"model.num_classes is {self.hparams.num_classes} but the data has {found} classes")
+        if getattr(self.loss_fn, "needs_index", False) and getattr(self.loss_fn, "num_samples", 0) is None:
+            size = getattr(dm, "train_size", None)
+            if not size:
+                raise ValueError(
+                    f"{type(self.loss_fn).__name__} needs per-sample indices and the training-set size, but the data "
+                    "module has no train_size; use a data module whose batches carry 'index' (aipflow's do)"
+                )
+            self.loss_fn.num_samples = int(size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -144,8 +156,8 @@ class ClassificationTask(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = _unpack(batch)
         logits = self._logits(x)
-        loss = self.loss_fn(logits, y)
-        if not torch.isfinite(loss):
+        loss = self._training_loss(logits, y, batch)
+        if not torch.isfinite(loss) and self.trainer.precision != "16-mixed":  # fp16: the grad scaler skips it
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at step {self.global_step}; lower the learning rate or "
                 "check the inputs"
@@ -153,6 +165,17 @@ class ClassificationTask(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self._update_metrics("train", logits, y)
         return loss
+
+    def _training_loss(self, logits: torch.Tensor, y: torch.Tensor, batch) -> torch.Tensor:
+        if getattr(self.loss_fn, "needs_index", False):
+            index = _index(batch)
+            if index is None:
+                raise ValueError(
+                    f"{type(self.loss_fn).__name__} needs each sample's index, but the batches carry none: use a "
+                    "data module whose batches are dicts with an 'index' entry (aipflow's data modules do)"
+                )
+            return self.loss_fn(logits, y, index=index)
+        return self.loss_fn(logits, y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = _unpack(batch)
