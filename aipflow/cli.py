@@ -73,10 +73,10 @@ def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
     lines = ["", "=" * 60, "aipflow run summary"]
     for key in ("test/acc", "test/nll", "test/ece"):
         if key in metrics:
-            lines.append(f"  {key:<10} {metrics[key]:.4f}")
+            lines.append(f"  {key:<12} {metrics[key]:.4f}")
     for key, value in sorted(metrics.items()):
         if key not in ("test/acc", "test/nll", "test/ece"):
-            lines.append(f"  {key:<10} {value:.4f}")
+            lines.append(f"  {key:<12} {value:.4f}")
     report = getattr(datamodule, "noise_report", None)
     if report is not None and report.kind != "none":
         lines.append(f"  training labels: {report.summary()}")

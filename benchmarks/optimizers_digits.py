@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RUNS = {"AdamW": "quickstart", "SGD": "sgd", "SAM": "sam", "ASAM": "asam", "bSAM": "bsam", "IVON": "ivon"}
+RUNS = {"AdamW": "adamw", "SGD": "sgd", "SAM": "sam", "ASAM": "asam", "bSAM": "bsam", "IVON": "ivon"}
 
 
 def one_run(recipe: str, noise: float, seed: int, epochs: int, workdir: Path) -> dict:

@@ -73,15 +73,21 @@ class SAM(MultiPassOptimizer):
         self.interval = int(interval)
         self.impl = impl
         self.steps = 0
-        self._backups: dict[Tensor, Tensor] = {}  # transient by meaning, kept allocated: never checkpointed
-        self._perturbed: list[tuple[list[Tensor], list[Tensor]]] = []
+        self._backups: dict[Tensor, Tensor] = {}  # one buffer per parameter (w + e, or a copy of w); not checkpointed
+        self._perturbed: list[tuple[str, list[Tensor], list[Tensor]]] = []
 
     def _resolved_impl(self) -> str:
         return F.resolve_impl(self.impl, [p for g in self.param_groups for p in g["params"]])
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> Tensor:
-        """Move to ``w + e`` using the current gradients; returns the (scaled) gradient norm per group summed."""
+        """Move to ``w + e`` using the current gradients; returns the gradient norm(s) used, summed over groups.
+
+        Parameters that own their storage are moved out of place (``w + e`` written into a kept buffer that the
+        parameter then points to; the original is untouched and pointed to again on restore); views such as
+        FSDP's flat-parameter shards are moved in place after saving a copy into that buffer. Either way the
+        restore is exact, and the one buffer per parameter is the only memory SAM keeps (1x).
+        """
         if self._perturbed:
             raise RuntimeError("SAM.first_step called twice without second_step (the weights are still perturbed)")
         impl = self._resolved_impl()
@@ -90,15 +96,22 @@ class SAM(MultiPassOptimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            rho, adaptive, eta = group["rho"], group["adaptive"], group["eta"]
             grads = [p.grad for p in params]
-            backups = [self._backup_for(p) for p in params]
-            norms.append(F.sam_perturb(params, grads, backups, group["rho"], group["adaptive"], group["eta"], impl))
-            self._perturbed.append((params, backups))
+            buffers = [self._backup_for(p) for p in params]
+            if all(F.owns_storage(p) for p in params):
+                norm, originals = F.sam_perturb_swap(params, grads, buffers, rho, adaptive, eta, impl)
+                self._perturbed.append(("swap", params, originals))
+            else:
+                norm = F.sam_perturb(params, grads, buffers, rho, adaptive, eta, impl)
+                self._perturbed.append(("copy", params, buffers))
+            norms.append(norm)
         if zero_grad:
             self.zero_grad()
         return torch.stack(norms).sum() if norms else torch.zeros(())
 
     def _backup_for(self, p: Tensor) -> Tensor:
+        # keyed by the parameter object; while swapped, p.data is the buffer itself, so compare with p's shape
         buf = self._backups.get(p)
         if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
             buf = self._backups[p] = torch.empty_like(p, memory_format=torch.preserve_format)
@@ -106,10 +119,13 @@ class SAM(MultiPassOptimizer):
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Put back the weights saved by ``first_step`` (exact copy); a no-op when not perturbed."""
+        """Put back the weights as they were before ``first_step`` (exact); a no-op when not perturbed."""
         impl = self._resolved_impl()
-        for params, backups in self._perturbed:
-            F.restore(params, backups, impl)
+        for mode, params, saved in self._perturbed:
+            if mode == "swap":
+                F.swap_back(params, saved)
+            else:
+                F.restore(params, saved, impl)
         self._perturbed.clear()
 
     @torch.no_grad()

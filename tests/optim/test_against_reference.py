@@ -85,10 +85,18 @@ def run_sam(impl, base, adaptive, rho, nesterov=False):
     return prob.max_diff(w)
 
 
+@pytest.fixture(params=["swap", "copy"])
+def storage_mode(request, monkeypatch):
+    """SAM moves parameters that own their storage out of place (swap) and views in place (copy): test both."""
+    if request.param == "copy":
+        monkeypatch.setattr("aipflow.optim._functional.owns_storage", lambda p: False)
+    return request.param
+
+
 @pytest.mark.parametrize("impl", ["foreach", "reference"])
 @pytest.mark.parametrize("base", ["sgd", "adamw"])
 @pytest.mark.parametrize("adaptive", [False, True], ids=["SAM", "ASAM"])
-def test_sam_asam_match_float64(impl, base, adaptive):
+def test_sam_asam_match_float64(impl, base, adaptive, storage_mode):
     assert run_sam(impl, base, adaptive, rho=0.5 if adaptive else 0.05) <= TOL
 
 

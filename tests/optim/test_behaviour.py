@@ -7,6 +7,7 @@ from torch import nn
 
 from aipflow.optim import ASAM, BSAM, IVON, SAM
 from tests.optim.test_against_reference import Problem
+from tests.optim.test_against_reference import storage_mode as storage_mode  # the fixture
 
 SGD = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
 
@@ -22,7 +23,7 @@ def make(name, params):
 
 
 @pytest.mark.parametrize("cls", [SAM, ASAM])
-def test_restore_is_bit_exact_every_step(cls):
+def test_restore_is_bit_exact_every_step(cls, storage_mode):
     prob = Problem()
     opt = cls(prob.model.parameters(), SGD, rho=0.5)
     for t in range(20):
@@ -32,6 +33,7 @@ def test_restore_is_bit_exact_every_step(cls):
         assert not all(torch.equal(a, b) for a, b in zip(before, prob.model.parameters()))
         opt.restore()
         assert all(torch.equal(a, b) for a, b in zip(before, prob.model.parameters()))
+        assert len(opt._backups) == 4  # one buffer per parameter, either path
         opt.step(prob.closure(opt, t))
 
 
