@@ -18,7 +18,9 @@ def test_print_config_round_trip(tmp_path, capsys):
     assert code == 0
     parsed = yaml.safe_load(first)
     assert parsed["model"]["class_path"] == "aipflow.tasks.classification.ClassificationTask"
-    assert parsed["model"]["init_args"]["optimizer"]["class_path"] == "aipflow.optim.ivon.IVON"
+    assert (
+        parsed["model"]["init_args"]["optimizer"]["class_path"] == "aipflow.optim.IVON"
+    )  # jsonargparse prints the shortest public path
     saved = tmp_path / "printed.yaml"
     saved.write_text(first)
     code, second, _ = run(["fit", "--config", str(saved), "--print_config"], capsys)
