@@ -21,6 +21,8 @@ _CORE_COMPONENTS: dict[str, str] = {
     "bSAM": "aipflow.optim.bsam:BSAM",
     "IVON": "aipflow.optim.ivon:IVON",
     "SharpnessAwareTraining": "aipflow.lightning.sharpness:SharpnessAwareTraining",
+    "LabelNoiseMonitor": "aipflow.callbacks:LabelNoiseMonitor",
+    "TransitionMatrixEstimation": "aipflow.callbacks:TransitionMatrixEstimation",
     # losses
     "CrossEntropy": "torch.nn:CrossEntropyLoss",
     "CE": "torch.nn:CrossEntropyLoss",

@@ -1,7 +1,7 @@
 """Learning with noisy labels on digits: one fixed small model, several noise settings, 3 seeds.
 
-Every method is its recipe (recipes/noisy_<method>.yaml: MLP 64-256-256-10, Adam lr 1e-3, batch 64,
-60 epochs, no schedule, no early stopping, so that memorisation can show). Test accuracy is measured after
+Every method is its recipe (recipes/noisy_<method>.yaml: MLP 64-256-256-10 with dropout 0.3, AdamW lr 1e-3,
+cosine schedule, batch 64, 60 epochs, no early stopping, so that memorisation can show). Test accuracy is measured after
 every epoch (``LabelNoiseMonitor(track_test=True)``); the table gives the best epoch and the last epoch.
 
     python benchmarks/noisy_labels_digits.py [--seeds 0 1 2] [--methods ce sce ...]
@@ -29,8 +29,10 @@ METHODS = {
     "nce_mae": "NCE+MAE",
     "bootstrap": "Bootstrap (hard)",
     "elr": "ELR",
+    "forward": "Forward correction (estimated T)",
     "coteaching": "Co-teaching",
     "coteaching_plus": "Co-teaching+",
+    "nce_rce_sam": "NCE+RCE with SAM",
 }
 
 
@@ -95,8 +97,9 @@ def main() -> None:
     lines = [
         "# Learning with noisy labels on digits",
         "",
-        "`python benchmarks/noisy_labels_digits.py`: recipes `recipes/noisy_<method>.yaml` (MLP 64-256-256-10, Adam",
-        "lr 1e-3, batch 64, 60 epochs, no schedule, no early stopping). Noise on the training split only (`exact`",
+        "`python benchmarks/noisy_labels_digits.py`: recipes `recipes/noisy_<method>.yaml` (MLP 64-256-256-10,",
+        "dropout 0.3, AdamW lr 1e-3, cosine, batch 64, 60 epochs, no early stopping). Noise on the training split only",
+        "(`exact`",
         "convention; class map 2->7, 3->8, 5<->6, 7->1); test accuracy (%) on the clean test split after every epoch:",
         f"best epoch / last epoch, mean ± std over seeds {args.seeds} (model init, noise draw, data order).",
         "Co-teaching's forget rate is the true noise rate, as in the paper. Time: mean wall time of one run, 2 CPU",

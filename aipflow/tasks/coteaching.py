@@ -58,6 +58,8 @@ class CoTeachingTask(ClassificationTask):
         num_classes: int = 10,
         ece_bins: int = DEFAULT_ECE_BINS,
         reliability_diagram: bool = True,
+        posterior_samples: int = 0,
+        posterior_seed: int = 0,
     ) -> None:
         if not 0.0 <= forget_rate < 1.0:
             raise ValueError(f"model.forget_rate must lie in [0, 1), got {forget_rate}")
@@ -65,13 +67,15 @@ class CoTeachingTask(ClassificationTask):
             raise ValueError(f"model.num_gradual must be >= 1, got {num_gradual}")
         super().__init__(
             model,
-            None,
-            optimizer,
-            lr_scheduler,
-            lr_scheduler_interval,
-            num_classes,
-            ece_bins,
-            reliability_diagram,
+            loss=None,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            lr_scheduler_interval=lr_scheduler_interval,
+            num_classes=num_classes,
+            ece_bins=ece_bins,
+            reliability_diagram=reliability_diagram,
+            posterior_samples=posterior_samples,
+            posterior_seed=posterior_seed,
         )
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
         self.peer = copy.deepcopy(model)
