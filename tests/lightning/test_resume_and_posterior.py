@@ -88,7 +88,10 @@ def test_posterior_predictive_nll_is_log_mean_exp_of_samples():
     assert metrics["pp_nll"].compute().item() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("recipe", ["adamw", "sgd", "sam", "asam", "bsam", "ivon"])
+ALL_RECIPES = sorted(list_recipes())
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
 def test_each_optimizer_recipe_runs(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert recipe in list_recipes()
