@@ -29,6 +29,17 @@ class MultiPassOptimizer(Optimizer):
     #: how many sub-batches the step splits a batch into (1: the closure takes no argument)
     num_subbatches: int = 1
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        # torch casts loaded state to each parameter's dtype; ours is fp32 by design (bf16/fp16 parameters keep
+        # fp32 momentum, precision and Hessian), so put the saved tensors back, only moved to the device
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if isinstance(value, Tensor):
+                    self.state[p][key] = value.to(device=p.device)
+
     def _evaluate(self, closure: Callable, sub_batch: int | None = None) -> Tensor | None:
         """Run one forward/backward; ``None`` when the integration reports non-finite gradients."""
         with torch.enable_grad():

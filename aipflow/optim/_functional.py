@@ -308,6 +308,7 @@ def ivon_update(
             m.copy_((m32 - lr * upd).to(m.dtype))
         return
     for ms, ghs, hhs, gs, hs in _groups(params, g_hats, h_hats, momenta, hessians):
+        ghs = [g.float() for g in ghs] if ghs[0].dtype != torch.float32 else ghs
         torch._foreach_lerp_(gs, ghs, 1 - beta1)
         diff = torch._foreach_sub(hs, hhs)
         torch._foreach_mul_(diff, diff)

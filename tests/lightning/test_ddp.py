@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
+from aipflow.lightning import SharpnessAwareTraining
 from aipflow.optim import BSAM, IVON, SAM
 from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
 
@@ -52,7 +53,7 @@ FACTORIES = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["SAM", "BSAM", "IVON"])
+@pytest.mark.parametrize("name", ["SAM", "SAM+sync_first_pass", "BSAM", "IVON"])
 def test_ddp_two_processes(name, tmp_path, monkeypatch):
     real_all_reduce = torch.distributed.all_reduce
 
@@ -62,9 +63,10 @@ def test_ddp_two_processes(name, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.distributed, "all_reduce", counting_all_reduce)
     x, y = regression_data(64)
-    model = Recorder(FACTORIES[name], str(tmp_path))
+    model = Recorder(FACTORIES[name.split("+")[0]], str(tmp_path))
     strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
-    trainer(strategy=strategy, devices=2, max_epochs=1).fit(model, loader(x, y, 8))
+    callbacks = [SharpnessAwareTraining(sync_first_pass="sync_first_pass" in name)]
+    trainer(callbacks, strategy=strategy, devices=2, max_epochs=1).fit(model, loader(x, y, 8))
     w0, w1 = (torch.load(tmp_path / f"w{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(w0, w1))
     counts = [json.loads((tmp_path / f"c{r}.json").read_text()) for r in (0, 1)]
@@ -73,5 +75,7 @@ def test_ddp_two_processes(name, tmp_path, monkeypatch):
     for c in counts:
         if name == "SAM":
             assert c["ddp_buckets"] == steps and c["explicit_in_steps"] == 0  # one all-reduce per step: the second pass
+        elif name == "SAM+sync_first_pass":
+            assert c["ddp_buckets"] == 2 * steps  # the perturbation then uses the global gradient
         else:
             assert c["ddp_buckets"] == 0 and c["explicit_in_steps"] == steps  # one flat all-reduce of (g, h) per step

@@ -185,3 +185,37 @@ def test_triton_request_without_kernels_is_an_error():
     with pytest.raises(RuntimeError, match="impl='triton' was asked for"):
         resolve_impl("triton", [torch.ones(1)])
     assert resolve_impl("auto", [torch.ones(1)]) == "foreach"
+
+
+@pytest.mark.parametrize("name", ["SAM", "BSAM", "IVON"])
+def test_mixed_dtypes_and_param_groups_keep_fp32_state_through_resume(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+    model[2].to(torch.bfloat16)
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.01}]
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+
+    def build():
+        return make(name, groups if name != "SAM" else [dict(g) for g in groups])
+
+    opt = build()
+
+    def closure(k=None):
+        opt.zero_grad()
+        xs, ys = (x, y) if k is None else (x[4 * k : 4 * k + 4], y[4 * k : 4 * k + 4])
+        loss = nn.functional.mse_loss(model[2](model[1](model[0](xs)).bfloat16()).float(), ys)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    assert model[2].weight.dtype == torch.bfloat16 and all(torch.isfinite(p).all() for p in model.parameters())
+    if name != "SAM":
+        state = opt.state[model[2].weight]
+        assert all(t.dtype == torch.float32 for k, t in state.items() if k != "step")
+        buf = io.BytesIO()
+        torch.save(opt.state_dict(), buf)
+        buf.seek(0)
+        opt.load_state_dict(torch.load(buf, weights_only=True))
+        assert all(t.dtype == torch.float32 for k, t in opt.state[model[2].weight].items() if k != "step")
+        assert opt.param_groups[1]["lr"] == 0.01
