@@ -24,8 +24,6 @@ FACTORIES = {
 @pytest.mark.parametrize("name", ["SAM", "BSAM", "IVON"])
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_trainer_on_gpu(name, precision):
-    if name != "SAM" and precision == "16-mixed":
-        pytest.skip("bSAM/IVON under fp16: covered by the SAM scaler path; bf16 is the recommended AMP for them")
     x, y = regression_data(256)
     model = CountingModule(FACTORIES[name], batch_norm=True)
     t = trainer(accelerator="gpu", precision=precision, max_epochs=2, gradient_clip_val=1.0)
