@@ -53,27 +53,34 @@ def resolve_recipe(spec: str, registry: Registry | None = None) -> Path:
     )
 
 
-def rewrite_short_names(config: Any, registry: Registry | None = None, where: str = "") -> Any:
+#: keys whose value is a component: there a bare string (``loss: GCE``) is read as a class name. Elsewhere a
+#: string stays a string (a logger named "SAM" keeps its name).
+COMPONENT_KEYS = frozenset(
+    {"model", "data", "loss", "optimizer", "base_optimizer", "lr_scheduler", "logger", "callbacks", "plugins"}
+)
+
+
+def rewrite_short_names(config: Any, registry: Registry | None = None, where: str = "", key: str = "") -> Any:
     """Return ``config`` with every registered short name replaced by its import path.
 
     ``class_path`` values must be registered short names or dotted import paths; an unknown short name is an
-    error naming the closest valid names. A bare string value equal to a registered name (``loss: GCE``) is
-    replaced too. A dotted path into a plugin that failed to load is an error naming that plugin's distribution,
-    version and exception.
+    error naming the closest valid names. A bare string under a component key (``loss: GCE``, an item of
+    ``callbacks``) that is a registered name is replaced too. A dotted path into a plugin that failed to load
+    is an error naming that plugin's distribution, version and exception.
     """
     registry = registry or get_registry()
     if isinstance(config, dict):
         out = {}
-        for key, value in config.items():
-            field = f"{where}.{key}" if where else str(key)
-            if key == "class_path" and isinstance(value, str):
-                out[key] = _resolve_class_path(value, field, registry)
+        for k, value in config.items():
+            field = f"{where}.{k}" if where else str(k)
+            if k == "class_path" and isinstance(value, str):
+                out[k] = _resolve_class_path(value, field, registry)
             else:
-                out[key] = rewrite_short_names(value, registry, field)
+                out[k] = rewrite_short_names(value, registry, field, str(k))
         return out
     if isinstance(config, list):
-        return [rewrite_short_names(v, registry, f"{where}[{i}]") for i, v in enumerate(config)]
-    if isinstance(config, str) and config in registry:
+        return [rewrite_short_names(v, registry, f"{where}[{i}]", key) for i, v in enumerate(config)]
+    if isinstance(config, str) and key in COMPONENT_KEYS and config in registry:
         return registry.get(config).import_path
     return config
 
@@ -130,7 +137,7 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> tuple[lis
             value = str(_prepared_config(value, registry, temps))
         elif key.endswith(".class_path"):
             value = _resolve_class_path(value, key.lstrip("-"), registry)
-        elif value in registry:
+        elif key.rsplit(".", 1)[-1].rstrip("+") in COMPONENT_KEYS and value in registry:
             value = registry.get(value).import_path
         out.extend([f"{key}={value}"] if inline else [key, value])
         i += 1 if inline else 2

@@ -28,6 +28,15 @@ def test_print_config_round_trip(tmp_path, capsys):
     assert yaml.safe_load(second) == parsed
 
 
+def test_a_string_that_happens_to_be_a_short_name_stays(capsys):
+    code, out, _ = run(
+        ["fit", "--config", "quickstart", "--trainer.logger.init_args.name=SAM", "--print_config"], capsys
+    )
+    assert code == 0 and yaml.safe_load(out)["trainer"]["logger"]["init_args"]["name"] == "SAM"
+    code, out, _ = run(["fit", "--config", "quickstart", "--model.init_args.loss=GCE", "--print_config"], capsys)
+    assert code == 0 and yaml.safe_load(out)["model"]["init_args"]["loss"]["class_path"].endswith("losses.robust.GCE")
+
+
 def test_recipe_name_and_path_are_equivalent(capsys):
     from aipflow.config import resolve_recipe
 

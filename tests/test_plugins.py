@@ -39,10 +39,16 @@ def test_disable_autoload_and_allowlist(plugin_site, monkeypatch):
 
 
 def test_short_names_resolve_and_typos_suggest(plugin_site):
-    cfg = {"model": {"init_args": {"loss": {"class_path": "ToyLoss"}, "other": "ToyLoss"}}}
+    cfg = {
+        "model": {"init_args": {"loss": {"class_path": "ToyLoss"}, "peer_loss": "ToyLoss"}},
+        "callbacks": ["ToyLoss"],
+    }
+    cfg["model"]["init_args"]["loss_too"] = {"loss": "ToyLoss"}
     out = rewrite_short_names(cfg)
     assert out["model"]["init_args"]["loss"]["class_path"] == "aipflow_toy_ok.ToyLoss"
-    assert out["model"]["init_args"]["other"] == "aipflow_toy_ok.ToyLoss"
+    assert out["model"]["init_args"]["loss_too"]["loss"] == "aipflow_toy_ok.ToyLoss"  # a component key
+    assert out["callbacks"] == ["aipflow_toy_ok.ToyLoss"]
+    assert out["model"]["init_args"]["peer_loss"] == "ToyLoss"  # any other string stays as written
     with pytest.raises(ConfigError, match=r"model.loss.class_path: unknown component 'ToyLos'; did you mean 'ToyLoss'"):
         rewrite_short_names({"model": {"loss": {"class_path": "ToyLos"}}})
 
