@@ -1,0 +1,18 @@
+"""aipflow-weaksup: weakly supervised learning as an aipflow plugin (contract api 1.0).
+
+Only aipflow's public API is imported here; component modules load when a recipe names them.
+"""
+
+from aipflow.plugins import Plugin
+
+__version__ = "0.1.0"
+
+plugin = Plugin(
+    name="weaksup",
+    api_version="1.0",
+    components={
+        "PURisk": "aipflow_weaksup.risks.pu:PURisk",
+        "PNRisk": "aipflow_weaksup.risks.pu:PNRisk",
+    },
+    # recipes arrive with the weak-label data modules and tasks (see the plugin's README)
+)
