@@ -13,6 +13,8 @@ plugin = Plugin(
     components={
         "PURisk": "aipflow_weaksup.risks.pu:PURisk",
         "PNRisk": "aipflow_weaksup.risks.pu:PNRisk",
+        "PUDigitsDataModule": "aipflow_weaksup.data:PUDigitsDataModule",
+        "WeakBinaryTask": "aipflow_weaksup.task:WeakBinaryTask",
     },
-    # recipes arrive with the weak-label data modules and tasks (see the plugin's README)
+    recipes="aipflow_weaksup:recipes",
 )

@@ -134,7 +134,7 @@ class PURisk(nn.Module):
 
     def __init__(
         self,
-        prior: float,
+        prior: float | None = None,
         estimator: str = "nnpu",
         loss: str = "sigmoid",
         beta: float = 0.0,
@@ -142,7 +142,7 @@ class PURisk(nn.Module):
         convention: str = "paper",
     ) -> None:
         super().__init__()
-        self.prior = check_prior(prior)
+        self.prior = None if prior is None else check_prior(prior)  # None: the task reads it from the data
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         if convention not in CONVENTIONS:
@@ -152,6 +152,8 @@ class PURisk(nn.Module):
         self.last: RiskResult | None = None
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
+        if self.prior is None:
+            raise ValueError("PURisk needs the class prior: set prior, or use a data module that records it")
         self.last = pu_risk(
             scores, labels, self.prior, self.loss, self.estimator, self.beta, self.gamma, self.convention
         )
@@ -161,13 +163,15 @@ class PURisk(nn.Module):
 class PNRisk(nn.Module):
     """Supervised PN risk (labels +1 / -1) with the same surrogates, for the fully supervised baseline."""
 
-    def __init__(self, prior: float, loss: str = "sigmoid") -> None:
+    def __init__(self, prior: float | None = None, loss: str = "sigmoid") -> None:
         super().__init__()
-        self.prior = check_prior(prior)
+        self.prior = None if prior is None else check_prior(prior)  # None: the task reads it from the data
         surrogate(loss)
         self.loss = loss
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
+        if self.prior is None:
+            raise ValueError("PNRisk needs the class prior: set prior, or use a data module that records it")
         return pn_risk(scores, labels, self.prior, self.loss).objective
 
 

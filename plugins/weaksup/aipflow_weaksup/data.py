@@ -1,0 +1,138 @@
+"""Weak-label data modules. PU from any labelled data: a binary task (``positive_classes`` vs the rest), a few
+labelled positives, the remaining training samples unlabelled.
+
+Convention (``setting="two_sample"``, case-control, Kiryo et al. 2017): the labelled positives are drawn at random
+from the positive training samples; the unlabelled set is every other training sample, so its class prior is
+``pi = (n_pos - n_labeled) / (n - n_labeled)`` (recorded as ``prior``: the value the PU estimators need).
+Validation keeps the same weak labelling (model selection from weak labels only) and the clean labels (reports).
+Batches are dicts ``x, s (1 labelled, 0 unlabelled), y (+1 / -1, the truth), index``, and every training batch
+holds labelled positives in their overall proportion (stratified), so that each batch can estimate each risk.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+SETTINGS = ("two_sample",)
+
+
+class PUDataset(Dataset):
+    def __init__(self, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.s, self.y = x, s, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "s": self.s[i], "y": self.y[i], "index": torch.tensor(i)}
+
+
+class StratifiedPUBatchSampler(Sampler[list[int]]):
+    """Batches with labelled and unlabelled samples in their overall proportion (at least one labelled), a new
+    seeded order each epoch (``set_epoch``)."""
+
+    def __init__(self, s: torch.Tensor, batch_size: int, seed: int = 0) -> None:
+        self.labeled = torch.nonzero(s == 1).squeeze(1)
+        self.unlabeled = torch.nonzero(s == 0).squeeze(1)
+        self.batches = max(1, len(s) // batch_size)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        lab = self.labeled[torch.randperm(len(self.labeled), generator=g)].tolist()
+        unl = self.unlabeled[torch.randperm(len(self.unlabeled), generator=g)].tolist()
+        lab_chunks = np.array_split(lab, self.batches)
+        unl_chunks = np.array_split(unl, self.batches)
+        for a, b in zip(lab_chunks, unl_chunks, strict=True):
+            yield [int(i) for i in a] + [int(i) for i in b]
+
+    def __len__(self) -> int:
+        return self.batches
+
+
+class PUDigitsDataModule(L.LightningDataModule):
+    """Digits as a PU task: positives are ``positive_classes`` (even digits by default), ``n_labeled`` of them
+    labelled (the nnPU paper's MNIST protocol, scaled to digits)."""
+
+    def __init__(
+        self,
+        positive_classes: list[int] | None = None,
+        n_labeled: int = 100,
+        setting: str = "two_sample",
+        batch_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        label_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if setting not in SETTINGS:
+            raise ValueError(f"data.setting must be one of {SETTINGS}, got {setting!r}")
+        if n_labeled < 1:
+            raise ValueError(f"data.n_labeled must be >= 1, got {n_labeled}")
+        self.save_hyperparameters()
+        self.positive_classes = [0, 2, 4, 6, 8] if positive_classes is None else list(positive_classes)
+        self.prior: float | None = None
+
+    def _weak_labels(self, y: np.ndarray, n_labeled: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        positives = np.flatnonzero(y == 1)
+        if n_labeled >= len(positives):
+            raise ValueError(
+                f"data.n_labeled={n_labeled} leaves no unlabelled positives (the split has {len(positives)})"
+            )
+        s = np.zeros(len(y), dtype=np.int64)
+        s[rng.choice(positives, n_labeled, replace=False)] = 1
+        unlabeled = s == 0
+        if unlabeled.sum() == 0:
+            raise ValueError("the unlabelled set is empty")
+        return s, float((y[unlabeled] == 1).mean())
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "train_set", None) is not None:
+            return
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        hp = self.hparams
+        digits = load_digits()
+        x = (digits.images.reshape(-1, 64) / 16.0).astype(np.float32)
+        y = np.where(np.isin(digits.target, self.positive_classes), 1, -1)
+        idx = np.arange(len(y))
+        rest, test_idx = train_test_split(idx, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
+        train_idx, val_idx = train_test_split(
+            rest, test_size=hp.val_fraction / (1 - hp.test_fraction), stratify=y[rest], random_state=hp.split_seed
+        )
+        mean, std = x[train_idx].mean(0), x[train_idx].std(0) + 0.1
+        x = (x - mean) / std
+        rng = np.random.default_rng(hp.label_seed)
+        n_val = max(1, round(hp.n_labeled * len(val_idx) / len(train_idx)))
+        s_train, self.prior = self._weak_labels(y[train_idx], hp.n_labeled, rng)
+        s_val, self.val_prior = self._weak_labels(y[val_idx], n_val, rng)
+
+        def make(ids, s):
+            return PUDataset(torch.from_numpy(x[ids]), torch.from_numpy(s), torch.from_numpy(y[ids]))
+
+        self.train_set = make(train_idx, s_train)
+        self.val_set = make(val_idx, s_val)
+        self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))
+
+    @property
+    def train_size(self) -> int:
+        self.setup()
+        return len(self.train_set)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = StratifiedPUBatchSampler(self.train_set.s, self.hparams.batch_size, self.hparams.label_seed)
+        return DataLoader(self.train_set, batch_sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=len(self.val_set))  # one batch: the weak risk needs both sets
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=512)

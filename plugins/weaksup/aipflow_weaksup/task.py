@@ -1,0 +1,77 @@
+"""A binary classifier trained with a weak-supervision risk estimator, selected on weak labels only.
+
+Logs ``train/objective`` (what is minimised) and ``train/risk`` (the estimator's reported value);
+``val/weak_risk`` and ``val/weak_risk_zero_one``: the unbiased PU risk (uPU) of the validation split's weak labels
+with the training surrogate and with the zero-one loss, usable by ``ModelCheckpoint`` / ``EarlyStopping``
+without any clean label; and ``val/error`` / ``test/error`` on the clean labels for reporting.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from aipflow_weaksup.risks.pu import PNRisk, PURisk, pu_risk
+
+
+class WeakBinaryTask(L.LightningModule):
+    def __init__(self, model: nn.Module, risk: nn.Module, optimizer: OptimizerCallable | None = None) -> None:
+        super().__init__()
+        if not isinstance(risk, (PURisk, PNRisk)):
+            raise TypeError(f"model.risk must be PURisk or PNRisk, got {type(risk).__name__}")
+        self.model, self.risk = model, risk
+        self.optimizer_factory = optimizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out.squeeze(-1) if out.ndim == 2 and out.shape[1] == 1 else out
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        prior = getattr(dm, "prior", None)
+        if isinstance(self.risk, PNRisk) and self.risk.prior is None and dm is not None:
+            self.risk.prior = float((dm.train_set.y == 1).float().mean())  # supervised: the training prior
+        if isinstance(self.risk, PURisk) and self.risk.prior is None:
+            if prior is None:
+                raise ValueError("model.risk.prior is not set and the data module records no class prior")
+            self.risk.prior = prior
+        if prior is not None and isinstance(self.risk, PURisk) and abs(prior - self.risk.prior) > 0.05:
+            raise ValueError(
+                f"model.risk.prior is {self.risk.prior} but the unlabelled data has class prior {prior:.3f}; "
+                "a prior inconsistent with the data biases every PU estimator"
+            )
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        scores = self(batch["x"])
+        if isinstance(self.risk, PNRisk):
+            objective = self.risk(scores, batch["y"])  # the fully supervised baseline uses the true labels
+            self.log("train/risk", objective, on_step=False, on_epoch=True)
+        else:
+            objective = self.risk(scores, batch["s"])
+            self.log("train/risk", self.risk.last.risk, on_step=False, on_epoch=True)
+        self.log("train/objective", objective, on_step=False, on_epoch=True, prog_bar=True)
+        return objective
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        scores = self(batch["x"])
+        prior = getattr(self.trainer.datamodule, "val_prior", None) or getattr(self.risk, "prior", 0.5)
+        loss = getattr(self.risk, "loss", "sigmoid")
+        weak = pu_risk(scores, batch["s"], prior, loss, "upu")
+        weak01 = pu_risk(scores, batch["s"], prior, "zero_one", "upu")
+        self.log("val/weak_risk", weak.risk, prog_bar=True)
+        self.log("val/weak_risk_zero_one", weak01.risk)
+        self.log("val/error", _error(scores, batch["y"]), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.log("test/error", _error(self(batch["x"]), batch["y"]))
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            return torch.optim.Adam(self.parameters(), lr=1e-3, weight_decay=5e-3)
+        return self.optimizer_factory(self.parameters())
+
+
+def _error(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return ((scores > 0).long() * 2 - 1 != y).float().mean()

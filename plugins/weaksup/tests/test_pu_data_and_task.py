@@ -1,0 +1,64 @@
+import lightning as L
+import pytest
+import torch
+from aipflow_weaksup.data import PUDigitsDataModule
+from aipflow_weaksup.risks import PURisk
+from aipflow_weaksup.task import WeakBinaryTask
+
+from aipflow.models import MLP
+
+
+def test_pu_digits_records_the_unlabelled_prior_and_stratifies_batches():
+    dm = PUDigitsDataModule(n_labeled=100, batch_size=64)
+    dm.setup()
+    s, y = dm.train_set.s, dm.train_set.y
+    assert int(s.sum()) == 100 and bool((y[s == 1] == 1).all())  # labelled ones are positives
+    assert dm.prior == pytest.approx(float((y[s == 0] == 1).float().mean()))
+    batches = list(dm.train_dataloader())
+    assert all(int(b["s"].sum()) >= 1 and int((b["s"] == 0).sum()) >= 1 for b in batches)
+    assert sum(len(b["s"]) for b in batches) == len(s)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_labeled": 5000}, "leaves no unlabelled positives"),
+        ({"setting": "censoring"}, "data.setting must be one of"),
+    ],
+)
+def test_data_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PUDigitsDataModule(**kwargs).setup()
+
+
+def fit(risk, epochs=2):
+    torch.manual_seed(0)
+    task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(32,)), risk)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    dm = PUDigitsDataModule(batch_size=128)
+    trainer.fit(task, dm)
+    after_fit = dict(trainer.callback_metrics)
+    trainer.test(task, dm, verbose=False)
+    return task, trainer, {**after_fit, **trainer.callback_metrics}
+
+
+def test_nnpu_task_learns_from_positive_and_unlabelled_data():
+    task, trainer, metrics = fit(PURisk(estimator="nnpu"), epochs=5)
+    assert task.risk.prior == pytest.approx(trainer.datamodule.prior)  # filled from the data
+    assert metrics["test/error"].item() < 0.3
+    for key in ("val/weak_risk", "val/weak_risk_zero_one", "train/objective", "train/risk"):
+        assert key in metrics
+
+
+def test_prior_inconsistent_with_the_data():
+    with pytest.raises(ValueError, match="inconsistent with the data"):
+        fit(PURisk(prior=0.9))
+
+
+def test_recipes_are_listed_under_the_plugin():
+    from aipflow.config import list_recipes
+    from aipflow.plugins import reset_registry
+
+    reset_registry()
+    recipes = list_recipes()
+    assert {"weaksup/pu_nnpu", "weaksup/pu_upu", "weaksup/pu_pn"} <= set(recipes)
