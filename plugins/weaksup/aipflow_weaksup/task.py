@@ -13,16 +13,35 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from aipflow_weaksup.prior import METHODS, PriorEstimate, elkan_noto_prior
 from aipflow_weaksup.risks.pu import PNRisk, PURisk, pu_risk
 
 
 class WeakBinaryTask(L.LightningModule):
-    def __init__(self, model: nn.Module, risk: nn.Module, optimizer: OptimizerCallable | None = None) -> None:
+    """Args:
+    model: the network, ``(N, d) -> (N, 1)`` margins.
+    risk: ``PURisk`` or ``PNRisk``; a ``prior`` left unset is taken from the data module (known prior) or, with
+        ``prior_estimator``, estimated before training.
+    prior_estimator: ``None`` or an Elkan-Noto estimator (``"e1"``, ``"e2"``, ``"e3"``): ``prior: auto``.
+    optimizer: optimizer factory (Adam lr 1e-3, weight decay 5e-3 when omitted).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        risk: nn.Module,
+        optimizer: OptimizerCallable | None = None,
+        prior_estimator: str | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(risk, (PURisk, PNRisk)):
             raise TypeError(f"model.risk must be PURisk or PNRisk, got {type(risk).__name__}")
+        if prior_estimator is not None and prior_estimator not in METHODS:
+            raise ValueError(f"model.prior_estimator must be one of {METHODS} or null, got {prior_estimator!r}")
         self.model, self.risk = model, risk
         self.optimizer_factory = optimizer
+        self.prior_estimator = prior_estimator
+        self.prior_estimate: PriorEstimate | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
@@ -33,6 +52,12 @@ class WeakBinaryTask(L.LightningModule):
         prior = getattr(dm, "prior", None)
         if isinstance(self.risk, PNRisk) and self.risk.prior is None and dm is not None:
             self.risk.prior = float((dm.train_set.y == 1).float().mean())  # supervised: the training prior
+        if isinstance(self.risk, PURisk) and self.risk.prior is None and self.prior_estimator and stage == "fit":
+            train = dm.train_set
+            self.prior_estimate = elkan_noto_prior(train.x.numpy(), train.s.numpy(), self.prior_estimator)
+            self.risk.prior = self.prior_estimate.prior
+            print(f"[weaksup] estimated class prior ({self.prior_estimator}): {self.risk.prior:.4f}")
+            return
         if isinstance(self.risk, PURisk) and self.risk.prior is None:
             if prior is None:
                 raise ValueError("model.risk.prior is not set and the data module records no class prior")
@@ -42,6 +67,10 @@ class WeakBinaryTask(L.LightningModule):
                 f"model.risk.prior is {self.risk.prior} but the unlabelled data has class prior {prior:.3f}; "
                 "a prior inconsistent with the data biases every PU estimator"
             )
+
+    def on_train_epoch_start(self) -> None:
+        if self.prior_estimate is not None:
+            self.log("data/prior_estimate", self.prior_estimate.prior)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         scores = self(batch["x"])
