@@ -13,6 +13,7 @@ plugin = Plugin(
     components={
         "PURisk": "aipflow_weaksup.risks.pu:PURisk",
         "PNRisk": "aipflow_weaksup.risks.pu:PNRisk",
+        "ComplementaryLoss": "aipflow_weaksup.risks.complementary:ComplementaryLoss",
         "PUDigitsDataModule": "aipflow_weaksup.data:PUDigitsDataModule",
         "WeakBinaryTask": "aipflow_weaksup.task:WeakBinaryTask",
     },

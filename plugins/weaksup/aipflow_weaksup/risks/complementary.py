@@ -1,0 +1,95 @@
+"""Learning from complementary labels: each sample comes with a class ``c`` it does *not* belong to.
+
+With ``p = softmax(logits)``, K classes and ``l(f(x), k) = -log p_k`` (cross-entropy):
+
+- SCL-NL (Chou et al., ICML 2020): ``-log(1 - p_c)``; SCL-EXP (same paper): ``exp(p_c)``;
+- PC (Ishida et al., NeurIPS 2017): ``sum_{k != c} sigmoid(-(g_k - g_c))`` on the logits g;
+- forward (Yu et al., ECCV 2018): ``-log (p^T Q)_c`` with ``Q = (1 - I) / (K - 1)`` for uniform complementary
+  labels (any Q for biased ones: aipflow's ``forward_corrected_loss``);
+- the unbiased estimator (Ishida et al., ICML 2019): ``R = sum_k A_k``,
+  ``A_k = mean_i l(f(x_i), k) - (K - 1) / n sum_{i: c_i = k} l(f(x_i), k)`` (each A_k estimates a class's
+  share of the ordinary risk, so it should be >= 0). ``correction``: ``"free"`` (as is), ``"max"``
+  (``sum_k max(0, A_k)``) or ``"ga"`` (gradient ascent on the negative A_k when any is negative).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from aipflow.losses import forward_corrected_loss
+
+KINDS = ("scl_nl", "scl_exp", "pc", "forward", "unbiased")
+CORRECTIONS = ("free", "max", "ga")
+
+
+def _check(logits: Tensor, comp: Tensor) -> None:
+    if logits.ndim != 2 or comp.shape != logits.shape[:1]:
+        raise ValueError(
+            f"logits must be (N, K) and complementary labels (N,), got {tuple(logits.shape)}, {tuple(comp.shape)}"
+        )
+    k = logits.shape[1]
+    if k < 2:
+        raise ValueError("complementary labels need at least 2 classes (with one class every label is the only class)")
+    if comp.numel() and (int(comp.min()) < 0 or int(comp.max()) >= k):
+        raise ValueError(f"complementary labels must lie in [0, {k - 1}], got [{int(comp.min())}, {int(comp.max())}]")
+
+
+def complementary_loss(
+    logits: Tensor, comp: Tensor, kind: str = "scl_nl", correction: str = "free"
+) -> tuple[Tensor, Tensor]:
+    """``(objective, risk)`` for complementary labels ``comp``; they differ only for the corrected estimator."""
+    _check(logits, comp)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    k = logits.shape[1]
+    log_p = logits.log_softmax(1)
+    p_c = log_p.exp().gather(1, comp[:, None]).squeeze(1)
+    if kind == "scl_nl":
+        value = -torch.log1p(-p_c.clamp(max=1 - 1e-7)).mean()
+    elif kind == "scl_exp":
+        value = p_c.exp().mean()
+    elif kind == "pc":
+        g_c = logits.gather(1, comp[:, None])
+        terms = torch.sigmoid(-(logits - g_c))
+        value = (terms.sum(1) - 0.5).mean()  # drop k = c, whose term is sigmoid(0) = 0.5
+    elif kind == "forward":
+        q = (
+            torch.ones(k, k, dtype=logits.dtype, device=logits.device)
+            - torch.eye(k, dtype=logits.dtype, device=logits.device)
+        ) / (k - 1)
+        value = forward_corrected_loss(logits, comp, q)
+    else:
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+        n = logits.shape[0]
+        losses = -log_p  # l(f(x_i), k) for every k
+        mask = torch.nn.functional.one_hot(comp, k).to(losses.dtype)
+        partial = losses.mean(0) - (k - 1) * (losses * mask).sum(0) / n  # A_k
+        risk = partial.sum()
+        if correction == "free":
+            return risk, risk
+        if correction == "max":
+            corrected = partial.clamp_min(0).sum()
+            return corrected, corrected
+        negative = partial < 0
+        if bool(negative.any()):
+            return -partial[negative].sum(), partial.clamp_min(0).sum().detach()
+        return risk, risk
+    return value, value
+
+
+class ComplementaryLoss(nn.Module):
+    """A loss over (logits, complementary labels) for ``ClassificationTask``-style training; ``kind`` and
+    ``correction`` as in :func:`complementary_loss`."""
+
+    def __init__(self, kind: str = "scl_nl", correction: str = "free") -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+        self.kind, self.correction = kind, correction
+
+    def forward(self, logits: Tensor, comp: Tensor) -> Tensor:
+        return complementary_loss(logits, comp, self.kind, self.correction)[0]
