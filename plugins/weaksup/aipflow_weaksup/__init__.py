@@ -14,6 +14,7 @@ plugin = Plugin(
         "PURisk": "aipflow_weaksup.risks.pu:PURisk",
         "PNRisk": "aipflow_weaksup.risks.pu:PNRisk",
         "ComplementaryLoss": "aipflow_weaksup.risks.complementary:ComplementaryLoss",
+        "PartialLabelLoss": "aipflow_weaksup.risks.partial:PartialLabelLoss",
         "PUDigitsDataModule": "aipflow_weaksup.data:PUDigitsDataModule",
         "WeakBinaryTask": "aipflow_weaksup.task:WeakBinaryTask",
     },
