@@ -1,5 +1,18 @@
+from aipflow_weaksup.risks.pairs import sd_risk, su_risk
 from aipflow_weaksup.risks.pu import PNRisk, PURisk, pn_risk, pnu_risk, pu_risk
 from aipflow_weaksup.risks.surrogates import SURROGATES, surrogate
 from aipflow_weaksup.risks.uu import pconf_risk, uu_risk
 
-__all__ = ["PNRisk", "PURisk", "SURROGATES", "pn_risk", "pnu_risk", "pconf_risk", "pu_risk", "surrogate", "uu_risk"]
+__all__ = [
+    "PNRisk",
+    "PURisk",
+    "SURROGATES",
+    "pn_risk",
+    "pnu_risk",
+    "pconf_risk",
+    "pu_risk",
+    "sd_risk",
+    "su_risk",
+    "surrogate",
+    "uu_risk",
+]

@@ -1,0 +1,46 @@
+"""SU and SD: unbiased for the PN risk (Monte-Carlo simulation with known class-conditionals), gradients."""
+
+import numpy as np
+import pytest
+import torch
+from aipflow_weaksup.risks.pairs import sd_risk, su_risk
+from aipflow_weaksup.risks.pu import pn_risk
+
+
+def simulate(prior=0.7, n=200_000, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def draw(cls, size):
+        return rng.normal(1.0 if cls > 0 else -1.0, 1.0, size)
+
+    g = lambda x: torch.tensor(0.8 * x - 0.3)  # a fixed classifier  # noqa: E731
+    # similar pairs: both +1 with probability prior^2 / pi_S, else both -1; pooled pointwise
+    ps = prior**2 + (1 - prior) ** 2
+    both_pos = rng.random(n) < prior**2 / ps
+    similar = np.concatenate([np.where(both_pos, draw(1, n), draw(-1, n)), np.where(both_pos, draw(1, n), draw(-1, n))])
+    # dissimilar pairs: one of each class
+    dissimilar = np.concatenate([draw(1, n), draw(-1, n)])
+    unlabeled = np.where(rng.random(n) < prior, draw(1, n), draw(-1, n))
+    return g, similar, dissimilar, unlabeled
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "logistic"])
+def test_su_and_sd_are_unbiased_for_the_pn_risk(loss):
+    g, similar, dissimilar, unlabeled = simulate()
+    rng = np.random.default_rng(1)
+    y = np.where(rng.random(200_000) < 0.7, 1, -1)
+    x = np.where(y > 0, rng.normal(1, 1, len(y)), rng.normal(-1, 1, len(y)))
+    pn = pn_risk(g(x), torch.tensor(y), 0.7, loss).risk.item()
+    assert su_risk(g(similar), g(unlabeled), 0.7, loss).risk.item() == pytest.approx(pn, abs=0.01)
+    assert sd_risk(g(similar), g(dissimilar), 0.7, loss).risk.item() == pytest.approx(pn, abs=0.01)
+
+
+def test_gradients_and_bad_input():
+    z1 = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a: su_risk(a, z2, 0.3).objective, (z1,))
+    assert torch.autograd.gradcheck(lambda a: sd_risk(a, z2, 0.3, "squared").objective, (z1,))
+    with pytest.raises(ValueError, match="different from 0.5"):
+        su_risk(z1, z2, 0.5)
+    with pytest.raises(ValueError, match="needs similar pairs and unlabelled points"):
+        su_risk(z1[:0], z2, 0.3)
