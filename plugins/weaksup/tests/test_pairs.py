@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from aipflow_weaksup.risks.pairs import sd_risk, su_risk
+from aipflow_weaksup.risks.pairs import pcomp_risk, sd_risk, su_risk
 from aipflow_weaksup.risks.pu import pn_risk
 
 
@@ -44,3 +44,21 @@ def test_gradients_and_bad_input():
         su_risk(z1, z2, 0.5)
     with pytest.raises(ValueError, match="needs similar pairs and unlabelled points"):
         su_risk(z1[:0], z2, 0.3)
+
+
+@pytest.mark.parametrize("correction", ["none", "relu", "abs"])
+def test_pcomp_is_unbiased_for_the_pn_risk(correction):
+    rng = np.random.default_rng(2)
+    prior, n = 0.6, 300_000
+    g = lambda x: torch.tensor(0.8 * x - 0.3)  # noqa: E731
+    y = np.where(rng.random(n) < prior, 1, -1)
+    x = np.where(y > 0, rng.normal(1, 1, n), rng.normal(-1, 1, n))
+    pn = pn_risk(g(x), torch.tensor(y), prior).risk.item()
+    # pairs of independent draws, the (negative, positive) ones removed: what Pcomp data is
+    y1, y2 = np.where(rng.random(n) < prior, 1, -1), np.where(rng.random(n) < prior, 1, -1)
+    keep = ~((y1 < 0) & (y2 > 0))
+    x1 = np.where(y1 > 0, rng.normal(1, 1, n), rng.normal(-1, 1, n))[keep]
+    x2 = np.where(y2 > 0, rng.normal(1, 1, n), rng.normal(-1, 1, n))[keep]
+    out = pcomp_risk(g(x1), g(x2), prior, correction=correction)
+    assert out.risk.item() == pytest.approx(pn, abs=0.01)  # both parts are positive here: corrections agree
+    assert out.positive.item() > 0 and out.negative.item() > 0

@@ -1,4 +1,4 @@
-from aipflow_weaksup.risks.pairs import sd_risk, su_risk
+from aipflow_weaksup.risks.pairs import pcomp_risk, sd_risk, su_risk
 from aipflow_weaksup.risks.pu import PNRisk, PURisk, pn_risk, pnu_risk, pu_risk
 from aipflow_weaksup.risks.surrogates import SURROGATES, surrogate
 from aipflow_weaksup.risks.uu import pconf_risk, uu_risk
@@ -10,6 +10,7 @@ __all__ = [
     "pn_risk",
     "pnu_risk",
     "pconf_risk",
+    "pcomp_risk",
     "pu_risk",
     "sd_risk",
     "su_risk",

@@ -7,7 +7,15 @@ dissimilar pairs; Shimada et al. 2019). Pairs are pooled pointwise: the points o
     SU:  R = pi_S E_S[(l+ - l-) / (pi+ - pi-)] + E_U[(pi+ l- - pi- l+) / (pi+ - pi-)]
     SD:  R = pi_S / (pi+ - pi-) E_S[pi+ l+ - pi- l-] + 2 pi+ pi- / (pi+ - pi-) E_D[pi+ l- - pi- l+]
 
-Both are unbiased estimators of the PN risk (checked by simulation in the tests).
+Pcomp (Feng et al., ICML 2021): pairs (x, x') in which x is at least as likely positive as x' (every pair but
+(negative, positive)); solving the two pointwise marginals for ``pi+ p+`` and ``pi- p-`` gives
+
+    R = E_x[l+ - pi+ l-] + E_x'[l- - pi- l+],
+
+whose positive part ``E_x[l+] - pi- E_x'[l+]`` and negative part ``E_x'[l-] - pi+ E_x[l-]`` can go below zero
+on a sample; ``correction`` ``"relu"`` or ``"abs"`` keeps each non-negative (the paper's corrected estimators).
+
+All are unbiased estimators of the PN risk (checked by simulation in the tests).
 """
 
 from __future__ import annotations
@@ -49,3 +57,29 @@ def sd_risk(scores_similar: Tensor, scores_dissimilar: Tensor, prior: float, los
     dissimilar = 2 * pp * pn / (pp - pn) * (pp * ell(d, -1.0) - pn * ell(d, +1.0)).mean()
     risk = similar + dissimilar
     return RiskResult(risk, risk, similar, dissimilar)
+
+
+PCOMP_CORRECTIONS = ("none", "relu", "abs")
+
+
+def pcomp_risk(
+    scores_first: Tensor, scores_second: Tensor, prior: float, loss: str = "sigmoid", correction: str = "none"
+) -> RiskResult:
+    """Margins of the first (more likely positive) and second elements of the pairs."""
+    pp = check_prior(prior)
+    pn = 1 - pp
+    if correction not in PCOMP_CORRECTIONS:
+        raise ValueError(f"correction must be one of {PCOMP_CORRECTIONS}, got {correction!r}")
+    if scores_first.numel() == 0 or scores_second.numel() == 0:
+        raise ValueError("Pcomp needs pairs")
+    ell = surrogate(loss)
+    x, x2 = scores_first, scores_second
+    positive = ell(x, +1.0).mean() - pn * ell(x2, +1.0).mean()
+    negative = ell(x2, -1.0).mean() - pp * ell(x, -1.0).mean()
+    if correction == "relu":
+        risk = positive.clamp_min(0) + negative.clamp_min(0)
+    elif correction == "abs":
+        risk = positive.abs() + negative.abs()
+    else:
+        risk = positive + negative
+    return RiskResult(risk, risk, positive, negative)
