@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from aipflow_weaksup.risks._correction import check_correction, corrected_sum
 from aipflow_weaksup.risks.pu import RiskResult, check_prior
 from aipflow_weaksup.risks.surrogates import surrogate
 
@@ -59,27 +60,18 @@ def sd_risk(scores_similar: Tensor, scores_dissimilar: Tensor, prior: float, los
     return RiskResult(risk, risk, similar, dissimilar)
 
 
-PCOMP_CORRECTIONS = ("none", "relu", "abs")
-
-
 def pcomp_risk(
     scores_first: Tensor, scores_second: Tensor, prior: float, loss: str = "sigmoid", correction: str = "none"
 ) -> RiskResult:
     """Margins of the first (more likely positive) and second elements of the pairs."""
     pp = check_prior(prior)
     pn = 1 - pp
-    if correction not in PCOMP_CORRECTIONS:
-        raise ValueError(f"correction must be one of {PCOMP_CORRECTIONS}, got {correction!r}")
+    check_correction(correction)
     if scores_first.numel() == 0 or scores_second.numel() == 0:
         raise ValueError("Pcomp needs pairs")
     ell = surrogate(loss)
     x, x2 = scores_first, scores_second
     positive = ell(x, +1.0).mean() - pn * ell(x2, +1.0).mean()
     negative = ell(x2, -1.0).mean() - pp * ell(x, -1.0).mean()
-    if correction == "relu":
-        risk = positive.clamp_min(0) + negative.clamp_min(0)
-    elif correction == "abs":
-        risk = positive.abs() + negative.abs()
-    else:
-        risk = positive + negative
+    risk = corrected_sum(positive, negative, correction)
     return RiskResult(risk, risk, positive, negative)

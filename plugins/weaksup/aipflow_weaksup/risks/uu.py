@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from aipflow_weaksup.risks._correction import check_correction, corrected_sum
 from aipflow_weaksup.risks.pu import RiskResult, check_prior
 from aipflow_weaksup.risks.surrogates import surrogate
-
-CORRECTIONS = ("none", "relu", "abs")
 
 
 def uu_risk(
@@ -36,8 +35,7 @@ def uu_risk(
     prior = check_prior(prior)
     if not 0.0 <= theta2 < theta <= 1.0:
         raise ValueError(f"UU needs 0 <= theta' < theta <= 1 (two different class priors), got {theta}, {theta2}")
-    if correction not in CORRECTIONS:
-        raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+    check_correction(correction)
     if scores_u.numel() == 0 or scores_u2.numel() == 0:
         raise ValueError("UU needs both unlabelled sets to be non-empty")
     ell = surrogate(loss)
@@ -46,12 +44,7 @@ def uu_risk(
     c, d = (1 - theta) * prior / gap, theta * (1 - prior) / gap
     positive = a * ell(scores_u, +1.0).mean() - c * ell(scores_u2, +1.0).mean()
     negative = d * ell(scores_u2, -1.0).mean() - b * ell(scores_u, -1.0).mean()
-    if correction == "relu":
-        risk = positive.clamp_min(0) + negative.clamp_min(0)
-    elif correction == "abs":
-        risk = positive.abs() + negative.abs()
-    else:
-        risk = positive + negative
+    risk = corrected_sum(positive, negative, correction)
     return RiskResult(risk, risk, positive, negative)
 
 
