@@ -70,8 +70,23 @@ class MultiPassOptimizer(Optimizer):
 
 
 class BayesianMixin:
-    """Posterior sampling for optimizers whose parameters hold the posterior mean and which define
-    ``posterior_std()`` (one tensor per trainable parameter, in ``_trainable()`` order)."""
+    """Posterior sampling and checkpointing for optimizers whose parameters hold the posterior mean, which define
+    ``posterior_std()`` (one tensor per trainable parameter, in ``_trainable()`` order), a ``train_size`` (the
+    dataset size that scales the posterior) and ``noise`` (:class:`NoiseGenerators`)."""
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["posterior"] = {"train_size": self.train_size, "noise": self.noise.state_dict()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("posterior", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            if self.train_size is None:
+                self.train_size = extra["train_size"]
+            self.noise.load_state_dict(extra["noise"])
 
     @contextmanager
     def sampled_params(self, generator: torch.Generator | None = None) -> Iterator[None]:
@@ -122,6 +137,10 @@ class NoiseGenerators:
         self.seed = int(state["seed"])
         self._generators.clear()
         self.set_state(state["generators"])
+
+
+def grad_or_zeros(p: Tensor) -> Tensor:
+    return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
 def check_beta(name: str, value: float) -> None:

@@ -21,11 +21,15 @@ from torch import Tensor
 IMPLS = ("auto", "foreach", "reference", "triton")
 
 
+def check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+
+
 def resolve_impl(impl: str, params: Sequence[Tensor]) -> str:
     """``auto`` -> Triton on CUDA when its kernels import, else foreach. An explicit ``triton`` that cannot run
     is an error, never a silent fallback."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_impl(impl)
     on_cuda = any(p.is_cuda for p in params)
     if impl == "auto":
         return "triton" if on_cuda and triton_available() else "foreach"

@@ -26,7 +26,14 @@ import torch
 from torch import Tensor
 
 from aipflow.optim import _functional as F
-from aipflow.optim._base import BayesianMixin, MultiPassOptimizer, NoiseGenerators, check_beta, check_positive
+from aipflow.optim._base import (
+    BayesianMixin,
+    MultiPassOptimizer,
+    NoiseGenerators,
+    check_beta,
+    check_positive,
+    grad_or_zeros,
+)
 
 
 class BSAM(BayesianMixin, MultiPassOptimizer):
@@ -65,8 +72,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
             raise ValueError(f"num_subbatches must be an integer >= 1, got {num_subbatches}")
         if train_size is not None:
             check_positive("train_size", train_size)
-        if impl not in F.IMPLS:
-            raise ValueError(f"impl must be one of {F.IMPLS}, got {impl!r}")
+        F.check_impl(impl)
         defaults = dict(
             lr=lr, rho=rho, beta1=beta1, beta2=beta2, prior_precision=prior_precision, damping=damping, s_init=s_init
         )
@@ -133,14 +139,14 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
                 return None
             losses.append(loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss)))
             for g in groups:
-                grads = [_grad_or_zeros(p) for p in g["params"]]
+                grads = [grad_or_zeros(p) for p in g["params"]]
                 F.bsam_perturbed_point(
                     g["params"], g["means"], grads, g["precisions"], g["h_sums"], g["group"]["rho"], impl
                 )
             if self._evaluate_or_restore(closure, sub, groups) is None:
                 return None
             for g in groups:
-                torch._foreach_add_(g["g_sums"], [_grad_or_zeros(p).float() for p in g["params"]])
+                torch._foreach_add_(g["g_sums"], [grad_or_zeros(p).float() for p in g["params"]])
         sync_list = []
         for g in groups:
             F.restore(g["params"], g["means"], impl)
@@ -188,21 +194,3 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
     def posterior_std(self) -> list[Tensor]:
         n = self.effective_n
         return [torch.rsqrt(n * self._state_of(g, p)["precision"]) for g, p in self._trainable()]
-
-    # ------------------------------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["bsam"] = {"train_size": self.train_size, "noise": self.noise.state_dict()}
-        return sd
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("bsam", None)
-        super().load_state_dict(state_dict)
-        if extra is not None:
-            self.train_size = extra["train_size"] if self.train_size is None else self.train_size
-            self.noise.load_state_dict(extra["noise"])
-
-
-def _grad_or_zeros(p: Tensor) -> Tensor:
-    return p.grad if p.grad is not None else torch.zeros_like(p)

@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 
 from aipflow.optim import _functional as F
-from aipflow.optim._base import BayesianMixin, MultiPassOptimizer, NoiseGenerators, check_beta, check_positive
+from aipflow.optim._base import (
+    BayesianMixin,
+    MultiPassOptimizer,
+    NoiseGenerators,
+    check_beta,
+    check_positive,
+    grad_or_zeros,
+)
 
 
 class IVON(BayesianMixin, MultiPassOptimizer):
@@ -57,8 +64,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
             check_positive("ess", ess)
         if int(mc_samples) != mc_samples or mc_samples < 1:
             raise ValueError(f"mc_samples must be an integer >= 1, got {mc_samples}")
-        if impl not in F.IMPLS:
-            raise ValueError(f"impl must be one of {F.IMPLS}, got {impl!r}")
+        F.check_impl(impl)
         defaults = dict(
             lr=lr, hess_init=hess_init, beta1=beta1, beta2=beta2, weight_decay=weight_decay, clip_radius=clip_radius
         )
@@ -158,7 +164,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
             for i, (group, params, states, _) in enumerate(groups):
                 self._add_hessian_estimate(params, [s["hess"] for s in states], h_hats[i], ess, group["weight_decay"])
                 if g_sums is not None:
-                    torch._foreach_add_(g_sums[i], [_grad_or_zeros(p).float() for p in params])
+                    torch._foreach_add_(g_sums[i], [grad_or_zeros(p).float() for p in params])
             self.noise.set_state(after)
         sync_list = []
         for i, (_, params, _, _) in enumerate(groups):
@@ -198,20 +204,3 @@ class IVON(BayesianMixin, MultiPassOptimizer):
     def posterior_std(self) -> list[Tensor]:
         ess = self._lambda()
         return [torch.rsqrt(ess * (self._state_of(g, p)["hess"] + g["weight_decay"])) for g, p in self._trainable()]
-
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["ivon"] = {"ess": self.ess, "noise": self.noise.state_dict()}
-        return sd
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("ivon", None)
-        super().load_state_dict(state_dict)
-        if extra is not None:
-            self.ess = extra["ess"] if self.ess is None else self.ess
-            self.noise.load_state_dict(extra["noise"])
-
-
-def _grad_or_zeros(p: Tensor) -> Tensor:
-    return p.grad if p.grad is not None else torch.zeros_like(p)

@@ -54,8 +54,7 @@ class SAM(MultiPassOptimizer):
         check_positive("eta", eta, allow_zero=True)
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be an integer >= 1, got {interval}")
-        if impl not in F.IMPLS:
-            raise ValueError(f"impl must be one of {F.IMPLS}, got {impl!r}")
+        F.check_impl(impl)
         if isinstance(base_optimizer, Optimizer) or not callable(base_optimizer):
             raise TypeError(
                 "base_optimizer must be an optimizer class or factory taking the parameters (e.g. torch.optim.SGD "

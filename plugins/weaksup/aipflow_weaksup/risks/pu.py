@@ -45,6 +45,15 @@ def check_prior(prior: float) -> float:
     return float(prior)
 
 
+def check_options(estimator: str, convention: str, beta: float, gamma: float) -> None:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if beta < 0 or gamma <= 0:
+        raise ValueError(f"nnPU needs beta >= 0 and gamma > 0, got beta={beta}, gamma={gamma}")
+
+
 def _split(scores: Tensor, labels: Tensor, value: int, what: str) -> Tensor:
     if scores.ndim == 2 and scores.shape[1] == 1:
         scores = scores.squeeze(1)
@@ -70,12 +79,7 @@ def pu_risk(
 ) -> RiskResult:
     """PU risk of margins ``scores`` with ``labels`` 1 (labelled positive) or 0 (unlabelled)."""
     prior = check_prior(prior)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    if beta < 0 or gamma <= 0:
-        raise ValueError(f"nnPU needs beta >= 0 and gamma > 0, got beta={beta}, gamma={gamma}")
+    check_options(estimator, convention, beta, gamma)
     ell = surrogate(loss)
     p = _split(scores, labels, 1, "labelled positives")
     u = _split(scores, labels, 0, "unlabelled samples")
@@ -143,10 +147,7 @@ class PURisk(nn.Module):
     ) -> None:
         super().__init__()
         self.prior = None if prior is None else check_prior(prior)  # None: the task reads it from the data
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        check_options(estimator, convention, beta, gamma)
         surrogate(loss)
         self.estimator, self.loss, self.beta, self.gamma, self.convention = estimator, loss, beta, gamma, convention
         self.last: RiskResult | None = None
