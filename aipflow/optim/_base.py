@@ -72,7 +72,13 @@ class MultiPassOptimizer(Optimizer):
 class BayesianMixin:
     """Posterior sampling and checkpointing for optimizers whose parameters hold the posterior mean, which define
     ``posterior_std()`` (one tensor per trainable parameter, in ``_trainable()`` order), a ``train_size`` (the
-    dataset size that scales the posterior) and ``noise`` (:class:`NoiseGenerators`)."""
+    dataset size that scales the posterior) and ``noise`` (:class:`NoiseGenerators`).
+
+    With ``impl="triton"`` the noise is generated inside the kernels by Philox from one seed per sample (the
+    seeds of the last step are in ``last_noise_seeds``); the other impls draw it with ``torch.randn``. Both are
+    standard normal, but the two streams differ, so runs are reproducible per impl."""
+
+    last_noise_seeds: list[int]
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
@@ -87,6 +93,13 @@ class BayesianMixin:
             if self.train_size is None:
                 self.train_size = extra["train_size"]
             self.noise.load_state_dict(extra["noise"])
+
+    def _philox_seed(self) -> int:
+        """A seed for the Triton kernels' in-kernel Philox noise, drawn from the (checkpointed) CPU generator so
+        that a resumed run draws the same noise; recorded in ``last_noise_seeds``."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.noise(torch.device("cpu"))))
+        self.last_noise_seeds.append(seed)
+        return seed
 
     @contextmanager
     def sampled_params(self, generator: torch.Generator | None = None) -> Iterator[None]:

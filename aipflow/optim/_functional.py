@@ -27,18 +27,19 @@ def check_impl(impl: str) -> None:
 
 
 def resolve_impl(impl: str, params: Sequence[Tensor]) -> str:
-    """``auto`` -> Triton on CUDA when its kernels import, else foreach. An explicit ``triton`` that cannot run
-    is an error, never a silent fallback."""
+    """``auto`` -> Triton on CUDA when its kernels can take these parameters, else foreach. An explicit ``triton``
+    that cannot run is an error naming the reason, never a silent fallback."""
     check_impl(impl)
-    on_cuda = any(p.is_cuda for p in params)
     if impl == "auto":
-        return "triton" if on_cuda and triton_available() else "foreach"
-    if impl == "triton" and not triton_available():
-        raise RuntimeError(
-            "impl='triton' was asked for but aipflow's Triton kernels are not available in this environment "
-            "(they need the triton package and a CUDA device, or TRITON_INTERPRET=1 for CPU tests); "
-            "use impl='foreach' or 'auto'"
-        )
+        on_cuda = any(p.is_cuda for p in params)
+        return "triton" if on_cuda and _triton_blocker(params) is None else "foreach"
+    if impl == "triton":
+        reason = _triton_blocker(params)
+        if reason is not None:
+            raise RuntimeError(
+                f"impl='triton' was asked for but aipflow's Triton kernels cannot run here: {reason}; "
+                "use impl='foreach' or 'auto'"
+            )
     return impl
 
 
@@ -48,6 +49,24 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return available()
+
+
+def fused_ops():
+    """``aipflow.kernels`` with its op modules loaded: the optimizers reach the Triton kernels only through here."""
+    import aipflow.kernels.bsam
+    import aipflow.kernels.descent
+    import aipflow.kernels.ivon
+    import aipflow.kernels.sam  # noqa: F401
+
+    return aipflow.kernels
+
+
+def _triton_blocker(params: Sequence[Tensor]) -> str | None:
+    try:
+        from aipflow.kernels import can_run_on
+    except ImportError:
+        return "aipflow.kernels cannot be imported"
+    return can_run_on(params)
 
 
 def _groups(*lists: Sequence[Tensor]) -> list[tuple[list[Tensor], ...]]:
@@ -100,6 +119,10 @@ def sam_perturb(
 ) -> Tensor:
     """Save ``w`` into ``backups`` and move to ``w + e``: ``e = rho g / ||g||`` (SAM) or
     ``e = rho T_w^2 g / ||T_w g||`` (ASAM). A zero norm gives ``e = 0`` (no NaN). Returns the norm."""
+    if impl == "triton":
+        from aipflow.kernels.sam import sam_perturb as fused
+
+        return fused(params, grads, backups, rho, adaptive, eta, mode="copy")
     norm = sam_scale_norm(params, grads, adaptive, eta, impl)
     # where instead of a branch: no host sync on the norm
     scale = torch.where(norm > 0, rho / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
@@ -156,6 +179,14 @@ def sam_perturb_swap(
     pointed at them; the untouched originals are returned for :func:`swap_back`. A third less memory traffic
     than copy-then-perturb-then-copy-back (read w and g, write w + e: 12 bytes per fp32 parameter plus the norm;
     the restore moves nothing) and exact by construction (w is never written)."""
+    if impl == "triton":
+        from aipflow.kernels.sam import sam_perturb as fused
+
+        norm = fused(params, grads, buffers, rho, adaptive, eta, mode="swap")
+        originals = [p.data for p in params]
+        for p, buf in zip(params, buffers, strict=True):
+            p.data = buf
+        return norm, originals
     norm = sam_scale_norm(params, grads, adaptive, eta, impl)
     scale = torch.where(norm > 0, rho / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
     originals = [p.data for p in params]
@@ -187,8 +218,113 @@ def restore(params: Sequence[Tensor], backups: Sequence[Tensor], impl: str = "fo
         for p, b in zip(params, backups, strict=True):
             p.copy_(b)
         return
-    for ps, bs in _groups(params, backups):
+    for ps, bs in _groups(params, backups):  # triton too: a plain copy is already one pass
         torch._foreach_copy_(ps, bs)
+
+
+# ------------------------------------------------------------------------------------ fused base-optimizer step
+def fused_base_step(
+    optimizer: torch.optim.Optimizer,
+    backups: dict[Tensor, Tensor] | None = None,
+    max_grad_norm: float | None = None,
+) -> bool:
+    """Take ``optimizer``'s step with aipflow's Triton kernels when it is a ``torch.optim.SGD``, ``Adam`` or
+    ``AdamW`` whose options they cover (no amsgrad, no tensor lr, not differentiable/capturable/fused), writing the
+    same state torch would (its state dict stays loadable by torch). ``backups``: parameters whose weights are to
+    be read from a saved copy (SAM's restore fused into the update). ``max_grad_norm``: global-norm clipping over
+    all the optimizer's gradients, inside the update. Returns ``False``, having touched nothing, when not covered."""
+    if not _fusable(optimizer):
+        return False
+    from aipflow.kernels import descent
+
+    backups = backups or {}
+    clip = None
+    if max_grad_norm is not None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        clip = descent.clip_coefficient(grads, max_grad_norm) if grads else None
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        for key, chunk, saved in _fused_buckets(optimizer, group, params, backups):
+            grads = [p.grad for p in chunk]
+            state = [optimizer.state[p] for p in chunk]
+            if isinstance(optimizer, torch.optim.SGD):
+                momentum = group["momentum"]
+                descent.sgd_step(
+                    chunk,
+                    grads,
+                    [s["momentum_buffer"] for s in state] if momentum != 0 else None,
+                    lr=group["lr"],
+                    momentum=momentum,
+                    dampening=group["dampening"],
+                    weight_decay=group["weight_decay"],
+                    nesterov=group["nesterov"],
+                    maximize=group.get("maximize", False),
+                    first=key,
+                    backups=saved,
+                    clip_coef=clip,
+                )
+            else:
+                beta1, beta2 = group["betas"]
+                descent.adam_step(
+                    chunk,
+                    grads,
+                    [s["exp_avg"] for s in state],
+                    [s["exp_avg_sq"] for s in state],
+                    lr=group["lr"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    decoupled=_decoupled(optimizer, group),
+                    maximize=group.get("maximize", False),
+                    step=key,  # for Adam the bucket key is the step count
+                    backups=saved,
+                    clip_coef=clip,
+                )
+    return True
+
+
+def _decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
+    return isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
+
+
+def _fusable(optimizer: torch.optim.Optimizer) -> bool:
+    if type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        return False
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor) or any(group.get(k) for k in ("differentiable", "capturable", "fused")):
+            return False
+        if group.get("amsgrad"):
+            return False
+    return True
+
+
+def _fused_buckets(optimizer, group, params, backups):
+    """Yield ``(key, params, backups or None)`` launches: for SGD the key says whether the momentum buffers are new
+    (torch sets them to the first gradient); for Adam it is the step count after this step. Initialises state the
+    way torch does."""
+    buckets: dict[object, list[Tensor]] = {}
+    for p in params:
+        state = optimizer.state[p]
+        if isinstance(optimizer, torch.optim.SGD):
+            key = group["momentum"] != 0 and state.get("momentum_buffer") is None
+            if key:
+                state["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
+        else:
+            if not state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1  # a CPU scalar, as in torch's default Adam: no device sync
+            key = int(state["step"])
+        buckets.setdefault(key, []).append(p)
+    for key, ps in buckets.items():
+        restored = [p for p in ps if p in backups]
+        in_place = [p for p in ps if p not in backups]
+        if in_place:
+            yield key, in_place, None
+        if restored:
+            yield key, restored, [backups[p] for p in restored]
 
 
 # ------------------------------------------------------------------------------------------------------ noise

@@ -82,6 +82,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
         self.num_subbatches = int(num_subbatches)
         self.impl = impl
         self.noise = NoiseGenerators(seed)
+        self.last_noise_seeds = []
 
     # ------------------------------------------------------------------------------------------------ state
     def _state_of(self, group: dict, p: Tensor) -> dict:
@@ -129,27 +130,44 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
                 )
             )
         m_count = self.num_subbatches
+        fused = impl == "triton"
+        ops = F.fused_ops() if fused else None
+        self.last_noise_seeds = []
         losses = []
         for k in range(m_count):
             sub = k if m_count > 1 else None
+            seed, offset = (self._philox_seed(), 0) if fused else (None, 0)
             for g in groups:
-                F.bsam_noisy_point(g["params"], g["means"], g["precisions"], self._noise_like(g["params"]), n)
+                if fused:
+                    ops.bsam.bsam_noisy_point(g["params"], g["means"], g["precisions"], n, seed, offset)
+                    offset += sum(p.numel() for p in g["params"])
+                else:
+                    F.bsam_noisy_point(g["params"], g["means"], g["precisions"], self._noise_like(g["params"]), n)
             loss = self._evaluate_or_restore(closure, sub, groups)
             if loss is None:
                 return None
             losses.append(loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss)))
             for g in groups:
                 grads = [grad_or_zeros(p) for p in g["params"]]
-                F.bsam_perturbed_point(
-                    g["params"], g["means"], grads, g["precisions"], g["h_sums"], g["group"]["rho"], impl
-                )
+                if fused:
+                    ops.bsam.bsam_perturbed_point(
+                        g["params"], g["means"], grads, g["precisions"], g["h_sums"], g["group"]["rho"]
+                    )
+                else:
+                    F.bsam_perturbed_point(
+                        g["params"], g["means"], grads, g["precisions"], g["h_sums"], g["group"]["rho"], impl
+                    )
             if self._evaluate_or_restore(closure, sub, groups) is None:
                 return None
             for g in groups:
                 torch._foreach_add_(g["g_sums"], [grad_or_zeros(p).float() for p in g["params"]])
+        # the Triton update reads the mean from the saved copy (restore fused in) unless a hook must see the
+        # restored weights first (the Lightning integration's descent_ready)
+        fuse_restore = fused and getattr(closure, "descent_ready", None) is None
         sync_list = []
         for g in groups:
-            F.restore(g["params"], g["means"], impl)
+            if not fuse_restore:
+                F.restore(g["params"], g["means"], impl)
             torch._foreach_div_(g["g_sums"], m_count)
             torch._foreach_div_(g["h_sums"], m_count)
             for p, gs in zip(g["params"], g["g_sums"], strict=True):
@@ -160,7 +178,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
         for g in groups:
             group = g["group"]
             torch._foreach_add_(g["steps"], 1.0)
-            F.bsam_update(
+            args = (
                 g["params"],
                 [p.grad for p in g["params"]],
                 g["h_sums"],
@@ -171,8 +189,11 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
                 group["beta2"],
                 group["damping"],
                 group["prior_precision"] / n,
-                impl,
             )
+            if fused:
+                ops.bsam.bsam_update(*args, means=g["means"] if fuse_restore else None)
+            else:
+                F.bsam_update(*args, impl)
         return torch.stack(losses).float().mean()
 
     def _evaluate_or_restore(self, closure, sub, groups) -> Tensor | None:

@@ -74,6 +74,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         self.rescale_lr = rescale_lr
         self.impl = impl
         self.noise = NoiseGenerators(seed)
+        self.last_noise_seeds = []
 
     @property
     def train_size(self) -> float | None:  # the name the Lightning integration fills
@@ -126,6 +127,8 @@ class IVON(BayesianMixin, MultiPassOptimizer):
             if params:
                 states = [self._state_of(group, p) for p in params]
                 groups.append((group, params, states, [p.detach().clone() for p in params]))
+        if impl == "triton":
+            return self._step_fused(closure, ess, groups)
         samples = self.mc_samples
         # one sample: the gradient stays in p.grad and h_hat reuses the copy of m once m is back in place,
         # so a step needs one transient copy of the parameters; S > 1 needs sums of g and h_hat besides
@@ -183,14 +186,13 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         for (group, params, states, _), out in zip(groups, h_hats, strict=True):
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1.0)
-            lr = group["lr"] * ((group["hess_init"] + group["weight_decay"]) if self.rescale_lr else 1.0)
             F.ivon_update(
                 params,
                 [p.grad for p in params],
                 out,
                 [s["momentum"] for s in states],
                 [s["hess"] for s in states],
-                lr,
+                self._scaled_lr(group),
                 group["beta1"],
                 group["beta2"],
                 group["weight_decay"],
@@ -199,6 +201,95 @@ class IVON(BayesianMixin, MultiPassOptimizer):
                 impl,
             )
         return torch.stack(losses).mean()
+
+    def _step_fused(self, closure: Callable, ess: float, groups: list) -> Tensor | None:
+        """The step with Triton kernels: the noise is Philox from one seed per sample, regenerated rather than
+        stored. One sample and no integration hooks: sample, then one kernel for the whole descent (h_hat from
+        the gradient and the seed, the mean read from its saved copy). Otherwise h_hat (and the gradient sum for
+        several samples) is accumulated after each sample, so that hooks see it and DDP can average it."""
+        ops = F.fused_ops().ivon
+        samples = self.mc_samples
+        hooks = any(getattr(closure, name, None) is not None for name in ("sync", "descent_ready"))
+        one_pass = samples == 1 and not hooks
+        offsets, total = [], 0
+        for _, params, _, _ in groups:
+            offsets.append(total)
+            total += sum(p.numel() for p in params)
+
+        def zeros() -> list[list[Tensor]]:
+            return [[torch.zeros_like(p, dtype=torch.float32) for p in ps] for _, ps, _, _ in groups]
+
+        h_hats = None if one_pass else zeros()
+        g_sums = zeros() if samples > 1 else None
+        self.last_noise_seeds = []
+        losses = []
+        seed = 0
+        for _ in range(samples):
+            seed = self._philox_seed()
+            for (group, params, states, means), offset in zip(groups, offsets, strict=True):
+                ops.ivon_sample(params, means, [s["hess"] for s in states], ess, group["weight_decay"], seed, offset)
+            try:
+                loss = self._evaluate(closure)
+            except BaseException:
+                for _, params, _, means in groups:
+                    F.restore(params, means, "foreach")
+                raise
+            if loss is None:
+                for _, params, _, means in groups:
+                    F.restore(params, means, "foreach")
+                return None
+            losses.append(torch.as_tensor(loss).detach().float())
+            if one_pass:
+                continue
+            for i, ((group, params, states, means), offset) in enumerate(zip(groups, offsets, strict=True)):
+                F.restore(params, means, "foreach")
+                ops.ivon_accumulate(
+                    [grad_or_zeros(p) for p in params],
+                    [s["hess"] for s in states],
+                    h_hats[i],
+                    ess,
+                    group["weight_decay"],
+                    seed,
+                    offset,
+                    g_sums[i] if g_sums is not None else None,
+                )
+        sync_list = []
+        for i, (_, params, _, _) in enumerate(groups):
+            if g_sums is not None:
+                torch._foreach_div_(h_hats[i], samples)
+                torch._foreach_div_(g_sums[i], samples)
+                for p, gs in zip(params, g_sums[i], strict=True):
+                    p.grad = gs.to(p.dtype)
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            sync_list += [p.grad for p in params] + (h_hats[i] if h_hats is not None else [])
+        self._sync(closure, sync_list)
+        self._descent_ready(closure)
+        for i, ((group, params, states, means), offset) in enumerate(zip(groups, offsets, strict=True)):
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1.0)
+            ops.ivon_update(
+                params,
+                [p.grad for p in params],
+                [s["momentum"] for s in states],
+                [s["hess"] for s in states],
+                self._scaled_lr(group),
+                group["beta1"],
+                group["beta2"],
+                group["weight_decay"],
+                int(steps[0].item()),
+                group["clip_radius"],
+                h_hats=h_hats[i] if h_hats is not None else None,
+                means=means if one_pass else None,
+                ess=ess,
+                seed=seed,
+                offset=offset,
+            )
+        return torch.stack(losses).mean()
+
+    def _scaled_lr(self, group: dict) -> float:
+        return group["lr"] * ((group["hess_init"] + group["weight_decay"]) if self.rescale_lr else 1.0)
 
     # -------------------------------------------------------------------------------------------- posterior
     def posterior_std(self) -> list[Tensor]:

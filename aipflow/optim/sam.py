@@ -34,7 +34,12 @@ class SAM(MultiPassOptimizer):
         adaptive: ASAM's scale-invariant neighbourhood.
         eta: ASAM's offset in ``T_w = |w| + eta`` (>= 0).
         interval: sharpness-aware step every ``interval`` steps, a plain base step otherwise (a cost knob).
-        impl: ``"auto" | "foreach" | "reference" | "triton"``.
+        max_grad_norm: clip the descent gradient (the one at ``w + e``) to this global norm before the base step;
+            with ``impl="triton"`` the clipping happens inside the fused update.
+        impl: ``"auto" | "foreach" | "reference" | "triton"``. With ``"triton"`` (auto on CUDA) the norm and the
+            perturbation are fused kernels, and a ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` base step runs as one
+            fused kernel per dtype group that also restores in-place-perturbed weights; other base optimizers take
+            their own step.
 
     ``step(closure)`` calls the closure itself (no gradients need exist before). For hand-written loops:
     ``loss.backward(); opt.first_step(zero_grad=True); loss_fn().backward(); opt.second_step(zero_grad=True)``.
@@ -48,9 +53,12 @@ class SAM(MultiPassOptimizer):
         adaptive: bool = False,
         eta: float = 0.01,
         interval: int = 1,
+        max_grad_norm: float | None = None,
         impl: str = "auto",
     ) -> None:
         check_positive("rho", rho)
+        if max_grad_norm is not None:
+            check_positive("max_grad_norm", max_grad_norm)
         check_positive("eta", eta, allow_zero=True)
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be an integer >= 1, got {interval}")
@@ -70,6 +78,7 @@ class SAM(MultiPassOptimizer):
         self.param_groups = base.param_groups  # one set of groups: schedulers and Lightning see the same lr
         self.state = base.state
         self.interval = int(interval)
+        self.max_grad_norm = max_grad_norm
         self.impl = impl
         self.steps = 0
         self._backups: dict[Tensor, Tensor] = {}  # one buffer per parameter (w + e, or a copy of w); not checkpointed
@@ -130,10 +139,36 @@ class SAM(MultiPassOptimizer):
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore ``w`` and take the base step with the gradients at ``w + e``."""
+        if self._resolved_impl() == "triton":
+            backups = {}
+            for mode, params, saved in self._perturbed:
+                if mode == "swap":
+                    F.swap_back(params, saved)
+                else:  # restore inside the fused update; parameters without a gradient now are copied back here
+                    for p, b in zip(params, saved, strict=True):
+                        if p.grad is not None:
+                            backups[p] = b
+                        else:
+                            p.copy_(b)
+            if F.fused_base_step(self.base_optimizer, backups, self.max_grad_norm):
+                self._perturbed.clear()
+                if zero_grad:
+                    self.zero_grad()
+                return
+            F.restore(list(backups), list(backups.values()), "foreach")
+            self._perturbed.clear()
         self.restore()
-        self.base_optimizer.step()
+        self._base_step()
         if zero_grad:
             self.zero_grad()
+
+    def _base_step(self) -> None:
+        if self._resolved_impl() == "triton" and F.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
+            return
+        if self.max_grad_norm is not None:
+            params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=self.impl != "reference")
+        self.base_optimizer.step()
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None) -> Tensor | None:
@@ -148,7 +183,7 @@ class SAM(MultiPassOptimizer):
             return None
         if (self.steps - 1) % self.interval != 0:
             self._descent_ready(closure)
-            self.base_optimizer.step()
+            self._base_step()
             return loss
         self.first_step()
         try:
@@ -196,6 +231,16 @@ class ASAM(SAM):
         rho: float = 0.5,
         eta: float = 0.01,
         interval: int = 1,
+        max_grad_norm: float | None = None,
         impl: str = "auto",
     ) -> None:
-        super().__init__(params, base_optimizer, rho=rho, adaptive=True, eta=eta, interval=interval, impl=impl)
+        super().__init__(
+            params,
+            base_optimizer,
+            rho=rho,
+            adaptive=True,
+            eta=eta,
+            interval=interval,
+            max_grad_norm=max_grad_norm,
+            impl=impl,
+        )

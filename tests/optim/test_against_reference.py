@@ -16,6 +16,11 @@ STEPS = 100
 TOL = 1e-6
 
 
+def steps_for(impl):
+    # Triton runs through its (slow) CPU interpreter here: fewer steps keep the kernel suite under 3 minutes
+    return 25 if impl == "triton" else STEPS
+
+
 class Problem:
     def __init__(self, seed=0, batch=16, init_seed=None):
         g = torch.Generator().manual_seed(seed)
@@ -62,6 +67,28 @@ class Problem:
         return max((p.detach().double() - q).abs().max().item() for p, q in zip(self.model.parameters(), params64))
 
 
+class NoiseSource:
+    """The noise the optimizer drew, for the float64 reference: torch.randn from the seeded generator
+    (foreach/reference), or the Triton kernels' Philox stream from the seeds the optimizer recorded this step."""
+
+    def __init__(self, opt, impl, seed):
+        self.opt, self.impl = opt, impl
+        self.shapes = [p.shape for g in opt.param_groups for p in g["params"]]
+        self.gen = torch.Generator().manual_seed(seed)
+        self.step_seen, self.k = None, 0
+
+    def __call__(self):
+        if self.impl != "triton":
+            return [torch.randn(s, generator=self.gen, dtype=torch.float32).double() for s in self.shapes]
+        from aipflow.kernels.noise import normal_like
+
+        seeds = self.opt.last_noise_seeds
+        if self.step_seen is not seeds:  # a new step: start from its first sample
+            self.step_seen, self.k = seeds, 0
+        self.k += 1
+        return [z.double() for z in normal_like([torch.empty(s) for s in self.shapes], seeds[self.k - 1])]
+
+
 def run_sam(impl, base, adaptive, rho, nesterov=False):
     prob = Problem()
     if base == "sgd":
@@ -71,7 +98,7 @@ def run_sam(impl, base, adaptive, rho, nesterov=False):
     cls = ASAM if adaptive else SAM
     opt = cls(prob.model.parameters(), factory, rho=rho, impl=impl)
     w, bufs, adam_state = prob.params64(), [None] * 4, {}
-    for t in range(STEPS):
+    for t in range(steps_for(impl)):
         before = [p.detach().clone() for p in prob.model.parameters()]
         opt.step(prob.closure(opt, t))
         assert not all(torch.equal(a, b) for a, b in zip(before, prob.model.parameters()))
@@ -93,7 +120,7 @@ def storage_mode(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("impl", ["foreach", "reference"])
+@pytest.mark.parametrize("impl", ["foreach", "reference", "triton"])
 @pytest.mark.parametrize("base", ["sgd", "adamw"])
 @pytest.mark.parametrize("adaptive", [False, True], ids=["SAM", "ASAM"])
 def test_sam_asam_match_float64(impl, base, adaptive, storage_mode):
@@ -104,7 +131,7 @@ def test_sam_nesterov_matches_float64():
     assert run_sam("foreach", "sgd", False, 0.05, nesterov=True) <= TOL
 
 
-@pytest.mark.parametrize("impl", ["foreach", "reference"])
+@pytest.mark.parametrize("impl", ["foreach", "reference", "triton"])
 @pytest.mark.parametrize("m_sub", [1, 4])
 def test_bsam_matches_float64(impl, m_sub):
     prob = Problem()
@@ -112,15 +139,11 @@ def test_bsam_matches_float64(impl, m_sub):
     opt = BSAM(
         prob.model.parameters(), train_size=64, dafactor=4, s_init=1.0, num_subbatches=m_sub, seed=7, impl=impl, **kw
     )
-    gen = torch.Generator().manual_seed(7)
-    shapes = [p.shape for p in prob.model.parameters()]
-
-    def noise():
-        return [torch.randn(s, generator=gen, dtype=torch.float32).double() for s in shapes]
+    noise = NoiseSource(opt, impl, 7)
 
     w = prob.params64()
     state = {"gbar": [torch.zeros_like(p) for p in w], "s": [torch.ones_like(p) for p in w]}
-    for t in range(STEPS):
+    for t in range(steps_for(impl)):
         opt.step(prob.closure(opt, t, m_sub))
         ref.bsam_step(
             w,
@@ -142,21 +165,17 @@ def test_bsam_matches_float64(impl, m_sub):
     assert max(((a - b).abs() / b.abs()).max().item() for a, b in zip(s_ours, state["s"])) <= 1e-5
 
 
-@pytest.mark.parametrize("impl", ["foreach", "reference"])
+@pytest.mark.parametrize("impl", ["foreach", "reference", "triton"])
 @pytest.mark.parametrize("samples, clip", [(1, float("inf")), (3, 0.05)])
 def test_ivon_matches_float64(impl, samples, clip):
     prob = Problem()
     kw = dict(lr=0.05, hess_init=0.5, beta1=0.9, beta2=0.99999, weight_decay=1e-3)
     opt = IVON(prob.model.parameters(), ess=64, mc_samples=samples, clip_radius=clip, seed=3, impl=impl, **kw)
-    gen = torch.Generator().manual_seed(3)
-    shapes = [p.shape for p in prob.model.parameters()]
-
-    def noise():
-        return [torch.randn(s, generator=gen, dtype=torch.float32).double() for s in shapes]
+    noise = NoiseSource(opt, impl, 3)
 
     w = prob.params64()
     state = {"g": [torch.zeros_like(p) for p in w], "h": [torch.full_like(p, 0.5) for p in w], "t": 0}
-    for t in range(STEPS):
+    for t in range(steps_for(impl)):
         opt.step(prob.closure(opt, t))
         ref.ivon_step(
             w,

@@ -179,12 +179,16 @@ def test_step_without_closure_explains():
         opt.step()
 
 
-def test_triton_request_without_kernels_is_an_error():
+def test_triton_request_without_kernels_is_an_error(monkeypatch):
     from aipflow.optim._functional import resolve_impl
 
-    with pytest.raises(RuntimeError, match="impl='triton' was asked for"):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # CPU tensors, no interpreter: the kernels cannot run
+    with pytest.raises(RuntimeError, match="impl='triton' was asked for.*TRITON_INTERPRET=1"):
         resolve_impl("triton", [torch.ones(1)])
     assert resolve_impl("auto", [torch.ones(1)]) == "foreach"
+    monkeypatch.setattr("aipflow.kernels.available", lambda: False)
+    with pytest.raises(RuntimeError, match="impl='triton' was asked for"):
+        SAM([nn.Parameter(torch.ones(1))], SGD, impl="triton").step(lambda: torch.ones(()))
 
 
 @pytest.mark.parametrize("name", ["SAM", "BSAM", "IVON"])
