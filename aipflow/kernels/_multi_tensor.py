@@ -93,7 +93,8 @@ def plan(lists: Sequence[Sequence[Tensor]], philox_offset: int = 0) -> Plan:
                 raise ValueError(f"tensor {i} of list {j}: one dtype per list and one device per launch expected")
     ptrs = tuple(tuple(t.data_ptr() for t in row) for row in lists)
     numels = tuple(t.numel() for t in first)
-    key = (ptrs, numels, cfg.chunk_size, philox_offset, first[0].device)
+    dtypes = tuple(row[0].dtype for row in lists)
+    key = (ptrs, numels, dtypes, cfg.chunk_size, philox_offset, first[0].device)
     table = _PLAN_CACHE.get(key)
     if table is None:
         table = _build_table(ptrs, [row[0].element_size() for row in lists], numels, cfg.chunk_size, philox_offset)

@@ -59,9 +59,21 @@ def global_norm(
     grad_scale: Tensor | None = None,
 ) -> Tensor:
     """``||g||_2`` over all ``grads`` (``||(|w| + eta) g||_2`` with ``adaptive``), as a 0-dim fp32 tensor on their
-    device; one launch per dtype group plus one sum. ``grad_scale``: norm of ``g / grad_scale``."""
+    device. ``grad_scale``: the norm of ``g / grad_scale``."""
+    return sum_of_squares(grads, params, adaptive, eta, grad_scale).sqrt().reshape(())
+
+
+def sum_of_squares(
+    grads: Sequence[Tensor],
+    params: Sequence[Tensor] | None = None,
+    adaptive: bool = False,
+    eta: float = 0.0,
+    grad_scale: Tensor | None = None,
+) -> Tensor:
+    """The squared norm as a one-element fp32 tensor: one launch per dtype group plus one sum (kernels that need
+    the norm take this and the square root themselves, saving a launch)."""
     if not grads:
-        return torch.zeros(())
+        return torch.zeros(1)
     device = grads[0].device
     lists = (grads, params) if adaptive else (grads,)
     if adaptive and (params is None or len(params) != len(grads)):
@@ -90,5 +102,5 @@ def global_norm(
         )
         partials.append(part)
     if not partials:
-        return torch.zeros((), dtype=torch.float32, device=device)
-    return torch.cat(partials).sum().sqrt() if len(partials) > 1 else partials[0].sum().sqrt()
+        return torch.zeros(1, dtype=torch.float32, device=device)
+    return (torch.cat(partials) if len(partials) > 1 else partials[0]).sum(0, keepdim=True)

@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import chunk_count, chunk_offset, config, dtype_groups, grad_multiplier, plan
-from aipflow.kernels.norm import global_norm
+from aipflow.kernels.norm import sum_of_squares
 
 
 @triton.jit
@@ -27,7 +27,7 @@ def _perturb_kernel(
     g_ptr,
     out_ptr,
     table_ptr,
-    norm_ptr,
+    sumsq_ptr,
     mult_ptr,
     rho,
     eta,
@@ -43,7 +43,7 @@ def _perturb_kernel(
     g_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
     o_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
-    norm = tl.load(norm_ptr)
+    norm = tl.sqrt(tl.load(sumsq_ptr))
     scale = tl.where(norm > 0, rho / tl.maximum(norm, 1e-38), 0.0)
     if HAS_MULT:
         scale = scale * tl.load(mult_ptr)
@@ -76,15 +76,14 @@ def sam_perturb(
 ) -> Tensor:
     """Move to ``w + e``: ``mode="swap"`` writes it into ``out`` (w untouched); ``"copy"`` saves w into ``out``
     and moves w in place. ``grad_scale``: the gradients are scaled by it (AMP) and are unscaled on the fly.
-    Returns the norm used (0-dim fp32 tensor on the device). Launches: the norm (one per dtype group + a sum)
-    and one per dtype group."""
+    Returns the norm used (0-dim fp32 tensor on the device). Launches: the squared norm (one per dtype group +
+    a sum), the perturbation (one per dtype group) and the square root returned."""
     if mode not in ("swap", "copy"):
         raise ValueError(f"mode must be 'swap' or 'copy', got {mode!r}")
     if not params:
         return torch.zeros(())
-    norm = global_norm(grads, params, adaptive, eta, grad_scale)
+    squared = sum_of_squares(grads, params, adaptive, eta, grad_scale)
     device = params[0].device
-    norm_buf = norm.reshape(1)
     mult = grad_multiplier(device, grad_scale, None)
     cfg = config()
     for group in dtype_groups(params, grads, out):
@@ -94,8 +93,8 @@ def sam_perturb(
         _perturb_kernel[p.grid](
             *p.bases,
             p.table,
-            norm_buf,
-            mult if mult is not None else norm_buf,
+            squared,
+            mult if mult is not None else squared,
             float(rho),
             float(eta),
             ADAPTIVE=adaptive,
@@ -106,4 +105,4 @@ def sam_perturb(
             BLOCK=cfg.block,
             num_warps=cfg.num_warps,
         )
-    return norm
+    return squared.sqrt().reshape(())

@@ -116,6 +116,8 @@ class SAM(MultiPassOptimizer):
             norms.append(norm)
         if zero_grad:
             self.zero_grad()
+        if len(norms) == 1:  # one parameter group: no extra launch
+            return norms[0]
         return torch.stack(norms).sum() if norms else torch.zeros(())
 
     def _backup_for(self, p: Tensor) -> Tensor:

@@ -141,3 +141,17 @@ def test_bayesian_noise_depends_on_the_seed_only():
     assert max_diff(a, b) == 0.0 and oa.last_noise_seeds == ob.last_noise_seeds
     c, _ = train(lambda m, impl: IVON(m.parameters(), lr=0.05, ess=64, seed=1, impl=impl), "triton", steps=2)
     assert max_diff(a, c) > 0
+
+
+def test_benchmark_script_runs(tmp_path):
+    """benchmarks/kernels.py in its smoke mode (tiny sizes, CPU): the GPU run must not be the first run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    md = module.main(["--smoke", "--out", str(tmp_path)])
+    text = md.read_text()
+    assert "| smoke | 12 | triton |" in text and (tmp_path / "kernels.csv").exists()
