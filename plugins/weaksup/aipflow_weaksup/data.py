@@ -1,9 +1,15 @@
 """Weak-label data modules. PU from any labelled data: a binary task (``positive_classes`` vs the rest), a few
 labelled positives, the remaining training samples unlabelled.
 
-Convention (``setting="two_sample"``, case-control, Kiryo et al. 2017): the labelled positives are drawn at random
-from the positive training samples; the unlabelled set is every other training sample, so its class prior is
-``pi = (n_pos - n_labeled) / (n - n_labeled)`` (recorded as ``prior``: the value the PU estimators need).
+Conventions (``setting``), both SCAR (the labelled positives are drawn at random from the positive samples):
+
+- ``"two_sample"`` (case-control, du Plessis et al. 2015, Kiryo et al. 2017): the unlabelled set is every other
+  training sample, so its class prior is ``pi = (n_pos - n_labeled) / (n - n_labeled)``;
+- ``"one_sample"`` (censoring, Elkan & Noto 2008): one training set in which some positives carry a label; the
+  unlabelled sample the risk sees is the *whole* set (labelled samples included, each also appearing once with
+  ``s = 0``), a sample of the marginal, so its class prior is the training set's ``n_pos / n``.
+
+The prior of the unlabelled sample is recorded as ``prior`` (the value the PU estimators need).
 Validation keeps the same weak labelling (model selection from weak labels only) and the clean labels (reports).
 Batches are dicts ``x, s (1 labelled, 0 unlabelled), y (+1 / -1, the truth), index``, and every training batch
 holds labelled positives in their overall proportion (stratified), so that each batch can estimate each risk.
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-SETTINGS = ("two_sample",)
+SETTINGS = ("two_sample", "one_sample")
 
 
 class PUDataset(Dataset):
@@ -116,8 +122,14 @@ class PUDigitsDataModule(L.LightningDataModule):
         s_val, self.val_prior = self._weak_labels(y[val_idx], n_val, rng)
 
         def make(ids, s):
+            if hp.setting == "one_sample":  # the unlabelled sample is everything: labelled rows appear again, s = 0
+                ids = np.concatenate([ids, ids[s == 1]])
+                s = np.concatenate([s, np.zeros(int(s.sum()), dtype=s.dtype)])
             return PUDataset(torch.from_numpy(x[ids]), torch.from_numpy(s), torch.from_numpy(y[ids]))
 
+        if hp.setting == "one_sample":
+            self.prior = float((y[train_idx] == 1).mean())
+            self.val_prior = float((y[val_idx] == 1).mean())
         self.train_set = make(train_idx, s_train)
         self.val_set = make(val_idx, s_val)
         self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))

@@ -62,7 +62,13 @@ class WeakBinaryTask(L.LightningModule):
             if prior is None:
                 raise ValueError("model.risk.prior is not set and the data module records no class prior")
             self.risk.prior = prior
-        if prior is not None and isinstance(self.risk, PURisk) and abs(prior - self.risk.prior) > 0.05:
+        estimated = self.prior_estimate is not None  # an estimate is what it is: only a given prior is checked
+        if (
+            prior is not None
+            and isinstance(self.risk, PURisk)
+            and not estimated
+            and abs(prior - self.risk.prior) > 0.05
+        ):
             raise ValueError(
                 f"model.risk.prior is {self.risk.prior} but the unlabelled data has class prior {prior:.3f}; "
                 "a prior inconsistent with the data biases every PU estimator"

@@ -80,3 +80,79 @@ def test_bad_input():
         complementary_loss(logits[:, :1], torch.zeros(9, dtype=torch.long))
     with pytest.raises(ValueError, match="kind must be one of"):
         ComplementaryLoss(kind="nl")
+
+
+# ------------------------------------------------------------------------ multiple complementary labels (Feng 2020)
+def multi_data(seed=0, n=12, k=5):
+    g = np.random.default_rng(seed)
+    z = g.normal(size=(n, k))
+    mask = np.zeros((n, k), dtype=np.int64)
+    for i in range(n):
+        d = g.integers(1, k)  # 1 .. K - 1
+        mask[i, g.choice(k, d, replace=False)] = 1
+    return torch.tensor(z), torch.tensor(mask), z, mask
+
+
+def test_multiple_formulas_against_numpy():
+    logits, mask_t, z, mask = multi_data()
+    n, k = z.shape
+    p = softmax(z)
+    ell = -np.log(p)
+    d = mask.sum(1)
+    unbiased = np.mean(
+        [ell[i, mask[i] == 0].sum() - (k - 1 - d[i]) / d[i] * ell[i, mask[i] == 1].sum() for i in range(n)]
+    )
+    rest = (p * (1 - mask)).sum(1)
+    assert complementary_loss(logits, mask_t, "unbiased")[1].item() == pytest.approx(unbiased, rel=1e-10)
+    assert complementary_loss(logits, mask_t, "ub_log")[0].item() == pytest.approx(np.mean(-np.log(rest)), rel=1e-10)
+    assert complementary_loss(logits, mask_t, "ub_exp")[0].item() == pytest.approx(np.mean(np.exp(-rest)), rel=1e-10)
+
+
+def test_multiple_reduces_to_single_for_sets_of_one():
+    logits, comp = data()
+    one_hot = torch.nn.functional.one_hot(comp, logits.shape[1])
+    for correction in ("free", "max", "ga"):
+        a = complementary_loss(logits, comp, "unbiased", correction)
+        b = complementary_loss(logits, one_hot, "unbiased", correction)
+        assert a[0].item() == pytest.approx(b[0].item(), rel=1e-12)
+        assert a[1].item() == pytest.approx(b[1].item(), rel=1e-12)
+
+
+def test_multiple_unbiased_in_expectation():
+    """Sets of size d drawn uniformly among those avoiding the true class: averaged over every such set, the
+    estimator equals the ordinary cross-entropy risk (exactly, by enumeration)."""
+    import itertools
+
+    g = torch.Generator().manual_seed(3)
+    k, n = 5, 4
+    logits = torch.randn(n, k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    ordinary = torch.nn.functional.cross_entropy(logits, y).item()
+    for d in (1, 2, 3, 4):
+        values = []
+        per_sample = [[c for c in itertools.combinations([j for j in range(k) if j != int(y[i])], d)] for i in range(n)]
+        for choice in itertools.product(*per_sample):
+            mask = torch.zeros(n, k, dtype=torch.int64)
+            for i, cs in enumerate(choice):
+                mask[i, list(cs)] = 1
+            values.append(complementary_loss(logits, mask, "unbiased")[1].item())
+        assert np.mean(values) == pytest.approx(ordinary, rel=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["unbiased", "ub_exp", "ub_log"])
+def test_multiple_gradcheck(kind):
+    logits, mask, _, _ = multi_data(1, n=5, k=4)
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: complementary_loss(z, mask, kind)[0], (logits,))
+
+
+def test_multiple_bad_input():
+    logits = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="sample 1 has 3 complementary labels"):
+        complementary_loss(logits, torch.tensor([[1, 0, 0], [1, 1, 1]]), "ub_log")
+    with pytest.raises(ValueError, match="sample 0 has 0"):
+        complementary_loss(logits, torch.tensor([[0, 0, 0], [1, 0, 0]]), "unbiased")
+    with pytest.raises(ValueError, match="for multiple complementary labels"):
+        complementary_loss(logits, torch.tensor([[1, 0, 0], [0, 1, 0]]), "scl_nl")
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        complementary_loss(logits, torch.ones(2, 2), "ub_exp")

@@ -19,6 +19,22 @@ def test_pu_digits_records_the_unlabelled_prior_and_stratifies_batches():
     assert sum(len(b["s"]) for b in batches) == len(s)
 
 
+def test_one_sample_convention_uses_the_whole_set_as_unlabelled():
+    two = PUDigitsDataModule(n_labeled=100, setting="two_sample")
+    one = PUDigitsDataModule(n_labeled=100, setting="one_sample")
+    two.setup()
+    one.setup()
+    n = len(two.train_set)
+    s, y, x = one.train_set.s, one.train_set.y, one.train_set.x
+    assert int((s == 0).sum()) == n and int(s.sum()) == 100  # U = all n training samples
+    assert one.prior == pytest.approx(float((two.train_set.y == 1).float().mean()))  # the marginal's prior
+    assert one.prior == pytest.approx(float((y[s == 0] == 1).float().mean()))
+    assert one.prior > two.prior  # two-sample U lacks the labelled positives
+    labelled = {tuple(row.tolist()) for row in x[s == 1]}
+    unlabelled = {tuple(row.tolist()) for row in x[s == 0]}
+    assert labelled <= unlabelled
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

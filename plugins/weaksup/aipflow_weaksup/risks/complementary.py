@@ -10,6 +10,16 @@ With ``p = softmax(logits)``, K classes and ``l(f(x), k) = -log p_k`` (cross-ent
   ``A_k = mean_i l(f(x_i), k) - (K - 1) / n sum_{i: c_i = k} l(f(x_i), k)`` (each A_k estimates a class's
   share of the ordinary risk, so it should be >= 0). ``correction``: ``"free"`` (as is), ``"max"``
   (``sum_k max(0, A_k)``) or ``"ga"`` (gradient ascent on the negative A_k when any is negative).
+
+Multiple complementary labels (Feng et al., ICML 2020): each sample comes with a set ``Ybar`` of ``d`` classes it
+does not belong to (``1 <= d <= K - 1``; a multi-hot ``(N, K)`` mask):
+
+- the unbiased estimator: ``mean_i [sum_{k not in Ybar_i} l_ik - (K - 1 - d_i) / d_i sum_{k in Ybar_i} l_ik]``
+  (for sets drawn uniformly among those of size d that avoid the true class, its expectation is the ordinary
+  risk; with d = 1 it is Ishida et al.'s), written per class as ``A_k = mean_i l_ik (1 - (K - 1) m_ik / d_i)``
+  so that the same ``correction`` applies;
+- the upper-bound surrogates: ``ub_exp = exp(-sum_{j not in Ybar} p_j)`` and ``ub_log = -log sum_{j not in
+  Ybar} p_j``.
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ from torch import Tensor, nn
 
 from aipflow.losses import forward_corrected_loss
 
-KINDS = ("scl_nl", "scl_exp", "pc", "forward", "unbiased")
+KINDS = ("scl_nl", "scl_exp", "pc", "forward", "unbiased", "ub_exp", "ub_log")
+MULTIPLE_KINDS = ("unbiased", "ub_exp", "ub_log")
 CORRECTIONS = ("free", "max", "ga")
 
 
@@ -38,10 +49,14 @@ def _check(logits: Tensor, comp: Tensor) -> None:
 def complementary_loss(
     logits: Tensor, comp: Tensor, kind: str = "scl_nl", correction: str = "free"
 ) -> tuple[Tensor, Tensor]:
-    """``(objective, risk)`` for complementary labels ``comp``; they differ only for the corrected estimator."""
-    _check(logits, comp)
+    """``(objective, risk)`` for complementary labels ``comp``: class indices ``(N,)``, or a multi-hot ``(N, K)``
+    mask of several complementary labels per sample (kinds ``unbiased``, ``ub_exp``, ``ub_log``). Objective and
+    risk differ only for the corrected estimators."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if comp.ndim == 2 or kind in ("ub_exp", "ub_log"):
+        return multiple_complementary_loss(logits, comp, kind, correction)
+    _check(logits, comp)
     k = logits.shape[1]
     log_p = logits.log_softmax(1)
     p_c = log_p.exp().gather(1, comp[:, None]).squeeze(1)
@@ -66,22 +81,66 @@ def complementary_loss(
         losses = -log_p  # l(f(x_i), k) for every k
         mask = torch.nn.functional.one_hot(comp, k).to(losses.dtype)
         partial = losses.mean(0) - (k - 1) * (losses * mask).sum(0) / n  # A_k
-        risk = partial.sum()
-        if correction == "free":
-            return risk, risk
-        if correction == "max":
-            corrected = partial.clamp_min(0).sum()
-            return corrected, corrected
-        negative = partial < 0
-        if bool(negative.any()):
-            return -partial[negative].sum(), partial.clamp_min(0).sum().detach()
-        return risk, risk
+        return _corrected(partial, correction)
     return value, value
 
 
+def multiple_complementary_loss(
+    logits: Tensor, comp_sets: Tensor, kind: str = "ub_log", correction: str = "free"
+) -> tuple[Tensor, Tensor]:
+    """Feng et al. (2020) for a multi-hot ``(N, K)`` mask of complementary labels (class indices ``(N,)`` are
+    taken as sets of one)."""
+    if kind not in MULTIPLE_KINDS:
+        raise ValueError(f"kind must be one of {MULTIPLE_KINDS} for multiple complementary labels, got {kind!r}")
+    if comp_sets.ndim == 1:
+        _check(logits, comp_sets)
+        comp_sets = torch.nn.functional.one_hot(comp_sets, logits.shape[1])
+    if logits.ndim != 2 or comp_sets.shape != logits.shape:
+        raise ValueError(
+            f"logits must be (N, K) and the complementary-label mask (N, K), got {tuple(logits.shape)}, "
+            f"{tuple(comp_sets.shape)}"
+        )
+    k = logits.shape[1]
+    mask = comp_sets.to(logits.dtype)
+    if mask.numel() and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("the complementary-label mask must hold 0 and 1 only")
+    d = mask.sum(1)
+    bad = torch.nonzero((d < 1) | (d > k - 1)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ValueError(
+            f"sample {i} has {int(d[i])} complementary labels; each sample needs 1 to K - 1 = {k - 1} of them "
+            "(with all K classes excluded no label is possible)"
+        )
+    log_p = logits.log_softmax(1)
+    if kind in ("ub_exp", "ub_log"):
+        # log of the probability mass on the classes not excluded
+        log_rest = torch.logsumexp(log_p.masked_fill(mask.bool(), float("-inf")), dim=1)
+        value = (-log_rest).mean() if kind == "ub_log" else torch.exp(-log_rest.exp()).mean()
+        return value, value
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+    losses = -log_p
+    partial = (losses * (1 - (k - 1) * mask / d[:, None])).mean(0)  # A_k
+    return _corrected(partial, correction)
+
+
+def _corrected(partial: Tensor, correction: str) -> tuple[Tensor, Tensor]:
+    risk = partial.sum()
+    if correction == "free":
+        return risk, risk
+    if correction == "max":
+        corrected = partial.clamp_min(0).sum()
+        return corrected, corrected
+    negative = partial < 0
+    if bool(negative.any()):
+        return -partial[negative].sum(), partial.clamp_min(0).sum().detach()
+    return risk, risk
+
+
 class ComplementaryLoss(nn.Module):
-    """A loss over (logits, complementary labels) for ``ClassificationTask``-style training; ``kind`` and
-    ``correction`` as in :func:`complementary_loss`."""
+    """A loss over (logits, complementary labels: indices or a multi-hot mask) for ``ClassificationTask``-style
+    training; ``kind`` and ``correction`` as in :func:`complementary_loss`."""
 
     def __init__(self, kind: str = "scl_nl", correction: str = "free") -> None:
         super().__init__()
