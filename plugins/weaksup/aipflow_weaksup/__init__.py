@@ -17,6 +17,8 @@ plugin = Plugin(
         "PartialLabelLoss": "aipflow_weaksup.risks.partial:PartialLabelLoss",
         "PUDigitsDataModule": "aipflow_weaksup.data:PUDigitsDataModule",
         "WeakBinaryTask": "aipflow_weaksup.task:WeakBinaryTask",
+        "WeakDigitsDataModule": "aipflow_weaksup.multiclass:WeakDigitsDataModule",
+        "WeakMulticlassTask": "aipflow_weaksup.multiclass:WeakMulticlassTask",
     },
     recipes="aipflow_weaksup:recipes",
 )

@@ -1,0 +1,184 @@
+"""Multi-class weak labels on digits (10 classes): complementary labels and partial labels, with their task.
+
+Conventions (``weak``):
+
+- ``"complementary"``: each training sample gets ``num_complementary`` classes it does not belong to, drawn
+  uniformly among the other K - 1 (Ishida et al. 2017 for one label; Feng et al. 2020 for several). Batches carry
+  them as class indices ``(N,)`` for one label, a multi-hot ``(N, K)`` mask otherwise;
+- ``"partial"``: each wrong class joins the candidate set independently with probability ``partial_q`` (the
+  binomial "q" protocol of Feng et al. 2020 / Lv et al. 2020); the true class is always in the set. Batches carry
+  the ``(N, K)`` mask.
+
+The realised quantities are recorded (``mean_set_size``). Validation keeps the same weak labelling (model selection
+from weak labels only: ``val/weak_risk``) and its clean labels for reports (``val/acc``); the test set is clean.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from aipflow_weaksup.risks.complementary import ComplementaryLoss, complementary_loss
+from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
+
+WEAK_KINDS = ("complementary", "partial")
+
+
+class WeakDataset(Dataset):
+    def __init__(self, x: torch.Tensor, weak: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.weak, self.y = x, weak, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "weak": self.weak[i], "y": self.y[i], "index": torch.tensor(i)}
+
+
+def complementary_labels(y: np.ndarray, k: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` classes per sample, uniform among those != y: indices ``(N,)`` for one, a mask ``(N, K)`` else."""
+    if not 1 <= count <= k - 1:
+        raise ValueError(f"data.num_complementary must lie in [1, {k - 1}] for {k} classes, got {count}")
+    if count == 1:
+        shift = rng.integers(1, k, size=len(y))  # uniform over the other k - 1 classes
+        return (y + shift) % k
+    mask = np.zeros((len(y), k), dtype=np.int64)
+    for i, label in enumerate(y):
+        others = np.delete(np.arange(k), label)
+        mask[i, rng.choice(others, count, replace=False)] = 1
+    return mask
+
+
+def partial_labels(y: np.ndarray, k: int, q: float, rng: np.random.Generator) -> np.ndarray:
+    """Candidate sets: the true class, and each other class with probability ``q``."""
+    if not 0.0 <= q < 1.0:
+        raise ValueError(f"data.partial_q must lie in [0, 1), got {q}")
+    mask = (rng.random((len(y), k)) < q).astype(np.int64)
+    mask[np.arange(len(y)), y] = 1
+    return mask
+
+
+class WeakDigitsDataModule(L.LightningDataModule):
+    """Digits with complementary or partial labels; see the module docstring for the conventions."""
+
+    def __init__(
+        self,
+        weak: str = "complementary",
+        num_complementary: int = 1,
+        partial_q: float = 0.3,
+        batch_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        label_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if weak not in WEAK_KINDS:
+            raise ValueError(f"data.weak must be one of {WEAK_KINDS}, got {weak!r}")
+        self.save_hyperparameters()
+        self.num_classes = 10
+        self.mean_set_size: float | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "train_set", None) is not None:
+            return
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        hp = self.hparams
+        digits = load_digits()
+        x = (digits.images.reshape(-1, 64) / 16.0).astype(np.float32)
+        y = digits.target.astype(np.int64)
+        idx = np.arange(len(y))
+        rest, test_idx = train_test_split(idx, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
+        train_idx, val_idx = train_test_split(
+            rest, test_size=hp.val_fraction / (1 - hp.test_fraction), stratify=y[rest], random_state=hp.split_seed
+        )
+        x = (x - x[train_idx].mean(0)) / (x[train_idx].std(0) + 0.1)
+        rng = np.random.default_rng(hp.label_seed)
+
+        def weak_of(ids):
+            if hp.weak == "complementary":
+                return complementary_labels(y[ids], self.num_classes, hp.num_complementary, rng)
+            return partial_labels(y[ids], self.num_classes, hp.partial_q, rng)
+
+        def make(ids, weak):
+            return WeakDataset(torch.from_numpy(x[ids]), torch.from_numpy(weak), torch.from_numpy(y[ids]))
+
+        train_weak = weak_of(train_idx)
+        self.train_set = make(train_idx, train_weak)
+        self.val_set = make(val_idx, weak_of(val_idx))
+        self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))
+        self.mean_set_size = float(train_weak.sum(1).mean()) if train_weak.ndim == 2 else 1.0
+
+    @property
+    def train_size(self) -> int:
+        self.setup()
+        return len(self.train_set)
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.hparams.label_seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, generator=g)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=512)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=512)
+
+
+class WeakMulticlassTask(L.LightningModule):
+    """Train a classifier from complementary labels (``ComplementaryLoss``) or partial labels
+    (``PartialLabelLoss``). Model selection needs no clean labels: ``val/weak_risk`` is the complementary loss
+    itself, or the CC loss for partial labels (PRODEN / RC weights belong to training samples). ``val/acc`` and
+    ``test/acc`` use the clean labels, for reports only."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: OptimizerCallable | None = None) -> None:
+        super().__init__()
+        if not isinstance(loss, (ComplementaryLoss, PartialLabelLoss)):
+            raise TypeError(f"model.loss must be ComplementaryLoss or PartialLabelLoss, got {type(loss).__name__}")
+        self.model, self.loss = model, loss
+        self.optimizer_factory = optimizer
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if isinstance(self.loss, PartialLabelLoss) and self.loss.num_samples is None and dm is not None:
+            self.loss.num_samples = dm.train_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _loss(self, logits, batch) -> torch.Tensor:
+        if isinstance(self.loss, PartialLabelLoss):
+            return self.loss(logits, batch["weak"], batch["index"])
+        return self.loss(logits, batch["weak"])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch["x"]), batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if isinstance(self.loss, PartialLabelLoss):
+            self.loss.end_epoch()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        logits = self(batch["x"])
+        if isinstance(self.loss, PartialLabelLoss):
+            weak = cc_loss(logits, batch["weak"])
+        else:
+            weak = complementary_loss(logits, batch["weak"], self.loss.kind, self.loss.correction)[1]
+        self.log("val/weak_risk", weak, prog_bar=True)
+        self.log("val/acc", (logits.argmax(1) == batch["y"]).float().mean(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.log("test/acc", (self(batch["x"]).argmax(1) == batch["y"]).float().mean())
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            return torch.optim.Adam(self.parameters(), lr=1e-3, weight_decay=1e-4)
+        return self.optimizer_factory(self.parameters())
