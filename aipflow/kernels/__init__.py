@@ -26,9 +26,7 @@ def interpreting() -> bool:
 
 def available() -> bool:
     """Triton imports and can run here: on a CUDA device, or on CPU tensors through the interpreter."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if not _importable():
         return False
     import torch
 

@@ -136,6 +136,16 @@ def scalar(value: Tensor | float | None, device: torch.device) -> Tensor:
     return torch.full((1,), float(value), dtype=torch.float32, device=device)
 
 
+def as_flag(found_inf: Tensor | None) -> Tensor | None:
+    """``found_inf`` as the one-element fp32 tensor the kernels read."""
+    return None if found_inf is None else found_inf.reshape(1).float()
+
+
+def pointer(tensor: Tensor | None, placeholder: Tensor) -> Tensor:
+    """An optional kernel argument: a placeholder pointer when absent (its constexpr flag keeps it unread)."""
+    return placeholder if tensor is None else tensor
+
+
 def grad_multiplier(device: torch.device, grad_scale: Tensor | None, clip_coef: Tensor | None) -> Tensor | None:
     """``clip_coef / grad_scale`` as one device scalar, or ``None`` when neither is given."""
     if grad_scale is None and clip_coef is None:
@@ -163,3 +173,40 @@ def chunk_count(table_ptr, pid, NCOL: tl.constexpr):
 @triton.jit
 def chunk_global(table_ptr, pid, NCOL: tl.constexpr):
     return tl.load(table_ptr + pid * NCOL + NCOL - 2)
+
+
+@triton.jit
+def grad_factor(mult_ptr, HAS_MULT: tl.constexpr):
+    """The device scalar gradients are multiplied by (unscale / clip), or 1."""
+    factor = 1.0
+    if HAS_MULT:
+        factor = tl.load(mult_ptr)
+    return factor
+
+
+@triton.jit
+def proceed(inf_ptr, HAS_INF: tl.constexpr):
+    """1 to update, 0 when ``found_inf`` says skip."""
+    go = 1
+    if HAS_INF:
+        go = tl.where(tl.load(inf_ptr) > 0, 0, 1)
+    return go
+
+
+@triton.jit
+def load_weights(w_ptr, w_off, src_ptr, src_off, idx, mask, upd, RESTORE: tl.constexpr):
+    """The weights an update starts from: the parameters, or their saved copy (restore fused in)."""
+    if RESTORE:
+        raw = tl.load(src_ptr + src_off + idx, mask=mask)
+    else:
+        raw = tl.load(w_ptr + w_off + idx, mask=upd)
+    return raw
+
+
+@triton.jit
+def store_weights(w_ptr, w_off, idx, new, raw, mask, upd, RESTORE: tl.constexpr):
+    """Write the update; a skipped (``found_inf``) update still writes back the restored weights."""
+    if RESTORE:
+        tl.store(w_ptr + w_off + idx, tl.where(upd, new, raw), mask=mask)
+    else:
+        tl.store(w_ptr + w_off + idx, new, mask=upd)

@@ -11,13 +11,19 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
+    as_flag,
     chunk_count,
     chunk_global,
     chunk_offset,
     config,
     dtype_groups,
+    grad_factor,
     grad_multiplier,
+    load_weights,
     plan,
+    pointer,
+    proceed,
+    store_weights,
 )
 
 
@@ -81,9 +87,7 @@ def _perturbed_point_kernel(
     s_off = chunk_offset(table_ptr, pid, 3, NCOL, ALIGNED)
     h_off = chunk_offset(table_ptr, pid, 4, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
-    mult = 1.0
-    if HAS_MULT:
-        mult = tl.load(mult_ptr)
+    mult = grad_factor(mult_ptr, HAS_MULT)
     for start in range(0, n, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         mask = idx < n
@@ -114,7 +118,7 @@ def bsam_perturbed_point(
         _perturbed_point_kernel[p.grid](
             *p.bases,
             p.table,
-            mult if mult is not None else p.table,
+            pointer(mult, p.table),
             float(rho),
             HAS_MULT=mult is not None,
             NCOL=p.table.shape[1],
@@ -150,20 +154,16 @@ def _update_kernel(
     h_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
     gb_off = chunk_offset(table_ptr, pid, 3, NCOL, ALIGNED)
     s_off = chunk_offset(table_ptr, pid, 4, NCOL, ALIGNED)
+    src_off = p_off
     if RESTORE:
         src_off = chunk_offset(table_ptr, pid, 5, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
-    go = 1
-    if HAS_INF:
-        go = tl.where(tl.load(inf_ptr) > 0, 0, 1)
+    go = proceed(inf_ptr, HAS_INF)
     for start in range(0, n, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         mask = idx < n
         upd = mask & (go != 0)
-        if RESTORE:
-            m_raw = tl.load(src_ptr + src_off + idx, mask=mask)
-        else:
-            m_raw = tl.load(p_ptr + p_off + idx, mask=upd)
+        m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
         m = m_raw.to(tl.float32)
         g = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32)
         h = tl.load(h_ptr + h_off + idx, mask=upd, other=0.0)
@@ -174,10 +174,7 @@ def _update_kernel(
         s = beta2 * s + (1.0 - beta2) * (h + damping + delta)
         tl.store(gbar_ptr + gb_off + idx, gbar, mask=upd)
         tl.store(s_ptr + s_off + idx, s, mask=upd)
-        if RESTORE:
-            tl.store(p_ptr + p_off + idx, tl.where(upd, new_m, m_raw), mask=mask)
-        else:
-            tl.store(p_ptr + p_off + idx, new_m, mask=upd)
+        store_weights(p_ptr, p_off, idx, new_m, m_raw, mask, upd, RESTORE)
 
 
 def bsam_update(
@@ -197,7 +194,7 @@ def bsam_update(
     """bSAM's descent; with ``means`` the mean is read from them (the restore from the last perturbed point is
     fused in). A non-zero ``found_inf`` leaves the state untouched (and still restores the mean)."""
     cfg = config()
-    inf = found_inf.reshape(1).float() if found_inf is not None else None
+    inf = as_flag(found_inf)
     lists = [params, grads, h_means, momenta, precisions] + ([means] if means else [])
     for group in dtype_groups(*lists):
         p = plan(group)
@@ -207,7 +204,7 @@ def bsam_update(
             *p.bases[:5],
             p.bases[-1] if means else p.bases[0],
             p.table,
-            inf if inf is not None else p.table,
+            pointer(inf, p.table),
             float(lr),
             float(beta1),
             float(beta2),

@@ -18,7 +18,20 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from aipflow.kernels._multi_tensor import chunk_count, chunk_offset, config, dtype_groups, grad_multiplier, plan
+from aipflow.kernels._multi_tensor import (
+    as_flag,
+    chunk_count,
+    chunk_offset,
+    config,
+    dtype_groups,
+    grad_factor,
+    grad_multiplier,
+    load_weights,
+    plan,
+    pointer,
+    proceed,
+    store_weights,
+)
 from aipflow.kernels.norm import global_norm
 
 
@@ -58,23 +71,17 @@ def _sgd_kernel(
     g_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
     if HAS_MOMENTUM:
         b_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
+    s_off = w_off
     if RESTORE:
         s_off = chunk_offset(table_ptr, pid, NCOL - 3, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
-    mult = 1.0
-    if HAS_MULT:
-        mult = tl.load(mult_ptr)
-    go = 1  # 0 when found_inf says skip
-    if HAS_INF:
-        go = tl.where(tl.load(inf_ptr) > 0, 0, 1)
+    mult = grad_factor(mult_ptr, HAS_MULT)
+    go = proceed(inf_ptr, HAS_INF)
     for start in range(0, n, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         mask = idx < n
         upd = mask & (go != 0)
-        if RESTORE:
-            w_raw = tl.load(src_ptr + s_off + idx, mask=mask)
-        else:
-            w_raw = tl.load(w_ptr + w_off + idx, mask=upd)
+        w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
         w = w_raw.to(tl.float32)
         d = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
         if MAXIMIZE:
@@ -91,10 +98,7 @@ def _sgd_kernel(
             else:
                 d = buf
         new_w = (w - lr * d).to(w_raw.dtype)
-        if RESTORE:
-            tl.store(w_ptr + w_off + idx, tl.where(upd, new_w, w_raw), mask=mask)
-        else:
-            tl.store(w_ptr + w_off + idx, new_w, mask=upd)
+        store_weights(w_ptr, w_off, idx, new_w, w_raw, mask, upd, RESTORE)
 
 
 def sgd_step(
@@ -123,7 +127,7 @@ def sgd_step(
         raise ValueError("momentum != 0 needs momentum_buffers")
     device = params[0].device
     mult = grad_multiplier(device, grad_scale, clip_coef)
-    inf = found_inf.reshape(1).float() if found_inf is not None else None
+    inf = as_flag(found_inf)
     lists = [params, grads] + ([momentum_buffers] if has_momentum else []) + ([backups] if backups else [])
     cfg = config()
     for group in dtype_groups(*lists):
@@ -139,8 +143,8 @@ def sgd_step(
             buf,
             src,
             p.table,
-            mult if mult is not None else p.table,
-            inf if inf is not None else p.table,
+            pointer(mult, p.table),
+            pointer(inf, p.table),
             float(lr),
             float(momentum),
             float(dampening),
@@ -190,24 +194,18 @@ def _adam_kernel(
     g_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
     m_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
     v_off = chunk_offset(table_ptr, pid, 3, NCOL, ALIGNED)
+    s_off = w_off
     if RESTORE:
         s_off = chunk_offset(table_ptr, pid, 4, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
-    mult = 1.0
-    if HAS_MULT:
-        mult = tl.load(mult_ptr)
-    go = 1  # 0 when found_inf says skip
-    if HAS_INF:
-        go = tl.where(tl.load(inf_ptr) > 0, 0, 1)
+    mult = grad_factor(mult_ptr, HAS_MULT)
+    go = proceed(inf_ptr, HAS_INF)
     step_size = lr / bias_correction1
     for start in range(0, n, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         mask = idx < n
         upd = mask & (go != 0)
-        if RESTORE:
-            w_raw = tl.load(src_ptr + s_off + idx, mask=mask)
-        else:
-            w_raw = tl.load(w_ptr + w_off + idx, mask=upd)
+        w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
         w = w_raw.to(tl.float32)
         g = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
         if MAXIMIZE:
@@ -224,10 +222,7 @@ def _adam_kernel(
         tl.store(v_ptr + v_off + idx, v, mask=upd)
         denom = tl.sqrt(v) / sqrt_bias_correction2 + eps
         new_w = (w - step_size * m / denom).to(w_raw.dtype)
-        if RESTORE:
-            tl.store(w_ptr + w_off + idx, tl.where(upd, new_w, w_raw), mask=mask)
-        else:
-            tl.store(w_ptr + w_off + idx, new_w, mask=upd)
+        store_weights(w_ptr, w_off, idx, new_w, w_raw, mask, upd, RESTORE)
 
 
 def adam_step(
@@ -257,7 +252,7 @@ def adam_step(
         raise ValueError(f"step must be >= 1 (the count including this step), got {step}")
     device = params[0].device
     mult = grad_multiplier(device, grad_scale, clip_coef)
-    inf = found_inf.reshape(1).float() if found_inf is not None else None
+    inf = as_flag(found_inf)
     lists = [params, grads, exp_avgs, exp_avg_sqs] + ([backups] if backups else [])
     cfg = config()
     for group in dtype_groups(*lists):
@@ -268,8 +263,8 @@ def adam_step(
             *p.bases[:4],
             p.bases[-1] if backups else p.bases[0],
             p.table,
-            mult if mult is not None else p.table,
-            inf if inf is not None else p.table,
+            pointer(mult, p.table),
+            pointer(inf, p.table),
             float(lr),
             float(beta1),
             float(beta2),

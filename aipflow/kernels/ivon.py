@@ -13,13 +13,19 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
+    as_flag,
     chunk_count,
     chunk_global,
     chunk_offset,
     config,
     dtype_groups,
+    grad_factor,
     grad_multiplier,
+    load_weights,
     plan,
+    pointer,
+    proceed,
+    store_weights,
 )
 
 
@@ -93,9 +99,7 @@ def _accumulate_kernel(
         gs_off = chunk_offset(table_ptr, pid, 3, NCOL, ALIGNED)
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
-    mult = 1.0
-    if HAS_MULT:
-        mult = tl.load(mult_ptr)
+    mult = grad_factor(mult_ptr, HAS_MULT)
     for start in range(0, n, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         mask = idx < n
@@ -133,7 +137,7 @@ def ivon_accumulate(
             *p.bases[:3],
             p.bases[3] if g_sums else p.bases[2],
             p.table,
-            mult if mult is not None else p.table,
+            pointer(mult, p.table),
             int(seed),
             float(ess),
             float(weight_decay),
@@ -180,24 +184,18 @@ def _update_kernel(
     mom_off = chunk_offset(table_ptr, pid, 3, NCOL, ALIGNED)
     if not FUSED_HHAT:
         hh_off = chunk_offset(table_ptr, pid, 4, NCOL, ALIGNED)
+    src_off = p_off
     if RESTORE:
         src_off = chunk_offset(table_ptr, pid, NCOL - 3, NCOL, ALIGNED)
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
-    mult = 1.0
-    if HAS_MULT:
-        mult = tl.load(mult_ptr)
-    go = 1
-    if HAS_INF:
-        go = tl.where(tl.load(inf_ptr) > 0, 0, 1)
+    mult = grad_factor(mult_ptr, HAS_MULT)
+    go = proceed(inf_ptr, HAS_INF)
     for start in range(0, n, BLOCK):
         idx = start + tl.arange(0, BLOCK)
         mask = idx < n
         upd = mask & (go != 0)
-        if RESTORE:
-            m_raw = tl.load(src_ptr + src_off + idx, mask=mask)
-        else:
-            m_raw = tl.load(p_ptr + p_off + idx, mask=upd)
+        m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
         m = m_raw.to(tl.float32)
         g_hat = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
         h = tl.load(h_ptr + h_off + idx, mask=upd, other=1.0)
@@ -214,10 +212,7 @@ def _update_kernel(
         new_m = (m - lr * step).to(m_raw.dtype)
         tl.store(mom_ptr + mom_off + idx, mom, mask=upd)
         tl.store(h_ptr + h_off + idx, h, mask=upd)
-        if RESTORE:
-            tl.store(p_ptr + p_off + idx, tl.where(upd, new_m, m_raw), mask=mask)
-        else:
-            tl.store(p_ptr + p_off + idx, new_m, mask=upd)
+        store_weights(p_ptr, p_off, idx, new_m, m_raw, mask, upd, RESTORE)
 
 
 def ivon_update(
@@ -246,7 +241,7 @@ def ivon_update(
     if fused and (ess is None or seed is None):
         raise ValueError("ivon_update needs h_hats, or ess and the sample's seed to compute them")
     cfg = config()
-    inf = found_inf.reshape(1).float() if found_inf is not None else None
+    inf = as_flag(found_inf)
     lists = [params, grads, hessians, momenta] + ([] if fused else [h_hats]) + ([means] if means else [])
     clip = clip_radius != float("inf")
     for group in dtype_groups(*lists):
@@ -259,8 +254,8 @@ def ivon_update(
             p.bases[0] if fused else p.bases[4],
             p.bases[-1] if means else p.bases[0],
             p.table,
-            mult if mult is not None else p.table,
-            inf if inf is not None else p.table,
+            pointer(mult, p.table),
+            pointer(inf, p.table),
             int(seed or 0),
             float(ess or 0.0),
             float(lr),

@@ -13,7 +13,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from aipflow.kernels._multi_tensor import chunk_count, chunk_offset, config, dtype_groups, grad_multiplier, plan
+from aipflow.kernels._multi_tensor import (
+    chunk_count,
+    chunk_offset,
+    config,
+    dtype_groups,
+    grad_multiplier,
+    plan,
+    pointer,
+)
 
 
 @triton.jit
@@ -91,7 +99,7 @@ def sum_of_squares(
             p.bases[-1],
             p.table,
             part,
-            mult if mult is not None else part,
+            pointer(mult, part),
             float(eta),
             ADAPTIVE=adaptive,
             HAS_MULT=mult is not None,

@@ -17,7 +17,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from aipflow.kernels._multi_tensor import chunk_count, chunk_offset, config, dtype_groups, grad_multiplier, plan
+from aipflow.kernels._multi_tensor import (
+    chunk_count,
+    chunk_offset,
+    config,
+    dtype_groups,
+    grad_multiplier,
+    plan,
+    pointer,
+)
 from aipflow.kernels.norm import sum_of_squares
 
 
@@ -94,7 +102,7 @@ def sam_perturb(
             *p.bases,
             p.table,
             squared,
-            mult if mult is not None else squared,
+            pointer(mult, squared),
             float(rho),
             float(eta),
             ADAPTIVE=adaptive,
