@@ -29,6 +29,7 @@ import argparse
 import csv
 import functools
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ import torch
 from torch import nn
 
 from aipflow.optim import BSAM, SAM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optim_step import Davda54StyleSAM  # noqa: E402  (the same baseline as the CPU benchmark)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAM_BYTES = 36  # per fp32 parameter, SGD-momentum base (see the module docstring)
@@ -90,25 +94,15 @@ def make_params(shapes, device) -> list[nn.Parameter]:
     return params
 
 
-class LoopSAM:
-    """davda54/sam's per-tensor design, re-implemented here as the baseline."""
+def loop_sam_step_fn(params):
+    """davda54/sam's per-tensor design (optim_step.py's re-implementation) around torch's per-tensor SGD."""
+    sam = Davda54StyleSAM(params, torch.optim.SGD(params, lr=0.1, momentum=0.9, foreach=False))
 
-    def __init__(self, params, rho=0.05):
-        self.params = params
-        self.base = torch.optim.SGD(params, lr=0.1, momentum=0.9, foreach=False)
-        self.rho = rho
-        self.old = {}
+    def run():
+        sam.first_step()
+        sam.second_step()
 
-    @torch.no_grad()
-    def step(self):
-        norm = torch.norm(torch.stack([p.grad.norm(p=2) for p in self.params]), p=2)
-        scale = self.rho / (norm + 1e-12)
-        for p in self.params:
-            self.old[p] = p.data.clone()
-            p.add_(p.grad * scale.to(p))
-        for p in self.params:
-            p.data = self.old[p]
-        self.base.step()
+    return run
 
 
 def sam_step_fn(params, impl):
@@ -139,7 +133,7 @@ def optimizer_rows(name, device, bandwidth, smoke) -> list[dict]:
     n = sum(int(torch.Size(s).numel()) for s in shapes)
     rows = []
     cases = {
-        "loop": lambda ps: LoopSAM(ps).step,
+        "loop": loop_sam_step_fn,
         "foreach": lambda ps: sam_step_fn(ps, "foreach"),
         "triton": lambda ps: sam_step_fn(ps, "triton"),
     }

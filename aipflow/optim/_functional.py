@@ -233,7 +233,7 @@ def fused_base_step(
     same state torch would (its state dict stays loadable by torch). ``backups``: parameters whose weights are to
     be read from a saved copy (SAM's restore fused into the update). ``max_grad_norm``: global-norm clipping over
     all the optimizer's gradients, inside the update. Returns ``False``, having touched nothing, when not covered."""
-    if not _fusable(optimizer):
+    if not base_step_fusable(optimizer):
         return False
     from aipflow.kernels import descent
 
@@ -288,7 +288,8 @@ def _decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
     return isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
 
 
-def _fusable(optimizer: torch.optim.Optimizer) -> bool:
+def base_step_fusable(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether :func:`fused_base_step` covers this optimizer and its options."""
     if type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
         return False
     for group in optimizer.param_groups:

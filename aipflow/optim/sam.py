@@ -141,35 +141,38 @@ class SAM(MultiPassOptimizer):
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore ``w`` and take the base step with the gradients at ``w + e``."""
-        if self._resolved_impl() == "triton":
-            backups = {}
-            for mode, params, saved in self._perturbed:
-                if mode == "swap":
-                    F.swap_back(params, saved)
-                else:  # restore inside the fused update; parameters without a gradient now are copied back here
-                    for p, b in zip(params, saved, strict=True):
-                        if p.grad is not None:
-                            backups[p] = b
-                        else:
-                            p.copy_(b)
-            if F.fused_base_step(self.base_optimizer, backups, self.max_grad_norm):
-                self._perturbed.clear()
-                if zero_grad:
-                    self.zero_grad()
-                return
-            F.restore(list(backups), list(backups.values()), "foreach")
-            self._perturbed.clear()
-        self.restore()
-        self._base_step()
+        impl = self._resolved_impl()
+        if impl == "triton" and F.base_step_fusable(self.base_optimizer):
+            F.fused_base_step(self.base_optimizer, self._restore_for_fused_step(), self.max_grad_norm)
+        else:
+            self.restore()
+            self._base_step(impl)
         if zero_grad:
             self.zero_grad()
 
-    def _base_step(self) -> None:
-        if self._resolved_impl() == "triton" and F.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
+    def _restore_for_fused_step(self) -> dict[Tensor, Tensor]:
+        """Undo the perturbation, except where the fused update will read the saved weights itself: swapped
+        parameters point at their originals again; in-place ones with a gradient are returned with their backups;
+        those without a gradient (no update) are copied back now."""
+        backups = {}
+        for mode, params, saved in self._perturbed:
+            if mode == "swap":
+                F.swap_back(params, saved)
+                continue
+            for p, b in zip(params, saved, strict=True):
+                if p.grad is not None:
+                    backups[p] = b
+                else:
+                    p.copy_(b)
+        self._perturbed.clear()
+        return backups
+
+    def _base_step(self, impl: str) -> None:
+        if impl == "triton" and F.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
             return
         if self.max_grad_norm is not None:
             params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=self.impl != "reference")
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=impl != "reference")
         self.base_optimizer.step()
 
     @torch.no_grad()
@@ -185,7 +188,7 @@ class SAM(MultiPassOptimizer):
             return None
         if (self.steps - 1) % self.interval != 0:
             self._descent_ready(closure)
-            self._base_step()
+            self._base_step(self._resolved_impl())
             return loss
         self.first_step()
         try:

@@ -25,15 +25,27 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 SETTINGS = ("two_sample", "one_sample")
 
 
-class PUDataset(Dataset):
-    def __init__(self, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.s, self.y = x, s, y
+class IndexedTensorDataset(Dataset):
+    """Rows of named tensors (``fields``, given in that order) as dicts, with each row's ``index`` (per-sample
+    state such as PRODEN's weights needs it)."""
+
+    fields: tuple[str, ...] = ()
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        for name, tensor in zip(self.fields, tensors, strict=True):
+            setattr(self, name, tensor)
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return getattr(self, self.fields[0]).shape[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "s": self.s[i], "y": self.y[i], "index": torch.tensor(i)}
+        row = {name: getattr(self, name)[i] for name in self.fields}
+        row["index"] = torch.tensor(i)
+        return row
+
+
+class PUDataset(IndexedTensorDataset):
+    fields = ("x", "s", "y")
 
 
 class StratifiedPUBatchSampler(Sampler[list[int]]):

@@ -20,23 +20,17 @@ import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from aipflow_weaksup.data import IndexedTensorDataset
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, complementary_loss
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
 WEAK_KINDS = ("complementary", "partial")
 
 
-class WeakDataset(Dataset):
-    def __init__(self, x: torch.Tensor, weak: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.weak, self.y = x, weak, y
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "weak": self.weak[i], "y": self.y[i], "index": torch.tensor(i)}
+class WeakDataset(IndexedTensorDataset):
+    fields = ("x", "weak", "y")
 
 
 def complementary_labels(y: np.ndarray, k: int, count: int, rng: np.random.Generator) -> np.ndarray:
