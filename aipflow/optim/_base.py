@@ -94,6 +94,10 @@ class BayesianMixin:
                 self.train_size = extra["train_size"]
             self.noise.load_state_dict(extra["noise"])
 
+    def _init_noise(self, seed: int | None) -> None:
+        self.noise = NoiseGenerators(seed)
+        self.last_noise_seeds = []
+
     def _philox_seed(self) -> int:
         """A seed for the Triton kernels' in-kernel Philox noise, drawn from the (checkpointed) CPU generator so
         that a resumed run draws the same noise; recorded in ``last_noise_seeds``."""

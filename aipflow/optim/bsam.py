@@ -29,7 +29,6 @@ from aipflow.optim import _functional as F
 from aipflow.optim._base import (
     BayesianMixin,
     MultiPassOptimizer,
-    NoiseGenerators,
     check_beta,
     check_positive,
     grad_or_zeros,
@@ -81,8 +80,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
         self.dafactor = float(dafactor)
         self.num_subbatches = int(num_subbatches)
         self.impl = impl
-        self.noise = NoiseGenerators(seed)
-        self.last_noise_seeds = []
+        self._init_noise(seed)
 
     # ------------------------------------------------------------------------------------------------ state
     def _state_of(self, group: dict, p: Tensor) -> dict:

@@ -28,7 +28,6 @@ from aipflow.optim import _functional as F
 from aipflow.optim._base import (
     BayesianMixin,
     MultiPassOptimizer,
-    NoiseGenerators,
     check_beta,
     check_positive,
     grad_or_zeros,
@@ -73,8 +72,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         self.mc_samples = int(mc_samples)
         self.rescale_lr = rescale_lr
         self.impl = impl
-        self.noise = NoiseGenerators(seed)
-        self.last_noise_seeds = []
+        self._init_noise(seed)
 
     @property
     def train_size(self) -> float | None:  # the name the Lightning integration fills
