@@ -25,6 +25,26 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 SETTINGS = ("two_sample", "one_sample")
 
 
+def digits_splits(
+    stratify_by, val_fraction: float, test_fraction: float, split_seed: int
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """scikit-learn's digits (8x8, 1,797 images): features standardised with the training split's statistics,
+    the digit labels, and seeded train / validation / test indices stratified by ``stratify_by(digits)``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images.reshape(-1, 64) / 16.0).astype(np.float32)
+    strata = stratify_by(digits.target)
+    idx = np.arange(len(strata))
+    rest, test_idx = train_test_split(idx, test_size=test_fraction, stratify=strata, random_state=split_seed)
+    train_idx, val_idx = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), stratify=strata[rest], random_state=split_seed
+    )
+    x = (x - x[train_idx].mean(0)) / (x[train_idx].std(0) + 0.1)
+    return x, digits.target.astype(np.int64), (train_idx, val_idx, test_idx)
+
+
 class IndexedTensorDataset(Dataset):
     """Rows of named tensors (``fields``, given in that order) as dicts, with each row's ``index`` (per-sample
     state such as PRODEN's weights needs it)."""
@@ -114,20 +134,15 @@ class PUDigitsDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
             return
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
         hp = self.hparams
-        digits = load_digits()
-        x = (digits.images.reshape(-1, 64) / 16.0).astype(np.float32)
-        y = np.where(np.isin(digits.target, self.positive_classes), 1, -1)
-        idx = np.arange(len(y))
-        rest, test_idx = train_test_split(idx, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
-        train_idx, val_idx = train_test_split(
-            rest, test_size=hp.val_fraction / (1 - hp.test_fraction), stratify=y[rest], random_state=hp.split_seed
+
+        def binary(digit: np.ndarray) -> np.ndarray:
+            return np.where(np.isin(digit, self.positive_classes), 1, -1)
+
+        x, digit, (train_idx, val_idx, test_idx) = digits_splits(
+            binary, hp.val_fraction, hp.test_fraction, hp.split_seed
         )
-        mean, std = x[train_idx].mean(0), x[train_idx].std(0) + 0.1
-        x = (x - mean) / std
+        y = binary(digit)
         rng = np.random.default_rng(hp.label_seed)
         n_val = max(1, round(hp.n_labeled * len(val_idx) / len(train_idx)))
         s_train, self.prior = self._weak_labels(y[train_idx], hp.n_labeled, rng)

@@ -22,7 +22,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset
+from aipflow_weaksup.data import IndexedTensorDataset, digits_splits
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, complementary_loss
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
@@ -80,19 +80,10 @@ class WeakDigitsDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
             return
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
         hp = self.hparams
-        digits = load_digits()
-        x = (digits.images.reshape(-1, 64) / 16.0).astype(np.float32)
-        y = digits.target.astype(np.int64)
-        idx = np.arange(len(y))
-        rest, test_idx = train_test_split(idx, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
-        train_idx, val_idx = train_test_split(
-            rest, test_size=hp.val_fraction / (1 - hp.test_fraction), stratify=y[rest], random_state=hp.split_seed
+        x, y, (train_idx, val_idx, test_idx) = digits_splits(
+            lambda d: d, hp.val_fraction, hp.test_fraction, hp.split_seed
         )
-        x = (x - x[train_idx].mean(0)) / (x[train_idx].std(0) + 0.1)
         rng = np.random.default_rng(hp.label_seed)
 
         def weak_of(ids):
