@@ -167,20 +167,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
                 if g_sums is not None:
                     torch._foreach_add_(g_sums[i], [grad_or_zeros(p).float() for p in params])
             self.noise.set_state(after)
-        sync_list = []
-        for i, (_, params, _, _) in enumerate(groups):
-            if g_sums is not None:
-                torch._foreach_div_(h_hats[i], samples)
-                torch._foreach_div_(g_sums[i], samples)
-                for p, gs in zip(params, g_sums[i], strict=True):
-                    p.grad = gs.to(p.dtype)
-            else:
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-            sync_list += [p.grad for p in params] + h_hats[i]
-        self._sync(closure, sync_list)
-        self._descent_ready(closure)
+        self._descent_gradients(closure, groups, g_sums, h_hats, samples)
         for (group, params, states, _), out in zip(groups, h_hats, strict=True):
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1.0)
@@ -251,19 +238,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
                     offset,
                     g_sums[i] if g_sums is not None else None,
                 )
-        sync_list = []
-        for i, (_, params, _, _) in enumerate(groups):
-            if g_sums is not None:
-                torch._foreach_div_(h_hats[i], samples)
-                torch._foreach_div_(g_sums[i], samples)
-                for p, gs in zip(params, g_sums[i], strict=True):
-                    p.grad = gs.to(p.dtype)
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            sync_list += [p.grad for p in params] + (h_hats[i] if h_hats is not None else [])
-        self._sync(closure, sync_list)
-        self._descent_ready(closure)
+        self._descent_gradients(closure, groups, g_sums, h_hats, samples)
         for i, ((group, params, states, means), offset) in enumerate(zip(groups, offsets, strict=True)):
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1.0)
@@ -285,6 +260,23 @@ class IVON(BayesianMixin, MultiPassOptimizer):
                 offset=offset,
             )
         return torch.stack(losses).mean()
+
+    def _descent_gradients(self, closure: Callable, groups: list, g_sums, h_hats, samples: int) -> None:
+        """Average the Monte-Carlo sums into ``p.grad`` and ``h_hat`` (zeros for unused parameters), average them
+        over data-parallel ranks (one collective), then let the integration clip / call its hooks."""
+        sync_list = []
+        for i, (_, params, _, _) in enumerate(groups):
+            if g_sums is not None:
+                torch._foreach_div_(h_hats[i], samples)
+                torch._foreach_div_(g_sums[i], samples)
+                for p, gs in zip(params, g_sums[i], strict=True):
+                    p.grad = gs.to(p.dtype)
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            sync_list += [p.grad for p in params] + (h_hats[i] if h_hats is not None else [])
+        self._sync(closure, sync_list)
+        self._descent_ready(closure)
 
     def _scaled_lr(self, group: dict) -> float:
         return group["lr"] * ((group["hess_init"] + group["weight_decay"]) if self.rescale_lr else 1.0)
