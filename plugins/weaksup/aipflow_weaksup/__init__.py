@@ -13,9 +13,11 @@ plugin = Plugin(
     components={
         "PURisk": "aipflow_weaksup.risks.pu:PURisk",
         "PNRisk": "aipflow_weaksup.risks.pu:PNRisk",
+        "BinaryWeakRisk": "aipflow_weaksup.risks.binary:BinaryWeakRisk",
         "ComplementaryLoss": "aipflow_weaksup.risks.complementary:ComplementaryLoss",
         "PartialLabelLoss": "aipflow_weaksup.risks.partial:PartialLabelLoss",
         "PUDigitsDataModule": "aipflow_weaksup.data:PUDigitsDataModule",
+        "BinaryWeakDigitsDataModule": "aipflow_weaksup.binary:BinaryWeakDigitsDataModule",
         "WeakBinaryTask": "aipflow_weaksup.task:WeakBinaryTask",
         "WeakDigitsDataModule": "aipflow_weaksup.multiclass:WeakDigitsDataModule",
         "WeakMulticlassTask": "aipflow_weaksup.multiclass:WeakMulticlassTask",

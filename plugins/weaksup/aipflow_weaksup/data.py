@@ -68,14 +68,14 @@ class PUDataset(IndexedTensorDataset):
     fields = ("x", "s", "y")
 
 
-class StratifiedPUBatchSampler(Sampler[list[int]]):
-    """Batches with labelled and unlabelled samples in their overall proportion (at least one labelled), a new
-    seeded order each epoch (``set_epoch``)."""
+class StratifiedBatchSampler(Sampler[list[int]]):
+    """Batches holding every group (e.g. labelled / unlabelled) in its overall proportion, at least one row of
+    each, a new seeded order each epoch (``set_epoch``)."""
 
-    def __init__(self, s: torch.Tensor, batch_size: int, seed: int = 0) -> None:
-        self.labeled = torch.nonzero(s == 1).squeeze(1)
-        self.unlabeled = torch.nonzero(s == 0).squeeze(1)
-        self.batches = max(1, len(s) // batch_size)
+    def __init__(self, groups: torch.Tensor, batch_size: int, seed: int = 0) -> None:
+        self.members = [torch.nonzero(groups == g).squeeze(1) for g in torch.unique(groups)]
+        smallest = min(len(m) for m in self.members)
+        self.batches = max(1, min(len(groups) // batch_size, smallest))
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,12 +83,12 @@ class StratifiedPUBatchSampler(Sampler[list[int]]):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        lab = self.labeled[torch.randperm(len(self.labeled), generator=g)].tolist()
-        unl = self.unlabeled[torch.randperm(len(self.unlabeled), generator=g)].tolist()
-        lab_chunks = np.array_split(lab, self.batches)
-        unl_chunks = np.array_split(unl, self.batches)
-        for a, b in zip(lab_chunks, unl_chunks, strict=True):
-            yield [int(i) for i in a] + [int(i) for i in b]
+        chunks = [
+            np.array_split(members[torch.randperm(len(members), generator=g)].numpy(), self.batches)
+            for members in self.members
+        ]
+        for parts in zip(*chunks, strict=True):
+            yield [int(i) for part in parts for i in part]
 
     def __len__(self) -> int:
         return self.batches
@@ -167,7 +167,7 @@ class PUDigitsDataModule(L.LightningDataModule):
         return len(self.train_set)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = StratifiedPUBatchSampler(self.train_set.s, self.hparams.batch_size, self.hparams.label_seed)
+        sampler = StratifiedBatchSampler(self.train_set.s, self.hparams.batch_size, self.hparams.label_seed)
         return DataLoader(self.train_set, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

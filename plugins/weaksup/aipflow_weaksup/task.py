@@ -1,9 +1,10 @@
 """A binary classifier trained with a weak-supervision risk estimator, selected on weak labels only.
 
 Logs ``train/objective`` (what is minimised) and ``train/risk`` (the estimator's reported value);
-``val/weak_risk`` and ``val/weak_risk_zero_one``: the unbiased PU risk (uPU) of the validation split's weak labels
-with the training surrogate and with the zero-one loss, usable by ``ModelCheckpoint`` / ``EarlyStopping``
-without any clean label; and ``val/error`` / ``test/error`` on the clean labels for reporting.
+``val/weak_risk`` and ``val/weak_risk_zero_one``: the unbiased form of the training estimator (uPU for PU data,
+the setting's own estimator without correction otherwise) on the validation split's weak labels, with the
+training surrogate and with the zero-one loss, usable by ``ModelCheckpoint`` / ``EarlyStopping`` without any
+clean label; and ``val/error`` / ``test/error`` on the clean labels for reporting.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from aipflow_weaksup.prior import METHODS, PriorEstimate, elkan_noto_prior
+from aipflow_weaksup.prior import METHODS, PriorEstimate, estimate_prior
+from aipflow_weaksup.risks.binary import BinaryWeakRisk
 from aipflow_weaksup.risks.pu import PNRisk, PURisk, pu_risk
 
 
 class WeakBinaryTask(L.LightningModule):
     """Args:
     model: the network, ``(N, d) -> (N, 1)`` margins.
-    risk: ``PURisk`` or ``PNRisk``; a ``prior`` left unset is taken from the data module (known prior) or, with
-        ``prior_estimator``, estimated before training.
-    prior_estimator: ``None`` or an Elkan-Noto estimator (``"e1"``, ``"e2"``, ``"e3"``): ``prior: auto``.
+    risk: ``PURisk`` or ``PNRisk`` (with ``PUDigitsDataModule``), or ``BinaryWeakRisk`` (with
+        ``BinaryWeakDigitsDataModule``); a ``prior`` (and UU's ``theta`` / ``theta2``) left unset is taken from the
+        data module (known prior) or, for PU with ``prior_estimator``, estimated before training.
+    prior_estimator: ``None`` or a class-prior estimator (``"km2"``, ``"km1"``, ``"tice"``, ``"e1"``, ``"e2"``,
+        ``"e3"``; see ``aipflow_weaksup.prior``): ``prior: auto``, estimated from the training split's weak labels
+        before training and logged as ``data/prior_estimate``.
+    prior_bootstrap: bootstrap resamples for the estimate's 95 % interval (0: none).
     optimizer: optimizer factory (Adam lr 1e-3, weight decay 5e-3 when omitted).
     """
 
@@ -32,15 +38,16 @@ class WeakBinaryTask(L.LightningModule):
         risk: nn.Module,
         optimizer: OptimizerCallable | None = None,
         prior_estimator: str | None = None,
+        prior_bootstrap: int = 0,
     ) -> None:
         super().__init__()
-        if not isinstance(risk, (PURisk, PNRisk)):
-            raise TypeError(f"model.risk must be PURisk or PNRisk, got {type(risk).__name__}")
+        if not isinstance(risk, (PURisk, PNRisk, BinaryWeakRisk)):
+            raise TypeError(f"model.risk must be PURisk, PNRisk or BinaryWeakRisk, got {type(risk).__name__}")
         if prior_estimator is not None and prior_estimator not in METHODS:
             raise ValueError(f"model.prior_estimator must be one of {METHODS} or null, got {prior_estimator!r}")
         self.model, self.risk = model, risk
         self.optimizer_factory = optimizer
-        self.prior_estimator = prior_estimator
+        self.prior_estimator, self.prior_bootstrap = prior_estimator, prior_bootstrap
         self.prior_estimate: PriorEstimate | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,13 +57,25 @@ class WeakBinaryTask(L.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         prior = getattr(dm, "prior", None)
+        if isinstance(self.risk, BinaryWeakRisk):
+            if not hasattr(dm, "realised"):
+                raise TypeError("model.risk BinaryWeakRisk needs a binary weak-label data module (group codes)")
+            if self.risk.prior is None:
+                self.risk.prior = prior
+            if self.risk.theta is None and self.risk.theta2 is None:
+                self.risk.theta, self.risk.theta2 = dm.realised.get("theta"), dm.realised.get("theta2")
+            return
         if isinstance(self.risk, PNRisk) and self.risk.prior is None and dm is not None:
             self.risk.prior = float((dm.train_set.y == 1).float().mean())  # supervised: the training prior
         if isinstance(self.risk, PURisk) and self.risk.prior is None and self.prior_estimator and stage == "fit":
             train = dm.train_set
-            self.prior_estimate = elkan_noto_prior(train.x.numpy(), train.s.numpy(), self.prior_estimator)
+            self.prior_estimate = estimate_prior(
+                train.x.numpy(), train.s.numpy(), self.prior_estimator, n_bootstrap=self.prior_bootstrap
+            )
             self.risk.prior = self.prior_estimate.prior
-            print(f"[weaksup] estimated class prior ({self.prior_estimator}): {self.risk.prior:.4f}")
+            interval = self.prior_estimate.interval
+            extra = f", 95 % interval [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+            print(f"[weaksup] estimated class prior ({self.prior_estimator}): {self.risk.prior:.4f}{extra}")
             return
         if isinstance(self.risk, PURisk) and self.risk.prior is None:
             if prior is None:
@@ -83,6 +102,9 @@ class WeakBinaryTask(L.LightningModule):
         if isinstance(self.risk, PNRisk):
             objective = self.risk(scores, batch["y"])  # the fully supervised baseline uses the true labels
             self.log("train/risk", objective, on_step=False, on_epoch=True)
+        elif isinstance(self.risk, BinaryWeakRisk):
+            objective = self.risk(scores, batch["group"], batch["confidence"])
+            self.log("train/risk", self.risk.last.risk, on_step=False, on_epoch=True)
         else:
             objective = self.risk(scores, batch["s"])
             self.log("train/risk", self.risk.last.risk, on_step=False, on_epoch=True)
@@ -91,10 +113,17 @@ class WeakBinaryTask(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         scores = self(batch["x"])
-        prior = getattr(self.trainer.datamodule, "val_prior", None) or getattr(self.risk, "prior", 0.5)
-        loss = getattr(self.risk, "loss", "sigmoid")
-        weak = pu_risk(scores, batch["s"], prior, loss, "upu")
-        weak01 = pu_risk(scores, batch["s"], prior, "zero_one", "upu")
+        dm = self.trainer.datamodule
+        if isinstance(self.risk, BinaryWeakRisk):  # the validation split's own realised quantities
+            realised = {k: v for k, v in getattr(dm, "val_realised", {}).items() if k in ("prior", "theta", "theta2")}
+            group, confidence = batch["group"], batch["confidence"]
+            weak = self.risk.evaluate(scores, group, confidence, correction="none", **realised)
+            weak01 = self.risk.evaluate(scores, group, confidence, correction="none", loss="zero_one", **realised)
+        else:
+            prior = getattr(dm, "val_prior", None) or getattr(self.risk, "prior", 0.5)
+            loss = getattr(self.risk, "loss", "sigmoid")
+            weak = pu_risk(scores, batch["s"], prior, loss, "upu")
+            weak01 = pu_risk(scores, batch["s"], prior, "zero_one", "upu")
         self.log("val/weak_risk", weak.risk, prog_bar=True)
         self.log("val/weak_risk_zero_one", weak01.risk)
         self.log("val/error", _error(scores, batch["y"]), prog_bar=True)

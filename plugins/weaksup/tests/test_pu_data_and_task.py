@@ -80,39 +80,6 @@ def test_recipes_are_listed_under_the_plugin():
     assert {"weaksup/pu_nnpu", "weaksup/pu_upu", "weaksup/pu_pn"} <= set(recipes)
 
 
-@pytest.mark.parametrize("method", ["e1", "e2", "e3"])
-def test_elkan_noto_prior_on_synthetic_scar_data(method):
-    import numpy as np
-    from aipflow_weaksup.prior import elkan_noto_prior
-
-    rng = np.random.default_rng(0)
-    n = 4000
-    y = rng.random(n) < 0.4
-    x = np.where(y[:, None], rng.normal(2.0, 1.0, (n, 2)), rng.normal(-2.0, 1.0, (n, 2)))
-    s = (y & (rng.random(n) < 0.3)).astype(int)  # SCAR: c = 0.3
-    truth = float(y[s == 0].mean())
-    est = elkan_noto_prior(x, s, method, n_bootstrap=20 if method == "e1" else 0)
-    if method == "e3":  # the max of g over-estimates c, so the prior comes out low (the paper's weakest)
-        assert 0.0 < est.prior < truth
-    else:
-        assert abs(est.prior - truth) < 0.05
-    if method == "e1":
-        lo, hi = est.interval
-        assert lo <= est.prior <= hi and hi - lo < 0.2
-
-
-def test_prior_estimation_errors():
-    import numpy as np
-    from aipflow_weaksup.prior import elkan_noto_prior
-
-    with pytest.raises(ValueError, match="the positive set is empty"):
-        elkan_noto_prior(np.zeros((10, 2)), np.zeros(10))
-    with pytest.raises(ValueError, match="the unlabelled set is empty"):
-        elkan_noto_prior(np.zeros((10, 2)), np.ones(10))
-    with pytest.raises(ValueError, match="method must be one of"):
-        elkan_noto_prior(np.zeros((10, 2)), np.eye(10)[0], method="e4")
-
-
 def test_prior_auto_estimates_before_training():
     torch.manual_seed(0)
     task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(16,)), PURisk(), prior_estimator="e1")
