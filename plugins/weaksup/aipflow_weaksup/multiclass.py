@@ -3,8 +3,11 @@
 Conventions (``weak``):
 
 - ``"complementary"``: each training sample gets ``num_complementary`` classes it does not belong to, drawn
-  uniformly among the other K - 1 (Ishida et al. 2017 for one label; Feng et al. 2020 for several). Batches carry
-  them as class indices ``(N,)`` for one label, a multi-hot ``(N, K)`` mask otherwise;
+  uniformly among the other K - 1 (``complementary: uniform``; Ishida et al. 2017 for one label; Feng et al. 2020
+  for several). Batches carry them as class indices ``(N,)`` for one label, a multi-hot ``(N, K)`` mask
+  otherwise. ``complementary: biased`` (one label; Yu et al. 2018) draws it from a transition matrix
+  ``Q[y, c] = p(c | y)`` that puts all of row y on ``biased_support`` other classes, with weights from a flat
+  Dirichlet (seeded by ``label_seed``); Q is recorded as ``transition`` (what the forward loss needs);
 - ``"partial"``: each wrong class joins the candidate set independently with probability ``partial_q`` (the
   binomial "q" protocol of Feng et al. 2020 / Lv et al. 2020); the true class is always in the set. Batches carry
   the ``(N, K)`` mask.
@@ -23,10 +26,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from aipflow_weaksup.data import IndexedTensorDataset, digits_splits
-from aipflow_weaksup.risks.complementary import ComplementaryLoss, complementary_loss
+from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_transition, complementary_loss
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
 WEAK_KINDS = ("complementary", "partial")
+COMPLEMENTARY_KINDS = ("uniform", "biased")
 
 
 class WeakDataset(IndexedTensorDataset):
@@ -47,6 +51,17 @@ def complementary_labels(y: np.ndarray, k: int, count: int, rng: np.random.Gener
     return mask
 
 
+def biased_transition(k: int, support: int, rng: np.random.Generator) -> np.ndarray:
+    """Q (K, K): row y spread over ``support`` classes other than y, flat-Dirichlet weights, zero elsewhere."""
+    if not 1 <= support <= k - 1:
+        raise ValueError(f"data.biased_support must lie in [1, {k - 1}] for {k} classes, got {support}")
+    q = np.zeros((k, k))
+    for label in range(k):
+        chosen = rng.choice(np.delete(np.arange(k), label), support, replace=False)
+        q[label, chosen] = rng.dirichlet(np.ones(support))
+    return q
+
+
 def partial_labels(y: np.ndarray, k: int, q: float, rng: np.random.Generator) -> np.ndarray:
     """Candidate sets: the true class, and each other class with probability ``q``."""
     if not 0.0 <= q < 1.0:
@@ -63,6 +78,8 @@ class WeakDigitsDataModule(L.LightningDataModule):
         self,
         weak: str = "complementary",
         num_complementary: int = 1,
+        complementary: str = "uniform",
+        biased_support: int = 3,
         partial_q: float = 0.3,
         batch_size: int = 128,
         val_fraction: float = 0.15,
@@ -73,9 +90,16 @@ class WeakDigitsDataModule(L.LightningDataModule):
         super().__init__()
         if weak not in WEAK_KINDS:
             raise ValueError(f"data.weak must be one of {WEAK_KINDS}, got {weak!r}")
+        if complementary not in COMPLEMENTARY_KINDS:
+            raise ValueError(f"data.complementary must be one of {COMPLEMENTARY_KINDS}, got {complementary!r}")
+        if complementary == "biased" and num_complementary != 1:
+            raise ValueError(
+                f"data.complementary: biased draws one label per sample, got num_complementary={num_complementary}"
+            )
         self.save_hyperparameters()
         self.num_classes = 10
         self.mean_set_size: float | None = None
+        self.transition: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
@@ -85,8 +109,12 @@ class WeakDigitsDataModule(L.LightningDataModule):
             lambda d: d, hp.val_fraction, hp.test_fraction, hp.split_seed
         )
         rng = np.random.default_rng(hp.label_seed)
+        if hp.weak == "complementary" and hp.complementary == "biased":
+            self.transition = biased_transition(self.num_classes, hp.biased_support, rng)
 
         def weak_of(ids):
+            if self.transition is not None:
+                return np.array([rng.choice(self.num_classes, p=self.transition[label]) for label in y[ids]])
             if hp.weak == "complementary":
                 return complementary_labels(y[ids], self.num_classes, hp.num_complementary, rng)
             return partial_labels(y[ids], self.num_classes, hp.partial_q, rng)
@@ -133,6 +161,10 @@ class WeakMulticlassTask(L.LightningModule):
         dm = self.trainer.datamodule if self.trainer is not None else None
         if isinstance(self.loss, PartialLabelLoss) and self.loss.num_samples is None and dm is not None:
             self.loss.num_samples = dm.train_size
+        transition = getattr(dm, "transition", None)
+        if isinstance(self.loss, ComplementaryLoss) and self.loss.kind == "forward" and transition is not None:
+            if self.loss.transition is None:  # Yu et al.: Q known (recorded by the data module)
+                self.loss.transition = check_transition(transition, len(transition))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -156,7 +188,9 @@ class WeakMulticlassTask(L.LightningModule):
         if isinstance(self.loss, PartialLabelLoss):
             weak = cc_loss(logits, batch["weak"])
         else:
-            weak = complementary_loss(logits, batch["weak"], self.loss.kind, self.loss.correction)[1]
+            weak = complementary_loss(
+                logits, batch["weak"], self.loss.kind, self.loss.correction, self.loss.transition
+            )[1]
         self.log("val/weak_risk", weak, prog_bar=True)
         self.log("val/acc", (logits.argmax(1) == batch["y"]).float().mean(), prog_bar=True)
 

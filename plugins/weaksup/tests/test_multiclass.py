@@ -74,3 +74,40 @@ def test_task_learns_from_weak_labels(weak, loss, floor):
     assert "val/weak_risk" in trainer.callback_metrics
     acc = trainer.test(task, dm, verbose=False)[0]["test/acc"]
     assert acc > floor  # chance is 0.1
+
+
+def test_biased_complementary_labels_follow_the_recorded_transition_and_train_forward():
+    from aipflow_weaksup.multiclass import biased_transition
+    from aipflow_weaksup.risks.complementary import check_transition, complementary_loss
+
+    q = biased_transition(10, 3, np.random.default_rng(0))
+    assert np.allclose(q.sum(1), 1) and (np.diag(q) == 0).all() and ((q > 0).sum(1) == 3).all()
+    dm = WeakDigitsDataModule(weak="complementary", complementary="biased", biased_support=3)
+    dm.setup()
+    comp, y = dm.train_set.weak.numpy(), dm.train_set.y.numpy()
+    assert (dm.transition[y, comp] > 0).all()  # every drawn label is in its row's support
+    freq = np.stack([np.bincount(comp[y == c], minlength=10) / (y == c).sum() for c in range(10)])
+    assert np.abs(freq - dm.transition).max() < 0.17  # ~117 draws per class: within ~3.5 standard errors
+    # the forward loss with Q is -log (softmax(f) Q)_c, by hand
+    logits = torch.randn(5, 10, dtype=torch.float64)
+    labels = torch.tensor([1, 2, 3, 4, 5])
+    qt = torch.tensor(q)
+    expected = -torch.log((logits.softmax(1) @ qt)[torch.arange(5), labels]).mean()
+    assert complementary_loss(logits, labels, "forward", transition=q)[0].item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="zero diagonal"):
+        check_transition(np.eye(3)[[1, 1, 0]] * 0 + np.eye(3), 3)
+    with pytest.raises(ValueError, match="probability vectors"):
+        check_transition(np.ones((3, 3)) - np.eye(3), 3)
+    with pytest.raises(ValueError, match="used by kind 'forward' only"):
+        ComplementaryLoss("scl_nl", transition=q.tolist())
+    with pytest.raises(ValueError, match="biased draws one label"):
+        WeakDigitsDataModule(complementary="biased", num_complementary=2)
+    # the task reads Q from the data module
+    L.seed_everything(0, verbose=False)
+    task = WeakMulticlassTask(MLP(in_features=64, num_classes=10, hidden=(64,)), ComplementaryLoss("forward"))
+    trainer = L.Trainer(
+        max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(task, dm)
+    assert torch.allclose(task.loss.transition, torch.tensor(dm.transition))
+    assert trainer.test(task, dm, verbose=False)[0]["test/acc"] > 0.5  # chance is 0.1

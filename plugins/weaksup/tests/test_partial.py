@@ -65,3 +65,32 @@ def test_bad_input():
         PartialLabelLoss("proden", num_samples=6)(logits, cand)
     with pytest.raises(ValueError, match="kind must be one of"):
         PartialLabelLoss("lws2")
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+@pytest.mark.parametrize("leverage", [1.0, 2.0])
+def test_lws_formula_weights_and_gradient(leverage):
+    """Wen et al. (2021): sum_S w psi(f) + beta sum_notS w psi(-f), psi(z) = sigmoid(-z), weights per part."""
+    logits, cand = data(seed=3)
+    cand[0] = 1  # a sample whose candidate set is every class (no non-candidate part)
+    f, m = logits.numpy(), cand.numpy().astype(float)
+    idx = torch.arange(6)
+    loss = PartialLabelLoss("lws", num_samples=6, leverage=leverage)
+    first = loss(logits, cand, index=idx).item()
+    rest = 1 - m
+    w0 = m / m.sum(1, keepdims=True) + rest / np.maximum(rest.sum(1, keepdims=True), 1)
+    expected = np.mean((w0 * (m * sigmoid(-f) + leverage * rest * sigmoid(f))).sum(1))
+    assert first == pytest.approx(expected)
+    p = softmax(f)
+    w1 = p * m / (p * m).sum(1, keepdims=True) + p * rest / np.maximum((p * rest).sum(1, keepdims=True), 1e-300)
+    assert np.allclose(loss.weights.double().numpy(), w1, atol=1e-6)
+    assert np.allclose(loss.weights[0].double().numpy(), p[0] / p[0].sum(), atol=1e-6)
+    second = loss(logits, cand, index=idx).item()
+    assert second == pytest.approx(np.mean((w1 * (m * sigmoid(-f) + leverage * rest * sigmoid(f))).sum(1)), abs=1e-6)
+    loss.eval()  # weights held fixed: the loss is a smooth function of the logits
+    assert torch.autograd.gradcheck(lambda z: loss(z, cand, idx), (logits.clone().requires_grad_(True),))
+    with pytest.raises(ValueError, match="leverage"):
+        PartialLabelLoss("lws", leverage=-1.0)

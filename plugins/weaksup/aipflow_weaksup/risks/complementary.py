@@ -4,8 +4,8 @@ With ``p = softmax(logits)``, K classes and ``l(f(x), k) = -log p_k`` (cross-ent
 
 - SCL-NL (Chou et al., ICML 2020): ``-log(1 - p_c)``; SCL-EXP (same paper): ``exp(p_c)``;
 - PC (Ishida et al., NeurIPS 2017): ``sum_{k != c} sigmoid(-(g_k - g_c))`` on the logits g;
-- forward (Yu et al., ECCV 2018): ``-log (p^T Q)_c`` with ``Q = (1 - I) / (K - 1)`` for uniform complementary
-  labels (any Q for biased ones: aipflow's ``forward_corrected_loss``);
+- forward (Yu et al., ECCV 2018): ``-log (p^T Q)_c`` with ``Q[y, c] = p(c | y)``: ``(1 - I) / (K - 1)`` for
+  uniform complementary labels, or a given ``transition`` for biased ones (zero diagonal, rows summing to one);
 - the unbiased estimator (Ishida et al., ICML 2019): ``R = sum_k A_k``,
   ``A_k = mean_i l(f(x_i), k) - (K - 1) / n sum_{i: c_i = k} l(f(x_i), k)`` (each A_k estimates a class's
   share of the ordinary risk, so it should be >= 0). ``correction``: ``"free"`` (as is), ``"max"``
@@ -46,8 +46,20 @@ def _check(logits: Tensor, comp: Tensor) -> None:
         raise ValueError(f"complementary labels must lie in [0, {k - 1}], got [{int(comp.min())}, {int(comp.max())}]")
 
 
+def check_transition(transition, k: int) -> Tensor:
+    """A complementary-label transition matrix: (K, K), non-negative, zero diagonal, rows summing to one."""
+    q = torch.as_tensor(transition, dtype=torch.float64)
+    if q.shape != (k, k):
+        raise ValueError(f"transition must be a ({k}, {k}) matrix p(complementary | true), got {tuple(q.shape)}")
+    if bool((q < 0).any()) or not torch.allclose(q.sum(1), torch.ones(k, dtype=q.dtype), atol=1e-6):
+        raise ValueError("transition rows must be probability vectors (non-negative, summing to 1)")
+    if bool((q.diagonal() != 0).any()):
+        raise ValueError("transition must have a zero diagonal: a complementary label is never the true class")
+    return q
+
+
 def complementary_loss(
-    logits: Tensor, comp: Tensor, kind: str = "scl_nl", correction: str = "free"
+    logits: Tensor, comp: Tensor, kind: str = "scl_nl", correction: str = "free", transition=None
 ) -> tuple[Tensor, Tensor]:
     """``(objective, risk)`` for complementary labels ``comp``: class indices ``(N,)``, or a multi-hot ``(N, K)``
     mask of several complementary labels per sample (kinds ``unbiased``, ``ub_exp``, ``ub_log``). Objective and
@@ -69,11 +81,11 @@ def complementary_loss(
         terms = torch.sigmoid(-(logits - g_c))
         value = (terms.sum(1) - 0.5).mean()  # drop k = c, whose term is sigmoid(0) = 0.5
     elif kind == "forward":
-        q = (
-            torch.ones(k, k, dtype=logits.dtype, device=logits.device)
-            - torch.eye(k, dtype=logits.dtype, device=logits.device)
-        ) / (k - 1)
-        value = forward_corrected_loss(logits, comp, q)
+        if transition is None:
+            q = (torch.ones(k, k, dtype=logits.dtype) - torch.eye(k, dtype=logits.dtype)) / (k - 1)
+        else:
+            q = check_transition(transition, k).to(logits.dtype)
+        value = forward_corrected_loss(logits, comp, q.to(logits.device))
     else:
         if correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
@@ -140,15 +152,21 @@ def _corrected(partial: Tensor, correction: str) -> tuple[Tensor, Tensor]:
 
 class ComplementaryLoss(nn.Module):
     """A loss over (logits, complementary labels: indices or a multi-hot mask) for ``ClassificationTask``-style
-    training; ``kind`` and ``correction`` as in :func:`complementary_loss`."""
+    training; ``kind``, ``correction`` and ``transition`` as in :func:`complementary_loss` (``transition`` left
+    unset with ``kind: forward`` is read from a data module that records one, e.g. biased labels)."""
 
-    def __init__(self, kind: str = "scl_nl", correction: str = "free") -> None:
+    def __init__(
+        self, kind: str = "scl_nl", correction: str = "free", transition: list[list[float]] | None = None
+    ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+        if transition is not None and kind != "forward":
+            raise ValueError(f"transition is used by kind 'forward' only, got kind {kind!r}")
         self.kind, self.correction = kind, correction
+        self.transition = None if transition is None else check_transition(transition, len(transition))
 
     def forward(self, logits: Tensor, comp: Tensor) -> Tensor:
-        return complementary_loss(logits, comp, self.kind, self.correction)[0]
+        return complementary_loss(logits, comp, self.kind, self.correction, self.transition)[0]

@@ -6,6 +6,11 @@ its true class.
   weights over S, uniform at first and re-estimated from the model, ``w_k = p_k 1[k in S] / sum_{j in S} p_j``
   (no gradient). PRODEN re-estimates them at every visit of a sample, RC once per epoch (``end_epoch()``).
   Both need each sample's index (aipflow's data modules give it).
+- LWS (Wen et al., ICML 2021, leveraged weighted loss): one-vs-all binary losses on the logits f,
+  ``sum_{k in S} w_k psi(f_k) + beta sum_{k not in S} w_k psi(-f_k)`` with the sigmoid loss
+  ``psi(z) = sigmoid(-z)``; the weights are re-estimated like PRODEN's at every visit, within each part:
+  ``w_k = p_k / sum_{j in S} p_j`` on S and ``p_k / sum_{j not in S} p_j`` off S (uniform in each part at first).
+  ``leverage`` is beta (the paper's 1 or 2; default 1).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from torch import Tensor, nn
 
 from aipflow.passes import in_extra_pass
 
-KINDS = ("cc", "proden", "rc")
+KINDS = ("cc", "proden", "rc", "lws")
 
 
 def _check(logits: Tensor, candidates: Tensor) -> None:
@@ -38,11 +43,13 @@ class PartialLabelLoss(nn.Module):
 
     needs_index = True
 
-    def __init__(self, kind: str = "proden", num_samples: int | None = None) -> None:
+    def __init__(self, kind: str = "proden", num_samples: int | None = None, leverage: float = 1.0) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.kind, self.num_samples = kind, num_samples
+        if leverage < 0:
+            raise ValueError(f"leverage (LWS's beta) must be >= 0, got {leverage}")
+        self.kind, self.num_samples, self.leverage = kind, num_samples, leverage
         self.register_buffer("weights", torch.zeros(0))
         self.register_buffer("pending", torch.zeros(0))
 
@@ -63,15 +70,22 @@ class PartialLabelLoss(nn.Module):
         self._ensure(candidates)
         mask = candidates.to(self.weights.dtype)
         fresh = self.weights[index].sum(1) == 0  # never seen (the weights are buffers: they survive checkpoints)
-        if bool(fresh.any()):  # uniform over the candidate set at first
-            self.weights[index[fresh]] = mask[fresh] / mask[fresh].sum(1, keepdim=True)
+        if bool(fresh.any()):  # uniform over the candidate set (and, for LWS, over the rest) at first
+            self.weights[index[fresh]] = _normalised_parts(
+                torch.ones_like(mask[fresh]), mask[fresh], self.kind == "lws"
+            )
         log_p = logits.log_softmax(1)
-        loss = -(self.weights[index].to(log_p.dtype) * log_p).sum(1).mean()
+        weights = self.weights[index].to(log_p.dtype)
+        if self.kind == "lws":
+            on = mask.to(logits.dtype)
+            terms = on * torch.sigmoid(-logits) + self.leverage * (1 - on) * torch.sigmoid(logits)
+            loss = (weights * terms).sum(1).mean()
+        else:
+            loss = -(weights * log_p).sum(1).mean()
         if self.training and not in_extra_pass():
             with torch.no_grad():
-                p = log_p.exp().to(self.weights.dtype) * mask
-                new = p / p.sum(1, keepdim=True)
-                if self.kind == "proden":
+                new = _normalised_parts(log_p.exp().to(self.weights.dtype), mask, self.kind == "lws")
+                if self.kind in ("proden", "lws"):
                     self.weights[index] = new
                 else:
                     self.pending[index] = new
@@ -82,3 +96,14 @@ class PartialLabelLoss(nn.Module):
         if self.kind == "rc" and self.pending.numel():
             seen = self.pending.sum(1) > 0
             self.weights[seen] = self.pending[seen]
+
+
+def _normalised_parts(values: Tensor, mask: Tensor, with_rest: bool) -> Tensor:
+    """``values`` normalised to sum to one over each row's candidate set (and over the rest with ``with_rest``;
+    a row whose rest is empty keeps zeros there)."""
+    on = values * mask
+    out = on / on.sum(1, keepdim=True)
+    if with_rest:
+        off = values * (1 - mask)
+        out = out + off / off.sum(1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
+    return out
