@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset, StratifiedBatchSampler, digits_splits
+from aipflow_weaksup.data import IndexedTensorDataset, StratifiedBatchSampler, labelled_splits
 from aipflow_weaksup.risks.binary import SETTINGS
 
 
@@ -129,6 +129,7 @@ def positive_confidence(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, min
 
 class BinaryWeakDigitsDataModule(L.LightningDataModule):
     """Digits (``positive_classes`` against the rest) in one binary weak-label setting; see the module docstring.
+    Any labelled ``dataset`` works the same way (see :func:`aipflow_weaksup.data.load_labelled`).
     Records ``prior`` (the class prior the risks need), and for UU the realised ``theta`` / ``theta2``."""
 
     def __init__(
@@ -145,6 +146,9 @@ class BinaryWeakDigitsDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         label_seed: int = 0,
+        dataset: str = "digits",
+        feature_column: str | None = None,
+        label_column: str = "label",
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
@@ -175,8 +179,14 @@ class BinaryWeakDigitsDataModule(L.LightningDataModule):
         def binary(digit: np.ndarray) -> np.ndarray:
             return np.where(np.isin(digit, self.positive_classes), 1, -1)
 
-        x, digit, (train_idx, val_idx, test_idx) = digits_splits(
-            binary, hp.val_fraction, hp.test_fraction, hp.split_seed
+        x, digit, (train_idx, val_idx, test_idx) = labelled_splits(
+            binary,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.split_seed,
+            hp.dataset,
+            hp.feature_column,
+            hp.label_column,
         )
         y = binary(digit)
         rng = np.random.default_rng(hp.label_seed)

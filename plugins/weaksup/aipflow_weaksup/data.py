@@ -17,6 +17,8 @@ holds labelled positives in their overall proportion (stratified), so that each 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import torch
@@ -25,24 +27,85 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 SETTINGS = ("two_sample", "one_sample")
 
 
-def digits_splits(
-    stratify_by, val_fraction: float, test_fraction: float, split_seed: int
+FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_labelled(
+    dataset: str = "digits", feature_column: str | None = None, label_column: str = "label"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(N, d)`` float32 and integer class labels ``(N,)``.
+
+    ``dataset``: ``"digits"`` (scikit-learn's 8x8 digits, pixels / 16, installed offline), or a Hugging Face
+    ``datasets`` dataset: a folder written by ``save_to_disk``, a ``.csv`` / ``.json`` / ``.jsonl`` / ``.parquet``
+    file, or a hub name (``load_dataset``; offline only if it is in the local cache). Of a ``DatasetDict`` the
+    ``train`` split is used. Features are ``feature_column`` (a list / array per row) or, when it is ``None``,
+    every numeric column but the label."""
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.images.reshape(-1, 64) / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    import datasets as hf
+
+    path = Path(dataset)
+    if path.is_dir():
+        data = hf.load_from_disk(str(path))
+    elif path.suffix in FILE_FORMATS:
+        if not path.exists():
+            raise ValueError(f"data.dataset: no file at {dataset!r}")
+        data = hf.load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
+    else:
+        try:
+            data = hf.load_dataset(dataset, split="train")
+        except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
+            raise ValueError(
+                f"data.dataset={dataset!r} is not 'digits', a saved dataset folder, a data file or a loadable hub "
+                f"dataset ({type(err).__name__}: {err})"
+            ) from err
+    if isinstance(data, hf.DatasetDict):
+        data = data["train"] if "train" in data else next(iter(data.values()))
+    columns = data.column_names
+    if label_column not in columns:
+        raise ValueError(f"data.label_column={label_column!r} is not a column of {dataset!r} (columns: {columns})")
+    y = np.asarray(data[label_column])
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"data.label_column={label_column!r} must hold integer class ids, got dtype {y.dtype}")
+    if feature_column is not None:
+        if feature_column not in columns:
+            raise ValueError(
+                f"data.feature_column={feature_column!r} is not a column of {dataset!r} (columns: {columns})"
+            )
+        x = np.asarray(data.with_format("numpy")[feature_column], dtype=np.float32).reshape(len(y), -1)
+    else:
+        numeric = [c for c in columns if c != label_column and data.features[c].dtype.startswith(("int", "float"))]
+        if not numeric:
+            raise ValueError(f"{dataset!r} has no numeric feature columns; name one with data.feature_column")
+        x = np.stack([np.asarray(data[c], dtype=np.float32) for c in numeric], axis=1)
+    return x, y.astype(np.int64)
+
+
+def labelled_splits(
+    stratify_by,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    dataset: str = "digits",
+    feature_column: str | None = None,
+    label_column: str = "label",
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """scikit-learn's digits (8x8, 1,797 images): features standardised with the training split's statistics,
-    the digit labels, and seeded train / validation / test indices stratified by ``stratify_by(digits)``."""
-    from sklearn.datasets import load_digits
+    """A labelled dataset (:func:`load_labelled`): features standardised with the training split's statistics,
+    the class labels, and seeded train / validation / test indices stratified by ``stratify_by(labels)``."""
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    x = (digits.images.reshape(-1, 64) / 16.0).astype(np.float32)
-    strata = stratify_by(digits.target)
+    x, labels = load_labelled(dataset, feature_column, label_column)
+    strata = stratify_by(labels)
     idx = np.arange(len(strata))
     rest, test_idx = train_test_split(idx, test_size=test_fraction, stratify=strata, random_state=split_seed)
     train_idx, val_idx = train_test_split(
         rest, test_size=val_fraction / (1 - test_fraction), stratify=strata[rest], random_state=split_seed
     )
     x = (x - x[train_idx].mean(0)) / (x[train_idx].std(0) + 0.1)
-    return x, digits.target.astype(np.int64), (train_idx, val_idx, test_idx)
+    return x, labels, (train_idx, val_idx, test_idx)
 
 
 class IndexedTensorDataset(Dataset):
@@ -96,7 +159,8 @@ class StratifiedBatchSampler(Sampler[list[int]]):
 
 class PUDigitsDataModule(L.LightningDataModule):
     """Digits as a PU task: positives are ``positive_classes`` (even digits by default), ``n_labeled`` of them
-    labelled (the nnPU paper's MNIST protocol, scaled to digits)."""
+    labelled (the nnPU paper's MNIST protocol, scaled to digits). Any labelled ``dataset`` works the same way
+    (a Hugging Face dataset folder, data file or hub name: see :func:`load_labelled`)."""
 
     def __init__(
         self,
@@ -108,6 +172,9 @@ class PUDigitsDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         label_seed: int = 0,
+        dataset: str = "digits",
+        feature_column: str | None = None,
+        label_column: str = "label",
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
@@ -139,8 +206,14 @@ class PUDigitsDataModule(L.LightningDataModule):
         def binary(digit: np.ndarray) -> np.ndarray:
             return np.where(np.isin(digit, self.positive_classes), 1, -1)
 
-        x, digit, (train_idx, val_idx, test_idx) = digits_splits(
-            binary, hp.val_fraction, hp.test_fraction, hp.split_seed
+        x, digit, (train_idx, val_idx, test_idx) = labelled_splits(
+            binary,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.split_seed,
+            hp.dataset,
+            hp.feature_column,
+            hp.label_column,
         )
         y = binary(digit)
         rng = np.random.default_rng(hp.label_seed)

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset, digits_splits
+from aipflow_weaksup.data import IndexedTensorDataset, labelled_splits
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_transition, complementary_loss
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
@@ -72,7 +72,8 @@ def partial_labels(y: np.ndarray, k: int, q: float, rng: np.random.Generator) ->
 
 
 class WeakDigitsDataModule(L.LightningDataModule):
-    """Digits with complementary or partial labels; see the module docstring for the conventions."""
+    """Digits (or any labelled ``dataset``: see :func:`aipflow_weaksup.data.load_labelled`) with complementary or
+    partial labels; see the module docstring for the conventions. ``num_classes`` is read from the labels."""
 
     def __init__(
         self,
@@ -86,6 +87,9 @@ class WeakDigitsDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         label_seed: int = 0,
+        dataset: str = "digits",
+        feature_column: str | None = None,
+        label_column: str = "label",
     ) -> None:
         super().__init__()
         if weak not in WEAK_KINDS:
@@ -105,9 +109,16 @@ class WeakDigitsDataModule(L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             return
         hp = self.hparams
-        x, y, (train_idx, val_idx, test_idx) = digits_splits(
-            lambda d: d, hp.val_fraction, hp.test_fraction, hp.split_seed
+        x, y, (train_idx, val_idx, test_idx) = labelled_splits(
+            lambda d: d,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.split_seed,
+            hp.dataset,
+            hp.feature_column,
+            hp.label_column,
         )
+        self.num_classes = int(y.max()) + 1
         rng = np.random.default_rng(hp.label_seed)
         if hp.weak == "complementary" and hp.complementary == "biased":
             self.transition = biased_transition(self.num_classes, hp.biased_support, rng)

@@ -1,0 +1,63 @@
+"""Any labelled Hugging Face ``datasets`` dataset (saved folder or data file) feeds every weak-label module."""
+
+import numpy as np
+import pytest
+from aipflow_weaksup.binary import BinaryWeakDigitsDataModule
+from aipflow_weaksup.data import PUDigitsDataModule, load_labelled
+from aipflow_weaksup.multiclass import WeakDigitsDataModule
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    """scikit-learn's wine (178 rows, 13 features, 3 classes) as a saved dataset and as a CSV file."""
+    import datasets as hf
+    from sklearn.datasets import load_wine
+
+    raw = load_wine()
+    root = tmp_path_factory.mktemp("wine")
+    table = {"features": raw.data.astype(np.float32).tolist(), "label": raw.target.tolist()}
+    hf.Dataset.from_dict(table).save_to_disk(str(root / "saved"))
+    columns = {f"f{i}": raw.data[:, i].tolist() for i in range(13)} | {"target": raw.target.tolist()}
+    hf.Dataset.from_dict(columns).to_csv(str(root / "wine.csv"))
+    return root, raw
+
+
+def test_saved_folder_and_csv_load_the_same_rows(wine):
+    root, raw = wine
+    x, y = load_labelled(str(root / "saved"), feature_column="features")
+    assert x.shape == (178, 13) and np.array_equal(y, raw.target)
+    assert np.allclose(x, raw.data, rtol=1e-6)
+    x2, y2 = load_labelled(str(root / "wine.csv"), label_column="target")  # numeric columns as features
+    assert np.allclose(x2, raw.data, rtol=1e-5) and np.array_equal(y2, raw.target)
+
+
+def test_weak_modules_on_a_user_dataset(wine):
+    root, _ = wine
+    saved = dict(dataset=str(root / "saved"), feature_column="features")
+    pu = PUDigitsDataModule(positive_classes=[0], n_labeled=20, **saved)
+    pu.setup()
+    assert pu.train_set.x.shape[1] == 13 and int(pu.train_set.s.sum()) == 20
+    assert pu.prior == pytest.approx(float((pu.train_set.y[pu.train_set.s == 0] == 1).float().mean()))
+    uu = BinaryWeakDigitsDataModule(setting="uu", positive_classes=[0], theta=0.6, theta2=0.1, **saved)
+    uu.setup()
+    assert uu.realised["theta"] == pytest.approx(0.6, abs=0.03)
+    multi = WeakDigitsDataModule(weak="partial", partial_q=0.3, **saved)
+    multi.setup()
+    assert multi.num_classes == 3 and multi.train_set.weak.shape[1] == 3
+
+
+def test_bad_dataset_arguments_name_the_field(wine, monkeypatch):
+    import datasets as hf
+    import huggingface_hub
+
+    root, _ = wine
+    monkeypatch.setattr(hf.config, "HF_HUB_OFFLINE", True)  # no network: fail fast on the unknown hub name
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="data.label_column='y' is not a column"):
+        load_labelled(str(root / "saved"), feature_column="features", label_column="y")
+    with pytest.raises(ValueError, match="data.feature_column='pixels' is not a column"):
+        load_labelled(str(root / "saved"), feature_column="pixels")
+    with pytest.raises(ValueError, match="no file at"):
+        load_labelled(str(root / "missing.csv"))
+    with pytest.raises(ValueError, match="data.dataset='no-such/dataset-here' is not"):
+        load_labelled("no-such/dataset-here")
