@@ -1,11 +1,11 @@
-"""PU learning on digits (even vs odd, 100 labelled positives, the rest unlabelled; aipflow-weaksup's
-PUDigitsDataModule, two-sample convention): nnPU, uPU and supervised PN with the plugin's recipes' settings, and
-the Elkan-Noto prior estimates, over 5 seeds (mean +- std).
+"""aipflow-weaksup on digits: every weak-supervision setting of the plugin, run from its recipes, over seeds.
 
-Each run reports the test error of the checkpoint chosen by the weak validation risk (no clean labels) and of the
-last epoch: uPU's overfitting (its empirical risk goes negative) shows at the last epoch, which nnPU prevents.
+Each row is a recipe (`aipflow recipes` lists them; some rows override one option of a recipe) run with
+``seed_everything`` and the weak labels' ``label_seed`` set to each seed (the train / validation / test split
+stays fixed). Reported: the clean test metric of the checkpoint chosen by the weak validation risk (no clean
+label used for selection) and of the last epoch, mean +- std over seeds; and the class-prior estimators' error.
 
-    python benchmarks/weaksup_digits.py [--seeds 5] [--epochs 50]
+    python benchmarks/weaksup_digits.py [--seeds 0 1 2 3 4] [--only pu binary complementary partial prior]
 
 Writes benchmarks/results/weaksup_digits.md and .csv.
 """
@@ -14,78 +14,121 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
+import logging
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import lightning as L
-import torch
-
-from aipflow.models import MLP
-
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGETS = {
-    "nnPU": "error <= 9 %",
-    "uPU": "error >= 20 % (last epoch)",
-    "PN": "error <= 2 %",
-    "nnPU, estimated prior": "at most 2 points worse than nnPU",
+RISK = "--model.init_args.risk.init_args"
+LOSS = "--model.init_args.loss.init_args"
+
+# (group, row name, recipe, extra arguments, target text, check on the mean selected / last metric)
+ROWS = [
+    ("pu", "nnPU (paper convention)", "pu_nnpu", [], "error <= 9 %", lambda s, last: s <= 9),
+    ("pu", "nnPU (plain max)", "pu_nnpu", [f"{RISK}.convention=max"], "", None),
+    ("pu", "nnPU (whole-risk ascent)", "pu_nnpu", [f"{RISK}.convention=whole"], "", None),
+    ("pu", "absPU", "pu_nnpu", [f"{RISK}.estimator=abspu"], "", None),
+    ("pu", "uPU", "pu_upu", [], "error >= 20 % (last epoch)", lambda s, last: last >= 20),
+    ("pu", "PN (fully supervised)", "pu_pn", [], "error <= 2 %", lambda s, last: s <= 2),
+    ("pu", "nnPU, prior estimated (KM2)", "pu_nnpu_prior_km2", [], "<= nnPU + 2 points", "nnpu+2"),
+    ("pu", "nnPU, one-sample data", "pu_nnpu", ["--data.init_args.setting=one_sample"], "", None),
+    ("binary", "PNU (eta = 0.5)", "pnu", [], "", None),
+    ("binary", "UU", "uu", [], "", None),
+    ("binary", "nnUU (ReLU)", "nnuu", [], "", None),
+    ("binary", "SU", "su", [], "", None),
+    ("binary", "SD", "sd", [], "", None),
+    ("binary", "Pcomp (unbiased)", "pcomp_relu", [f"{RISK}.correction=none"], "", None),
+    ("binary", "Pcomp (ReLU)", "pcomp_relu", [], "", None),
+    ("binary", "Pcomp (abs)", "pcomp_relu", [f"{RISK}.correction=abs"], "", None),
+    ("binary", "Pconf", "pconf", [], "", None),
+    ("complementary", "SCL-NL", "complementary_scl_nl", [], "accuracy >= 60 %", lambda s, last: s >= 60),
+    ("complementary", "SCL-EXP", "complementary_scl_nl", [f"{LOSS}.kind=scl_exp"], "", None),
+    ("complementary", "PC", "complementary_scl_nl", [f"{LOSS}.kind=pc"], "", None),
+    ("complementary", "forward (uniform Q)", "complementary_scl_nl", [f"{LOSS}.kind=forward"], "", None),
+    ("complementary", "unbiased (free)", "complementary_unbiased_max", [f"{LOSS}.correction=free"], "", None),
+    ("complementary", "unbiased (max)", "complementary_unbiased_max", [], "", None),
+    ("complementary", "unbiased (gradient ascent)", "complementary_unbiased_max", [f"{LOSS}.correction=ga"], "", None),
+    ("complementary", "biased labels: forward with Q", "complementary_biased_forward", [], "", None),
+    ("complementary", "biased labels: SCL-NL", "complementary_biased_forward", [f"{LOSS}.kind=scl_nl"], "", None),
+    ("complementary", "3 labels: ub_log", "complementary_multiple_ub_log", [], "", None),
+    ("complementary", "3 labels: ub_exp", "complementary_multiple_ub_log", [f"{LOSS}.kind=ub_exp"], "", None),
+    (
+        "complementary",
+        "3 labels: unbiased (max)",
+        "complementary_multiple_ub_log",
+        [f"{LOSS}.kind=unbiased", f"{LOSS}.correction=max"],
+        "",
+        None,
+    ),
+    ("partial", "CC", "partial_cc", [], "accuracy >= 96.5 %", lambda s, last: s >= 96.5),
+    ("partial", "PRODEN", "partial_proden", [], "accuracy >= 96.5 %", lambda s, last: s >= 96.5),
+    ("partial", "RC", "partial_rc", [], "", None),
+    ("partial", "LWS (beta = 1)", "partial_lws", [], "", None),
+]
+GROUPS = {
+    "pu": "PU: even vs odd, 100 labelled positives, the rest unlabelled (two-sample), prior known; test error %",
+    "binary": "Other binary settings (even vs odd; SU / SD: digits 0-6 vs 7-9, pi ~ 0.7); test error %",
+    "complementary": "Complementary labels (10 classes; one uniform label unless said); test accuracy %",
+    "partial": "Partial labels (10 classes, binomial q = 0.3); test accuracy %",
 }
+PRIOR_METHODS = ("e1", "e2", "e3", "km1", "km2", "tice")
 
 
-def run(method: str, seed: int, epochs: int, batch_size: int = 128, lr: float = 1e-3, wd: float = 5e-3) -> dict:
-    from aipflow_weaksup.data import PUDigitsDataModule
-    from aipflow_weaksup.risks.pu import PNRisk, PURisk
-    from aipflow_weaksup.task import WeakBinaryTask
+def one_run(recipe: str, extra: list[str], seed: int) -> dict:
+    from aipflow.cli import run
 
-    L.seed_everything(seed, verbose=False)
-    dm = PUDigitsDataModule(n_labeled=100, batch_size=batch_size, label_seed=seed)
-    risk = PNRisk(loss="sigmoid") if method == "PN" else PURisk(estimator="upu" if method == "uPU" else "nnpu")
-    estimator = "e1" if method == "nnPU, estimated prior" else None
-    optimizer = functools.partial(torch.optim.Adam, lr=lr, weight_decay=wd)
-    task = WeakBinaryTask(MLP(64, 1, hidden=[100, 100]), risk, optimizer=optimizer, prior_estimator=estimator)
-    if method == "PN":  # fully supervised: every training label known
-        dm.setup()
-        dm.train_set.s = (dm.train_set.y == 1).long()
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp, monitor="val/weak_risk", mode="min")
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            logger=False,
-            callbacks=[ckpt],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            accelerator="cpu",
-        )
+        argv = [
+            "fit",
+            "--config",
+            f"weaksup/{recipe}",
+            *extra,
+            f"--seed_everything={seed}",
+            f"--data.init_args.label_seed={seed}",
+            f"--trainer.default_root_dir={tmp}",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--test_after_fit=false",
+        ]
         start = time.perf_counter()
-        trainer.fit(task, dm)
+        cli = run(argv)
         seconds = time.perf_counter() - start
-        last = trainer.test(task, dm, verbose=False)[0]["test/error"]
-        best = trainer.test(task, dm, ckpt_path=ckpt.best_model_path, verbose=False, weights_only=False)
-        best = best[0]["test/error"]
-    return dict(
-        method=method,
-        seed=seed,
-        selected_error=100 * best,
-        last_error=100 * last,
-        prior_true=dm.prior,
-        prior_used=task.risk.prior if hasattr(task.risk, "prior") else None,
-        seconds=seconds,
-    )
+        trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+        key = "test/error" if hasattr(model, "risk") else "test/acc"
+        last = trainer.test(model, dm, verbose=False)[0][key]  # the weights of the last epoch
+        best = trainer.test(model, dm, ckpt_path="best", verbose=False, weights_only=False)[0][key]
+    prior = getattr(getattr(model, "risk", None), "prior", None)
+    return dict(selected=100 * best, last=100 * last, seconds=seconds, prior_used=prior)
 
 
-def prior_rows(seed: int) -> list[dict]:
+def prior_rows(seed: int, n_bootstrap: int) -> list[dict]:
     from aipflow_weaksup.data import PUDigitsDataModule
-    from aipflow_weaksup.prior import METHODS, elkan_noto_prior
+    from aipflow_weaksup.prior import estimate_prior
 
     dm = PUDigitsDataModule(n_labeled=100, label_seed=seed)
     dm.setup()
+    x, s = dm.train_set.x.numpy(), dm.train_set.s.numpy()
     rows = []
-    for method in METHODS:
-        est = elkan_noto_prior(dm.train_set.x.numpy(), dm.train_set.s.numpy(), method, seed=seed)
-        rows.append(dict(estimator=f"Elkan-Noto {method}", seed=seed, estimate=est.prior, truth=dm.prior))
+    for method in PRIOR_METHODS:
+        start = time.perf_counter()
+        est = estimate_prior(x, s, method, n_bootstrap=n_bootstrap, seed=seed)
+        lo, hi = est.interval if est.interval else (float("nan"), float("nan"))
+        rows.append(
+            dict(
+                estimator=method,
+                seed=seed,
+                estimate=est.prior,
+                truth=dm.prior,
+                low=lo,
+                high=hi,
+                seconds=time.perf_counter() - start,
+            )
+        )
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -97,70 +140,104 @@ def mean_std(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--only", nargs="+", default=[*GROUPS, "prior"], choices=[*GROUPS, "prior"])
+    parser.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples per prior estimate")
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import torch
+
     torch.set_num_threads(2)
-    seeds = list(range(args.seeds))
     runs = []
-    for method in TARGETS:
-        for seed in seeds:
-            row = run(method, seed, args.epochs)
+    for group, name, recipe, extra, _, _ in ROWS:
+        if group not in args.only:
+            continue
+        for seed in args.seeds:
+            row = dict(group=group, method=name, recipe=recipe, seed=seed, **one_run(recipe, extra, seed))
             print(row, flush=True)
             runs.append(row)
-    priors = [r for seed in seeds for r in prior_rows(seed)]
+    priors = [r for seed in args.seeds for r in prior_rows(seed, args.bootstrap)] if "prior" in args.only else []
 
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "weaksup_digits.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(runs[0]))
-        writer.writeheader()
-        writer.writerows(runs)
+    if runs:
+        with open(RESULTS / "weaksup_digits.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(runs[0]))
+            writer.writeheader()
+            writer.writerows(runs)
+    if priors:
+        with open(RESULTS / "weaksup_digits_prior.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(priors[0]))
+            writer.writeheader()
+            writer.writerows(priors)
     lines = [
-        "# aipflow-weaksup on digits: PU learning, even vs odd",
+        "# aipflow-weaksup on digits",
         "",
-        "100 labelled positives, the rest of the training split unlabelled (two-sample convention), MLP 64-100-100-1,",
-        f"sigmoid loss, Adam lr 1e-3 wd 5e-3, batch 128, {args.epochs} epochs; seeds {seeds} (split fixed, labelled",
-        "positives, initialisation and order vary). Test error in %, mean +- std. `selected`: the checkpoint with",
-        "the lowest weak validation risk (uPU risk on weakly labelled validation data: no clean labels used);",
-        "`last`: the last epoch. Written by benchmarks/weaksup_digits.py.",
-        "",
-        "| method | target | met | selected | last | prior used | s per run |",
-        "|---|---|---|---|---|---|---|",
+        f"Every row runs a recipe of the plugin (`weaksup/<recipe>`, with the option shown overridden) for seeds "
+        f"{args.seeds}: `seed_everything` and the weak labels' `label_seed` vary, the split is fixed. `selected`: "
+        "the checkpoint with the lowest weak validation risk (the setting's own unbiased estimator on weakly "
+        "labelled validation data: no clean label used); `last`: the last epoch. Mean +- std over seeds. CPU "
+        "(2 cores). Written by `benchmarks/weaksup_digits.py`.",
     ]
 
     def mean_of(method, key):
         return statistics.mean(r[key] for r in runs if r["method"] == method)
 
-    met = {
-        "nnPU": mean_of("nnPU", "selected_error") <= 9,
-        "uPU": mean_of("uPU", "last_error") >= 20,
-        "PN": mean_of("PN", "selected_error") <= 2,
-        "nnPU, estimated prior": mean_of("nnPU, estimated prior", "selected_error")
-        <= mean_of("nnPU", "selected_error") + 2,
-    }
-    for method, target in TARGETS.items():
-        rs = [r for r in runs if r["method"] == method]
-        used = [r["prior_used"] for r in rs if r["prior_used"] is not None]
-        lines.append(
-            f"| {method} | {target} | {'yes' if met[method] else '**no**'} | "
-            f"{mean_std([r['selected_error'] for r in rs])} | {mean_std([r['last_error'] for r in rs])} | "
-            f"{statistics.mean(used):.3f} | {statistics.mean(r['seconds'] for r in rs):.0f} |"
-        )
-    lines += [
-        "",
-        "Class-prior estimates of the unlabelled set (target: within +-0.05 of the truth):",
-        "",
-        "| estimator | estimate | truth | abs error |",
-        "|---|---|---|---|",
-    ]
-    for name in sorted({p["estimator"] for p in priors}):
-        ps = [p for p in priors if p["estimator"] == name]
-        err = [abs(p["estimate"] - p["truth"]) for p in ps]
-        lines.append(
-            f"| {name} | {statistics.mean(p['estimate'] for p in ps):.3f} +- "
-            f"{statistics.stdev(p['estimate'] for p in ps) if len(ps) > 1 else 0:.3f} | "
-            f"{statistics.mean(p['truth'] for p in ps):.3f} | {statistics.mean(err):.3f} (max {max(err):.3f}) |"
-        )
+    for group, title in GROUPS.items():
+        rows = [r for r in ROWS if r[0] == group and any(x["method"] == r[1] for x in runs)]
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| method | recipe | target | met | selected | last | s per run |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for _, name, recipe, extra, target, check in rows:
+            rs = [r for r in runs if r["method"] == name]
+            sel, last = mean_of(name, "selected"), mean_of(name, "last")
+            if check == "nnpu+2":
+                met = sel <= mean_of("nnPU (paper convention)", "selected") + 2
+            else:
+                met = check(sel, last) if check else None
+            shown = "" if met is None else ("yes" if met else "**no**")
+            recipe_text = recipe + "".join(f" `{e.split('init_args.')[-1]}`" for e in extra)
+            lines.append(
+                f"| {name} | {recipe_text} | {target} | {shown} | {mean_std([r['selected'] for r in rs])} | "
+                f"{mean_std([r['last'] for r in rs])} | {statistics.mean(r['seconds'] for r in rs):.0f} |"
+            )
+        if group == "pu":
+            used = [r["prior_used"] for r in runs if r["method"] == "nnPU, prior estimated (KM2)"]
+            truth = [r["prior_used"] for r in runs if r["method"] == "nnPU (paper convention)"]
+            if used and truth:
+                lines += [
+                    "",
+                    f"Prior used: true {statistics.mean(truth):.3f}, KM2 estimate "
+                    f"{statistics.mean(used):.3f} +- {statistics.stdev(used) if len(used) > 1 else 0:.3f}.",
+                ]
+    if priors:
+        lines += [
+            "",
+            "## Class-prior estimation (PU training split above; target: within +-0.05 of the truth)",
+            "",
+            f"95 % bootstrap intervals from {args.bootstrap} stratified resamples; `covers`: how many of the seeds' "
+            "intervals contain the truth.",
+            "",
+            "| estimator | estimate | truth | mean abs error | max abs error | within 0.05 | covers | s per estimate |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for method in PRIOR_METHODS:
+            ps = [p for p in priors if p["estimator"] == method]
+            err = [abs(p["estimate"] - p["truth"]) for p in ps]
+            covers = sum(p["low"] <= p["truth"] <= p["high"] for p in ps)
+            spread = statistics.stdev(p["estimate"] for p in ps) if len(ps) > 1 else 0.0
+            lines.append(
+                f"| {method} | {statistics.mean(p['estimate'] for p in ps):.3f} +- {spread:.3f} | "
+                f"{statistics.mean(p['truth'] for p in ps):.3f} | {statistics.mean(err):.3f} | {max(err):.3f} | "
+                f"{sum(e <= 0.05 for e in err)}/{len(err)} | {covers}/{len(ps)} | "
+                f"{statistics.mean(p['seconds'] for p in ps):.1f} |"
+            )
     (RESULTS / "weaksup_digits.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
