@@ -30,21 +30,10 @@ SETTINGS = ("two_sample", "one_sample")
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def load_labelled(
-    dataset: str = "digits", feature_column: str | None = None, label_column: str = "label"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(N, d)`` float32 and integer class labels ``(N,)``.
-
-    ``dataset``: ``"digits"`` (scikit-learn's 8x8 digits, pixels / 16, installed offline), or a Hugging Face
-    ``datasets`` dataset: a folder written by ``save_to_disk``, a ``.csv`` / ``.json`` / ``.jsonl`` / ``.parquet``
-    file, or a hub name (``load_dataset``; offline only if it is in the local cache). Of a ``DatasetDict`` the
-    ``train`` split is used. Features are ``feature_column`` (a list / array per row) or, when it is ``None``,
-    every numeric column but the label."""
-    if dataset == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        return (digits.images.reshape(-1, 64) / 16.0).astype(np.float32), digits.target.astype(np.int64)
+def open_dataset(dataset: str):
+    """A Hugging Face dataset: a ``save_to_disk`` folder, a ``.csv`` / ``.json`` / ``.jsonl`` / ``.parquet`` file, or
+    a hub name (``load_dataset``; offline only if it is in the local cache); of a ``DatasetDict`` the ``train``
+    split."""
     import datasets as hf
 
     path = Path(dataset)
@@ -64,20 +53,39 @@ def load_labelled(
             ) from err
     if isinstance(data, hf.DatasetDict):
         data = data["train"] if "train" in data else next(iter(data.values()))
-    columns = data.column_names
-    if label_column not in columns:
-        raise ValueError(f"data.label_column={label_column!r} is not a column of {dataset!r} (columns: {columns})")
-    y = np.asarray(data[label_column])
+    return data
+
+
+def dataset_column(data, column: str, field: str, dataset: str):
+    if column not in data.column_names:
+        raise ValueError(f"data.{field}={column!r} is not a column of {dataset!r} (columns: {data.column_names})")
+    return data[column]
+
+
+def load_labelled(
+    dataset: str = "digits", feature_column: str | None = None, label_column: str = "label"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(N, d)`` float32 and integer class labels ``(N,)``.
+
+    ``dataset``: ``"digits"`` (scikit-learn's 8x8 digits, pixels / 16, installed offline) or a Hugging Face
+    ``datasets`` dataset (:func:`open_dataset`). Features are ``feature_column`` (a list / array per row) or, when
+    it is ``None``, every numeric column but the label."""
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.images.reshape(-1, 64) / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    data = open_dataset(dataset)
+    y = np.asarray(dataset_column(data, label_column, "label_column", dataset))
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"data.label_column={label_column!r} must hold integer class ids, got dtype {y.dtype}")
     if feature_column is not None:
-        if feature_column not in columns:
-            raise ValueError(
-                f"data.feature_column={feature_column!r} is not a column of {dataset!r} (columns: {columns})"
-            )
+        dataset_column(data, feature_column, "feature_column", dataset)
         x = np.asarray(data.with_format("numpy")[feature_column], dtype=np.float32).reshape(len(y), -1)
     else:
-        numeric = [c for c in columns if c != label_column and data.features[c].dtype.startswith(("int", "float"))]
+        numeric = [
+            c for c in data.column_names if c != label_column and data.features[c].dtype.startswith(("int", "float"))
+        ]
         if not numeric:
             raise ValueError(f"{dataset!r} has no numeric feature columns; name one with data.feature_column")
         x = np.stack([np.asarray(data[c], dtype=np.float32) for c in numeric], axis=1)

@@ -12,6 +12,11 @@ Conventions (``weak``):
   binomial "q" protocol of Feng et al. 2020 / Lv et al. 2020); the true class is always in the set. Batches carry
   the ``(N, K)`` mask.
 
+Weak labels a user already has (annotators' complementary labels or candidate sets) come from ``weak_column`` of
+a Hugging Face ``dataset`` instead: class indices, lists of class indices or 0/1 masks per row. Every weak label
+is checked against the convention: a complementary label never equals the true class, a candidate set always
+holds it (where clean labels exist, i.e. every row of the splits here).
+
 The realised quantities are recorded (``mean_set_size``). Validation keeps the same weak labelling (model selection
 from weak labels only: ``val/weak_risk``) and its clean labels for reports (``val/acc``); the test set is clean.
 """
@@ -51,6 +56,47 @@ def complementary_labels(y: np.ndarray, k: int, count: int, rng: np.random.Gener
     return mask
 
 
+def check_weak_labels(weak: np.ndarray, y: np.ndarray, kind: str, k: int) -> None:
+    """Complementary labels exclude the true class; candidate sets hold it; neither is empty or all K classes."""
+    mask = weak if weak.ndim == 2 else np.eye(k, dtype=np.int64)[weak]
+    if mask.shape != (len(y), k):
+        raise ValueError(f"weak labels must be (N,) class ids or an (N, {k}) mask, got shape {weak.shape}")
+    size, hit = mask.sum(1), mask[np.arange(len(y)), y]
+    if kind == "complementary":
+        bad = np.flatnonzero((hit != 0) | (size < 1) | (size > k - 1))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(
+                f"sample {i}: complementary labels {np.flatnonzero(mask[i]).tolist()} must exclude its true class "
+                f"{int(y[i])} and hold 1 to {k - 1} classes"
+            )
+    else:
+        bad = np.flatnonzero(hit != 1)
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(
+                f"sample {i}: candidate set {np.flatnonzero(mask[i]).tolist()} lacks its true class {int(y[i])} "
+                "(the partial-label convention requires it)"
+            )
+
+
+def weak_labels_from_column(values: list, k: int) -> np.ndarray:
+    """A user's weak-label column: ints (one class each) stay indices; lists of K 0/1 are masks; other lists are
+    class indices, turned into masks."""
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    mask = np.zeros((len(values), k), dtype=np.int64)
+    for i, v in enumerate(values):
+        v = list(v)
+        if len(v) == k and set(v) <= {0, 1}:
+            mask[i] = v
+        else:
+            if any(not 0 <= int(c) < k for c in v):
+                raise ValueError(f"sample {i}: weak label classes {v} must lie in [0, {k - 1}]")
+            mask[i, [int(c) for c in v]] = 1
+    return mask
+
+
 def biased_transition(k: int, support: int, rng: np.random.Generator) -> np.ndarray:
     """Q (K, K): row y spread over ``support`` classes other than y, flat-Dirichlet weights, zero elsewhere."""
     if not 1 <= support <= k - 1:
@@ -82,6 +128,7 @@ class WeakDigitsDataModule(L.LightningDataModule):
         complementary: str = "uniform",
         biased_support: int = 3,
         partial_q: float = 0.3,
+        weak_column: str | None = None,
         batch_size: int = 128,
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
@@ -120,10 +167,23 @@ class WeakDigitsDataModule(L.LightningDataModule):
         )
         self.num_classes = int(y.max()) + 1
         rng = np.random.default_rng(hp.label_seed)
-        if hp.weak == "complementary" and hp.complementary == "biased":
+        given = None
+        if hp.weak_column is not None:
+            from aipflow_weaksup.data import dataset_column, open_dataset
+
+            if hp.dataset == "digits":
+                raise ValueError("data.weak_column needs a Hugging Face data.dataset that holds the weak labels")
+            column = dataset_column(open_dataset(hp.dataset), hp.weak_column, "weak_column", hp.dataset)
+            given = weak_labels_from_column(list(column), self.num_classes)
+        if hp.weak == "complementary" and hp.complementary == "biased" and hp.weak_column is None:
             self.transition = biased_transition(self.num_classes, hp.biased_support, rng)
 
         def weak_of(ids):
+            weak = generate(ids) if given is None else given[ids]
+            check_weak_labels(weak, y[ids], hp.weak, self.num_classes)
+            return weak
+
+        def generate(ids):
             if self.transition is not None:
                 return np.array([rng.choice(self.num_classes, p=self.transition[label]) for label in y[ids]])
             if hp.weak == "complementary":

@@ -26,8 +26,8 @@ class WeakBinaryTask(L.LightningModule):
         ``BinaryWeakDigitsDataModule``); a ``prior`` (and UU's ``theta`` / ``theta2``) left unset is taken from the
         data module (known prior) or, for PU with ``prior_estimator``, estimated before training.
     prior_estimator: ``None`` or a class-prior estimator (``"km2"``, ``"km1"``, ``"tice"``, ``"e1"``, ``"e2"``,
-        ``"e3"``; see ``aipflow_weaksup.prior``): ``prior: auto``, estimated from the training split's weak labels
-        before training and logged as ``data/prior_estimate``.
+        ``"e3"``; see ``aipflow_weaksup.prior``): the prior is estimated from the training split's weak labels
+        before training and logged as ``data/prior_estimate``. ``risk.prior: auto`` alone means ``km2``.
     prior_bootstrap: bootstrap resamples for the estimate's 95 % interval (0: none).
     optimizer: optimizer factory (Adam lr 1e-3, weight decay 5e-3 when omitted).
     """
@@ -67,6 +67,8 @@ class WeakBinaryTask(L.LightningModule):
             return
         if isinstance(self.risk, PNRisk) and self.risk.prior is None and dm is not None:
             self.risk.prior = float((dm.train_set.y == 1).float().mean())  # supervised: the training prior
+        if isinstance(self.risk, PURisk) and self.risk.auto_prior and self.prior_estimator is None:
+            self.prior_estimator = "km2"  # prior: auto on the risk, no estimator named: the default one
         if isinstance(self.risk, PURisk) and self.risk.prior is None and self.prior_estimator and stage == "fit":
             train = dm.train_set
             self.prior_estimate = estimate_prior(

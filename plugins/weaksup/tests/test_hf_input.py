@@ -61,3 +61,37 @@ def test_bad_dataset_arguments_name_the_field(wine, monkeypatch):
         load_labelled(str(root / "missing.csv"))
     with pytest.raises(ValueError, match="data.dataset='no-such/dataset-here' is not"):
         load_labelled("no-such/dataset-here")
+
+
+def test_weak_labels_from_a_column_are_checked_against_the_convention(tmp_path):
+    import datasets as hf
+    from sklearn.datasets import load_wine
+
+    raw = load_wine()
+    y = raw.target
+    rng = np.random.default_rng(0)
+    candidates = [sorted({int(c), int(rng.integers(0, 3))}) for c in y]  # class-index lists holding the truth
+    complementary = [int((c + 1) % 3) for c in y]
+    base = {"features": raw.data.astype(np.float32).tolist(), "label": y.tolist()}
+    hf.Dataset.from_dict(base | {"cands": candidates, "comp": complementary}).save_to_disk(str(tmp_path / "ok"))
+    common = dict(dataset=str(tmp_path / "ok"), feature_column="features")
+    dm = WeakDigitsDataModule(weak="partial", weak_column="cands", **common)
+    dm.setup()
+    masks = dm.train_set.weak.numpy()
+    assert masks.shape[1] == 3 and (masks[np.arange(len(masks)), dm.train_set.y.numpy()] == 1).all()
+    assert dm.mean_set_size == pytest.approx(masks.sum(1).mean())
+    comp = WeakDigitsDataModule(weak="complementary", weak_column="comp", **common)
+    comp.setup()
+    assert (comp.train_set.weak.numpy() == (comp.train_set.y.numpy() + 1) % 3).all()
+    bad_candidates = [[(int(c) + 1) % 3] if i == 5 else [int(c)] for i, c in enumerate(y)]
+    bad_comp = [int(c) if i == 7 else int((c + 1) % 3) for i, c in enumerate(y)]
+    hf.Dataset.from_dict(base | {"cands": bad_candidates, "comp": bad_comp}).save_to_disk(str(tmp_path / "bad"))
+    common["dataset"] = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match="lacks its true class"):
+        WeakDigitsDataModule(weak="partial", weak_column="cands", split_seed=0, **common).setup()
+    with pytest.raises(ValueError, match="must exclude its true class"):
+        WeakDigitsDataModule(weak="complementary", weak_column="comp", **common).setup()
+    with pytest.raises(ValueError, match="data.weak_column='nope' is not a column"):
+        WeakDigitsDataModule(weak="partial", weak_column="nope", **common).setup()
+    with pytest.raises(ValueError, match="needs a Hugging Face data.dataset"):
+        WeakDigitsDataModule(weak="partial", weak_column="cands").setup()

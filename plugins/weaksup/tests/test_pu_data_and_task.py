@@ -88,3 +88,16 @@ def test_prior_auto_estimates_before_training():
     trainer.fit(task, dm)
     assert task.prior_estimate is not None and 0.0 < task.risk.prior < 1.0
     assert abs(task.risk.prior - dm.prior) < 0.2  # a linear g on digits: a rough estimate
+
+
+def test_risk_prior_auto_uses_km2_before_training():
+    torch.manual_seed(0)
+    task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(16,)), PURisk(prior="auto"))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    dm = PUDigitsDataModule()
+    trainer.fit(task, dm)
+    assert task.prior_estimator == "km2" and task.prior_estimate.method == "km2"
+    assert abs(task.risk.prior - dm.prior) < 0.06  # KM2 on digits: within ~0.05 (benchmarks/results)
+    assert trainer.callback_metrics["data/prior_estimate"].item() == pytest.approx(task.risk.prior)
+    with pytest.raises(ValueError, match="risk.prior must be a number in \\(0, 1\\), 'auto' or null"):
+        PURisk(prior="estimate")

@@ -138,7 +138,7 @@ class PURisk(nn.Module):
 
     def __init__(
         self,
-        prior: float | None = None,
+        prior: float | str | None = None,
         estimator: str = "nnpu",
         loss: str = "sigmoid",
         beta: float = 0.0,
@@ -146,7 +146,11 @@ class PURisk(nn.Module):
         convention: str = "paper",
     ) -> None:
         super().__init__()
-        self.prior = None if prior is None else check_prior(prior)  # None: the task reads it from the data
+        if isinstance(prior, str) and prior != "auto":
+            raise ValueError(f"risk.prior must be a number in (0, 1), 'auto' or null, got {prior!r}")
+        self.auto_prior = prior == "auto"  # estimated by the task before training (its prior_estimator, KM2 default)
+        # None: the task reads it from the data
+        self.prior = None if prior is None or self.auto_prior else check_prior(prior)
         check_options(estimator, convention, beta, gamma)
         surrogate(loss)
         self.estimator, self.loss, self.beta, self.gamma, self.convention = estimator, loss, beta, gamma, convention
