@@ -23,12 +23,11 @@ Validation keeps the same weak labelling (model selection from weak labels only)
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset, StratifiedBatchSampler, labelled_splits
+from aipflow_weaksup.data import IndexedTensorDataset, StratifiedBatchSampler, WeakLabelDataModule
 from aipflow_weaksup.risks.binary import SETTINGS
 
 
@@ -127,7 +126,7 @@ def positive_confidence(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, min
     return np.clip(clf.predict_proba(x)[:, list(clf.classes_).index(1)], min_confidence, 1.0)
 
 
-class BinaryWeakDigitsDataModule(L.LightningDataModule):
+class BinaryWeakDigitsDataModule(WeakLabelDataModule):
     """Digits (``positive_classes`` against the rest) in one binary weak-label setting; see the module docstring.
     Any labelled ``dataset`` works the same way (see :func:`aipflow_weaksup.data.load_labelled`).
     Records ``prior`` (the class prior the risks need), and for UU the realised ``theta`` / ``theta2``."""
@@ -175,20 +174,7 @@ class BinaryWeakDigitsDataModule(L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             return
         hp = self.hparams
-
-        def binary(digit: np.ndarray) -> np.ndarray:
-            return np.where(np.isin(digit, self.positive_classes), 1, -1)
-
-        x, digit, (train_idx, val_idx, test_idx) = labelled_splits(
-            binary,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.split_seed,
-            hp.dataset,
-            hp.feature_column,
-            hp.label_column,
-        )
-        y = binary(digit)
+        x, y, (train_idx, val_idx, test_idx) = self.binary_splits()
         rng = np.random.default_rng(hp.label_seed)
         x_fit, y_fit = x[train_idx], y[train_idx]
 
@@ -216,17 +202,6 @@ class BinaryWeakDigitsDataModule(L.LightningDataModule):
         self.prior = self.realised["prior"]
         self.theta, self.theta2 = self.realised.get("theta"), self.realised.get("theta2")
 
-    @property
-    def train_size(self) -> int:
-        self.setup()
-        return len(self.train_set)
-
     def train_dataloader(self) -> DataLoader:
         sampler = StratifiedBatchSampler(self.train_set.group, self.hparams.batch_size, self.hparams.label_seed)
         return DataLoader(self.train_set, batch_sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=len(self.val_set))  # one batch: the risk needs every group
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=512)

@@ -165,7 +165,47 @@ class StratifiedBatchSampler(Sampler[list[int]]):
         return self.batches
 
 
-class PUDigitsDataModule(L.LightningDataModule):
+class WeakLabelDataModule(L.LightningDataModule):
+    """What the weak-label data modules share: the labelled source (``dataset``, ``feature_column``,
+    ``label_column``) and its seeded, stratified splits; the training-set size; whole-split validation batches
+    (the weak risks need every weak group in one batch) and test loaders."""
+
+    positive_classes: list[int]
+
+    def splits(self, stratify_by) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        hp = self.hparams
+        return labelled_splits(
+            stratify_by,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.split_seed,
+            hp.dataset,
+            hp.feature_column,
+            hp.label_column,
+        )
+
+    def binary_splits(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Features, labels +1 (``positive_classes``) / -1, and the split indices (stratified by that label)."""
+
+        def binary(labels: np.ndarray) -> np.ndarray:
+            return np.where(np.isin(labels, self.positive_classes), 1, -1)
+
+        x, labels, indices = self.splits(binary)
+        return x, binary(labels), indices
+
+    @property
+    def train_size(self) -> int:
+        self.setup()
+        return len(self.train_set)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=len(self.val_set))
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=512)
+
+
+class PUDigitsDataModule(WeakLabelDataModule):
     """Digits as a PU task: positives are ``positive_classes`` (even digits by default), ``n_labeled`` of them
     labelled (the nnPU paper's MNIST protocol, scaled to digits). Any labelled ``dataset`` works the same way
     (a Hugging Face dataset folder, data file or hub name: see :func:`load_labelled`)."""
@@ -210,20 +250,7 @@ class PUDigitsDataModule(L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             return
         hp = self.hparams
-
-        def binary(digit: np.ndarray) -> np.ndarray:
-            return np.where(np.isin(digit, self.positive_classes), 1, -1)
-
-        x, digit, (train_idx, val_idx, test_idx) = labelled_splits(
-            binary,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.split_seed,
-            hp.dataset,
-            hp.feature_column,
-            hp.label_column,
-        )
-        y = binary(digit)
+        x, y, (train_idx, val_idx, test_idx) = self.binary_splits()
         rng = np.random.default_rng(hp.label_seed)
         n_val = max(1, round(hp.n_labeled * len(val_idx) / len(train_idx)))
         s_train, self.prior = self._weak_labels(y[train_idx], hp.n_labeled, rng)
@@ -242,17 +269,6 @@ class PUDigitsDataModule(L.LightningDataModule):
         self.val_set = make(val_idx, s_val)
         self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))
 
-    @property
-    def train_size(self) -> int:
-        self.setup()
-        return len(self.train_set)
-
     def train_dataloader(self) -> DataLoader:
         sampler = StratifiedBatchSampler(self.train_set.s, self.hparams.batch_size, self.hparams.label_seed)
         return DataLoader(self.train_set, batch_sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=len(self.val_set))  # one batch: the weak risk needs both sets
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=512)

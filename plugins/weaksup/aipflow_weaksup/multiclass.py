@@ -30,7 +30,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset, labelled_splits
+from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_transition, complementary_loss
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
@@ -117,7 +117,7 @@ def partial_labels(y: np.ndarray, k: int, q: float, rng: np.random.Generator) ->
     return mask
 
 
-class WeakDigitsDataModule(L.LightningDataModule):
+class WeakDigitsDataModule(WeakLabelDataModule):
     """Digits (or any labelled ``dataset``: see :func:`aipflow_weaksup.data.load_labelled`) with complementary or
     partial labels; see the module docstring for the conventions. ``num_classes`` is read from the labels."""
 
@@ -156,15 +156,7 @@ class WeakDigitsDataModule(L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             return
         hp = self.hparams
-        x, y, (train_idx, val_idx, test_idx) = labelled_splits(
-            lambda d: d,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.split_seed,
-            hp.dataset,
-            hp.feature_column,
-            hp.label_column,
-        )
+        x, y, (train_idx, val_idx, test_idx) = self.splits(lambda labels: labels)
         self.num_classes = int(y.max()) + 1
         rng = np.random.default_rng(hp.label_seed)
         given = None
@@ -199,20 +191,9 @@ class WeakDigitsDataModule(L.LightningDataModule):
         self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))
         self.mean_set_size = float(train_weak.sum(1).mean()) if train_weak.ndim == 2 else 1.0
 
-    @property
-    def train_size(self) -> int:
-        self.setup()
-        return len(self.train_set)
-
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.hparams.label_seed)
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, generator=g)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=512)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=512)
 
 
 class WeakMulticlassTask(L.LightningModule):
