@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule
-from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_transition, complementary_loss
+from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_complementary_prior, check_transition
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
 WEAK_KINDS = ("complementary", "partial")
@@ -151,6 +151,7 @@ class WeakDigitsDataModule(WeakLabelDataModule):
         self.num_classes = 10
         self.mean_set_size: float | None = None
         self.transition: np.ndarray | None = None
+        self.complementary_prior: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
@@ -190,6 +191,8 @@ class WeakDigitsDataModule(WeakLabelDataModule):
         self.val_set = make(val_idx, weak_of(val_idx))
         self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))
         self.mean_set_size = float(train_weak.sum(1).mean()) if train_weak.ndim == 2 else 1.0
+        if hp.weak == "complementary" and train_weak.ndim == 1:  # p(c = j), what the stratified estimator needs
+            self.complementary_prior = np.bincount(train_weak, minlength=self.num_classes) / len(train_weak)
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.hparams.label_seed)
@@ -213,6 +216,10 @@ class WeakMulticlassTask(L.LightningModule):
         dm = self.trainer.datamodule if self.trainer is not None else None
         if isinstance(self.loss, PartialLabelLoss) and self.loss.num_samples is None and dm is not None:
             self.loss.num_samples = dm.train_size
+        prior = getattr(dm, "complementary_prior", None)
+        if isinstance(self.loss, ComplementaryLoss) and self.loss.kind == "unbiased" and prior is not None:
+            if self.loss.complementary_prior is None:
+                self.loss.complementary_prior = check_complementary_prior(prior, len(prior))
         transition = getattr(dm, "transition", None)
         if isinstance(self.loss, ComplementaryLoss) and self.loss.kind == "forward" and transition is not None:
             if self.loss.transition is None:  # Yu et al.: Q known (recorded by the data module)
@@ -240,9 +247,7 @@ class WeakMulticlassTask(L.LightningModule):
         if isinstance(self.loss, PartialLabelLoss):
             weak = cc_loss(logits, batch["weak"])
         else:
-            weak = complementary_loss(
-                logits, batch["weak"], self.loss.kind, self.loss.correction, self.loss.transition
-            )[1]
+            weak = self.loss.evaluate(logits, batch["weak"])[1]
         self.log("val/weak_risk", weak, prog_bar=True)
         self.log("val/acc", (logits.argmax(1) == batch["y"]).float().mean(), prog_bar=True)
 

@@ -156,3 +156,58 @@ def test_multiple_bad_input():
         complementary_loss(logits, torch.tensor([[1, 0, 0], [0, 1, 0]]), "scl_nl")
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         complementary_loss(logits, torch.ones(2, 2), "ub_exp")
+
+
+def test_stratified_unbiased_estimator_with_the_complementary_prior():
+    """A_k = sum_j pbar_j mean_{c=j} l_k - (K - 1) pbar_k mean_{c=k} l_k, by hand; the batch's own frequencies as
+    pbar give back the plain estimator; with the population pbar it is unbiased for the CE risk."""
+    logits, comp = data(seed=4, n=12)
+    z, c = logits.numpy(), comp.numpy()
+    k = z.shape[1]
+    ell = -np.log(softmax(z))
+    pbar = np.array([0.1, 0.2, 0.3, 0.4])
+    present = [j for j in range(k) if (c == j).any()]
+    expected = np.array(
+        [
+            sum(pbar[j] * ell[c == j, m].mean() for j in present)
+            - ((k - 1) * pbar[m] * ell[c == m, m].mean() if m in present else 0.0)
+            for m in range(k)
+        ]
+    )
+    out = complementary_loss(logits, comp, "unbiased", "free", complementary_prior=pbar.tolist())
+    assert out[1].item() == pytest.approx(expected.sum())
+    own = np.bincount(c, minlength=k) / len(c)
+    plain = complementary_loss(logits, comp, "unbiased", "free")[1].item()
+    assert complementary_loss(logits, comp, "unbiased", "free", complementary_prior=own)[1].item() == pytest.approx(
+        plain
+    )
+    # unbiasedness with the population prior of uniform complementary labels over balanced classes: 1 / K each
+    rng = np.random.default_rng(1)
+    n = 20000
+    big = torch.tensor(rng.normal(size=(n, k)))
+    y = torch.tensor(rng.integers(0, k, n))
+    comp_big = (y + torch.tensor(rng.integers(1, k, n))) % k
+    ce = torch.nn.functional.cross_entropy(big, y).item()
+    value = complementary_loss(big, comp_big, "unbiased", "free", complementary_prior=[1 / k] * k)[1].item()
+    assert value == pytest.approx(ce, rel=0.03)
+    with pytest.raises(ValueError, match="complementary_prior must be 4 non-negative"):
+        complementary_loss(logits, comp, "unbiased", complementary_prior=[0.5, 0.5])
+
+
+def test_task_reads_the_complementary_prior_and_ga_learns():
+    """Gradient ascent with the data module's prior trains (above chance), where batch counts sent it below."""
+    import lightning as L
+    from aipflow_weaksup.multiclass import WeakDigitsDataModule, WeakMulticlassTask
+
+    from aipflow.models import MLP
+
+    L.seed_everything(0, verbose=False)
+    dm = WeakDigitsDataModule(weak="complementary")
+    task = WeakMulticlassTask(MLP(64, 10, hidden=[64]), ComplementaryLoss("unbiased", "ga"))
+    trainer = L.Trainer(
+        max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(task, dm)
+    assert np.allclose(task.loss.complementary_prior.numpy(), dm.complementary_prior)
+    assert dm.complementary_prior.sum() == pytest.approx(1.0)
+    assert trainer.test(task, dm, verbose=False)[0]["test/acc"] > 0.2  # chance 0.1; batch counts gave ~0.01

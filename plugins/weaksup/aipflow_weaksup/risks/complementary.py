@@ -10,6 +10,11 @@ With ``p = softmax(logits)``, K classes and ``l(f(x), k) = -log p_k`` (cross-ent
   ``A_k = mean_i l(f(x_i), k) - (K - 1) / n sum_{i: c_i = k} l(f(x_i), k)`` (each A_k estimates a class's
   share of the ordinary risk, so it should be >= 0). ``correction``: ``"free"`` (as is), ``"max"``
   (``sum_k max(0, A_k)``) or ``"ga"`` (gradient ascent on the negative A_k when any is negative).
+  Given the complementary labels' class prior ``pbar_j = p(c = j)`` (``complementary_prior``; the data modules
+  record it), the stratified form ``A_k = sum_j pbar_j mean_{i: c_i = j} l_ik - (K - 1) pbar_k mean_{i: c_i = k}
+  l_ik`` (classes absent from the batch left out) replaces the batch's own label counts by pbar: a batch whose
+  counts drift from pbar no longer makes A_k negative by chance, which otherwise sends the gradient-ascent
+  correction into ascent at almost every step (it then learns to predict the complementary labels).
 
 Multiple complementary labels (Feng et al., ICML 2020): each sample comes with a set ``Ybar`` of ``d`` classes it
 does not belong to (``1 <= d <= K - 1``; a multi-hot ``(N, K)`` mask):
@@ -46,6 +51,13 @@ def _check(logits: Tensor, comp: Tensor) -> None:
         raise ValueError(f"complementary labels must lie in [0, {k - 1}], got [{int(comp.min())}, {int(comp.max())}]")
 
 
+def check_complementary_prior(prior, k: int) -> Tensor:
+    p = torch.as_tensor(prior, dtype=torch.float64)
+    if p.shape != (k,) or bool((p < 0).any()) or abs(float(p.sum()) - 1) > 1e-6:
+        raise ValueError(f"complementary_prior must be {k} non-negative class probabilities summing to 1, got {prior}")
+    return p
+
+
 def check_transition(transition, k: int) -> Tensor:
     """A complementary-label transition matrix: (K, K), non-negative, zero diagonal, rows summing to one."""
     q = torch.as_tensor(transition, dtype=torch.float64)
@@ -59,7 +71,12 @@ def check_transition(transition, k: int) -> Tensor:
 
 
 def complementary_loss(
-    logits: Tensor, comp: Tensor, kind: str = "scl_nl", correction: str = "free", transition=None
+    logits: Tensor,
+    comp: Tensor,
+    kind: str = "scl_nl",
+    correction: str = "free",
+    transition=None,
+    complementary_prior=None,
 ) -> tuple[Tensor, Tensor]:
     """``(objective, risk)`` for complementary labels ``comp``: class indices ``(N,)``, or a multi-hot ``(N, K)``
     mask of several complementary labels per sample (kinds ``unbiased``, ``ub_exp``, ``ub_log``). Objective and
@@ -92,7 +109,14 @@ def complementary_loss(
         n = logits.shape[0]
         losses = -log_p  # l(f(x_i), k) for every k
         mask = torch.nn.functional.one_hot(comp, k).to(losses.dtype)
-        partial = losses.mean(0) - (k - 1) * (losses * mask).sum(0) / n  # A_k
+        if complementary_prior is None:  # the batch's own complementary-label frequencies
+            partial = losses.mean(0) - (k - 1) * (losses * mask).sum(0) / n  # A_k
+        else:
+            prior = check_complementary_prior(complementary_prior, k).to(losses)
+            counts = mask.sum(0)
+            class_means = (mask.T @ losses) / counts.clamp_min(1)[:, None]  # row j: mean losses of samples with c = j
+            weight = prior * (counts > 0)
+            partial = weight @ class_means - (k - 1) * weight * class_means.diagonal()
         return _corrected(partial, correction)
     return value, value
 
@@ -152,11 +176,16 @@ def _corrected(partial: Tensor, correction: str) -> tuple[Tensor, Tensor]:
 
 class ComplementaryLoss(nn.Module):
     """A loss over (logits, complementary labels: indices or a multi-hot mask) for ``ClassificationTask``-style
-    training; ``kind``, ``correction`` and ``transition`` as in :func:`complementary_loss` (``transition`` left
-    unset with ``kind: forward`` is read from a data module that records one, e.g. biased labels)."""
+    training; ``kind``, ``correction``, ``transition`` and ``complementary_prior`` as in
+    :func:`complementary_loss` (left unset, ``transition`` (kind ``forward``) and ``complementary_prior`` (kind
+    ``unbiased``, one label per sample) are read from a data module that records them)."""
 
     def __init__(
-        self, kind: str = "scl_nl", correction: str = "free", transition: list[list[float]] | None = None
+        self,
+        kind: str = "scl_nl",
+        correction: str = "free",
+        transition: list[list[float]] | None = None,
+        complementary_prior: list[float] | None = None,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -167,6 +196,15 @@ class ComplementaryLoss(nn.Module):
             raise ValueError(f"transition is used by kind 'forward' only, got kind {kind!r}")
         self.kind, self.correction = kind, correction
         self.transition = None if transition is None else check_transition(transition, len(transition))
+        self.complementary_prior = (
+            None
+            if complementary_prior is None
+            else check_complementary_prior(complementary_prior, len(complementary_prior))
+        )
 
     def forward(self, logits: Tensor, comp: Tensor) -> Tensor:
-        return complementary_loss(logits, comp, self.kind, self.correction, self.transition)[0]
+        return self.evaluate(logits, comp)[0]
+
+    def evaluate(self, logits: Tensor, comp: Tensor) -> tuple[Tensor, Tensor]:
+        """``(objective, risk)`` with this module's options."""
+        return complementary_loss(logits, comp, self.kind, self.correction, self.transition, self.complementary_prior)
