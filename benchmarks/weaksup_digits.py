@@ -132,6 +132,22 @@ def prior_rows(seed: int, n_bootstrap: int) -> list[dict]:
     return rows
 
 
+RUN_NUMBERS = ("seed", "selected", "last", "seconds", "prior_used")
+PRIOR_NUMBERS = ("seed", "estimate", "truth", "low", "high", "seconds")
+
+
+def read_csv(name: str, float_keys: tuple[str, ...]) -> list[dict]:
+    path = RESULTS / name
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in float_keys:
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else None
+    return rows
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
@@ -158,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
             print(row, flush=True)
             runs.append(row)
     priors = [r for seed in args.seeds for r in prior_rows(seed, args.bootstrap)] if "prior" in args.only else []
+    # groups not run this time keep their rows from the previous results, so one group can be rerun alone
+    runs = [r for r in read_csv("weaksup_digits.csv", float_keys=RUN_NUMBERS) if r["group"] not in args.only] + runs
+    if "prior" not in args.only:
+        priors = read_csv("weaksup_digits_prior.csv", float_keys=PRIOR_NUMBERS)
 
     RESULTS.mkdir(exist_ok=True)
     if runs:
