@@ -35,6 +35,7 @@ ROWS = [
     ("pu", "PN (fully supervised)", "pu_pn", [], "error <= 2 %", lambda s, last: s <= 2),
     ("pu", "nnPU, prior estimated (KM2)", "pu_nnpu_prior_km2", [], "<= nnPU + 2 points", "nnpu+2"),
     ("pu", "nnPU, one-sample data", "pu_nnpu", ["--data.init_args.setting=one_sample"], "", None),
+    ("pu", "nnPU, 200 labelled positives", "pu_nnpu", ["--data.init_args.n_labeled=200"], "", None),
     ("binary", "PNU (eta = 0.5)", "pnu", [], "", None),
     ("binary", "UU", "uu", [], "", None),
     ("binary", "nnUU (ReLU)", "nnuu", [], "", None),
