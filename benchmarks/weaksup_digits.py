@@ -68,12 +68,13 @@ ROWS = [
     ("partial", "PRODEN", "partial_proden", [], "accuracy >= 96.5 %", lambda s, last: s >= 96.5),
     ("partial", "RC", "partial_rc", [], "", None),
     ("partial", "LWS (beta = 1)", "partial_lws", [], "", None),
+    ("partial", "PRODEN, pair flipping", "partial_proden", ["--data.init_args.partial=pair"], "", None),
 ]
 GROUPS = {
     "pu": "PU: even vs odd, 100 labelled positives, the rest unlabelled (two-sample), prior known; test error %",
     "binary": "Other binary settings (even vs odd; SU / SD: digits 0-6 vs 7-9, pi ~ 0.7); test error %",
     "complementary": "Complementary labels (10 classes; one uniform label unless said); test accuracy %",
-    "partial": "Partial labels (10 classes, binomial q = 0.3); test accuracy %",
+    "partial": "Partial labels (10 classes, q = 0.3, binomial unless said); test accuracy %",
 }
 PRIOR_METHODS = ("e1", "e2", "e3", "km1", "km2", "tice")
 

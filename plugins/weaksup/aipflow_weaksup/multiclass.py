@@ -8,9 +8,10 @@ Conventions (``weak``):
   otherwise. ``complementary: biased`` (one label; Yu et al. 2018) draws it from a transition matrix
   ``Q[y, c] = p(c | y)`` that puts all of row y on ``biased_support`` other classes, with weights from a flat
   Dirichlet (seeded by ``label_seed``); Q is recorded as ``transition`` (what the forward loss needs);
-- ``"partial"``: each wrong class joins the candidate set independently with probability ``partial_q`` (the
-  binomial "q" protocol of Feng et al. 2020 / Lv et al. 2020); the true class is always in the set. Batches carry
-  the ``(N, K)`` mask.
+- ``"partial"``: each wrong class joins the candidate set independently with probability ``partial_q``
+  (``partial: binomial``, the "q" protocol of Feng et al. 2020 / Lv et al. 2020), or only the class paired with
+  the true one, ``(y + 1) mod K``, joins with probability ``partial_q`` (``partial: pair``, the pair-flipping
+  protocol of Lv et al. 2020); the true class is always in the set. Batches carry the ``(N, K)`` mask.
 
 Weak labels a user already has (annotators' complementary labels or candidate sets) come from ``weak_column`` of
 a Hugging Face ``dataset`` instead: class indices, lists of class indices or 0/1 masks per row. Every weak label
@@ -108,12 +109,23 @@ def biased_transition(k: int, support: int, rng: np.random.Generator) -> np.ndar
     return q
 
 
-def partial_labels(y: np.ndarray, k: int, q: float, rng: np.random.Generator) -> np.ndarray:
-    """Candidate sets: the true class, and each other class with probability ``q``."""
+PARTIAL_KINDS = ("binomial", "pair")
+
+
+def partial_labels(y: np.ndarray, k: int, q: float, rng: np.random.Generator, kind: str = "binomial") -> np.ndarray:
+    """Candidate sets: the true class, and each other class with probability ``q`` (``binomial``), or only its
+    partner class ``(y + 1) mod K`` with probability ``q`` (``pair``)."""
     if not 0.0 <= q < 1.0:
         raise ValueError(f"data.partial_q must lie in [0, 1), got {q}")
-    mask = (rng.random((len(y), k)) < q).astype(np.int64)
-    mask[np.arange(len(y)), y] = 1
+    if kind not in PARTIAL_KINDS:
+        raise ValueError(f"data.partial must be one of {PARTIAL_KINDS}, got {kind!r}")
+    rows = np.arange(len(y))
+    if kind == "binomial":
+        mask = (rng.random((len(y), k)) < q).astype(np.int64)
+    else:
+        mask = np.zeros((len(y), k), dtype=np.int64)
+        mask[rows, (y + 1) % k] = rng.random(len(y)) < q
+    mask[rows, y] = 1
     return mask
 
 
@@ -128,6 +140,7 @@ class WeakDigitsDataModule(WeakLabelDataModule):
         complementary: str = "uniform",
         biased_support: int = 3,
         partial_q: float = 0.3,
+        partial: str = "binomial",
         weak_column: str | None = None,
         batch_size: int = 128,
         val_fraction: float = 0.15,
@@ -141,6 +154,8 @@ class WeakDigitsDataModule(WeakLabelDataModule):
         super().__init__()
         if weak not in WEAK_KINDS:
             raise ValueError(f"data.weak must be one of {WEAK_KINDS}, got {weak!r}")
+        if partial not in PARTIAL_KINDS:
+            raise ValueError(f"data.partial must be one of {PARTIAL_KINDS}, got {partial!r}")
         if complementary not in COMPLEMENTARY_KINDS:
             raise ValueError(f"data.complementary must be one of {COMPLEMENTARY_KINDS}, got {complementary!r}")
         if complementary == "biased" and num_complementary != 1:
@@ -181,7 +196,7 @@ class WeakDigitsDataModule(WeakLabelDataModule):
                 return np.array([rng.choice(self.num_classes, p=self.transition[label]) for label in y[ids]])
             if hp.weak == "complementary":
                 return complementary_labels(y[ids], self.num_classes, hp.num_complementary, rng)
-            return partial_labels(y[ids], self.num_classes, hp.partial_q, rng)
+            return partial_labels(y[ids], self.num_classes, hp.partial_q, rng, hp.partial)
 
         def make(ids, weak):
             return WeakDataset(torch.from_numpy(x[ids]), torch.from_numpy(weak), torch.from_numpy(y[ids]))

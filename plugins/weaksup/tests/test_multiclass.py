@@ -111,3 +111,19 @@ def test_biased_complementary_labels_follow_the_recorded_transition_and_train_fo
     trainer.fit(task, dm)
     assert torch.allclose(task.loss.transition, torch.tensor(dm.transition))
     assert trainer.test(task, dm, verbose=False)[0]["test/acc"] > 0.5  # chance is 0.1
+
+
+def test_pair_partial_labels_add_only_the_partner_class():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 4000)
+    mask = partial_labels(y, 5, 0.3, rng, kind="pair")
+    rows = np.arange(len(y))
+    assert (mask[rows, y] == 1).all()
+    partner = mask[rows, (y + 1) % 5]
+    assert partner.mean() == pytest.approx(0.3, abs=0.02)
+    assert mask.sum() == len(y) + partner.sum()  # nothing else joins
+    dm = WeakDigitsDataModule(weak="partial", partial="pair", partial_q=0.3)
+    dm.setup()
+    assert dm.mean_set_size == pytest.approx(1.3, abs=0.05)
+    with pytest.raises(ValueError, match="data.partial must be one of"):
+        WeakDigitsDataModule(weak="partial", partial="uniform")
