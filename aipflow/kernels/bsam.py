@@ -13,7 +13,6 @@ from torch import Tensor
 from aipflow.kernels._multi_tensor import (
     as_flag,
     chunk_count,
-    chunk_global,
     chunk_offset,
     config,
     dtype_groups,
@@ -25,26 +24,7 @@ from aipflow.kernels._multi_tensor import (
     proceed,
     store_weights,
 )
-
-
-@triton.jit(do_not_specialize=["seed"])
-def _noisy_point_kernel(
-    p_ptr, m_ptr, s_ptr, table_ptr, seed, n_train, NCOL: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr
-):
-    pid = tl.program_id(0)
-    p_off = chunk_offset(table_ptr, pid, 0, NCOL, ALIGNED)
-    m_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
-    s_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
-    first = chunk_global(table_ptr, pid, NCOL)
-    n = chunk_count(table_ptr, pid, NCOL)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
-        s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
-        z = tl.randn(seed, first + idx)
-        theta = m + z / tl.sqrt(n_train * s)
-        tl.store(p_ptr + p_off + idx, theta.to(p_ptr.dtype.element_ty), mask=mask)
+from aipflow.kernels.noise import gaussian_sample
 
 
 def bsam_noisy_point(
@@ -56,13 +36,7 @@ def bsam_noisy_point(
     offset: int = 0,
 ) -> None:
     """``theta = m + z / sqrt(N s)``, ``z`` = Philox ``randn(seed, offset + i)``."""
-    cfg = config()
-    for group in dtype_groups(params, means, precisions):
-        p = plan(group, philox_offset=offset)
-        if p.n_chunks:
-            _noisy_point_kernel[p.grid](
-                *p.bases, p.table, int(seed), float(n), NCOL=p.table.shape[1], ALIGNED=p.aligned, BLOCK=cfg.block
-            )
+    gaussian_sample(params, means, precisions, n, 0.0, seed, offset)
 
 
 @triton.jit

@@ -27,25 +27,7 @@ from aipflow.kernels._multi_tensor import (
     proceed,
     store_weights,
 )
-
-
-@triton.jit(do_not_specialize=["seed"])
-def _sample_kernel(
-    p_ptr, m_ptr, h_ptr, table_ptr, seed, ess, wd, NCOL: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr
-):
-    pid = tl.program_id(0)
-    p_off = chunk_offset(table_ptr, pid, 0, NCOL, ALIGNED)
-    m_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
-    h_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
-    first = chunk_global(table_ptr, pid, NCOL)
-    n = chunk_count(table_ptr, pid, NCOL)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
-        h = tl.load(h_ptr + h_off + idx, mask=mask, other=1.0)
-        eps = tl.randn(seed, first + idx)
-        tl.store(p_ptr + p_off + idx, (m + eps / tl.sqrt(ess * (h + wd))).to(p_ptr.dtype.element_ty), mask=mask)
+from aipflow.kernels.noise import gaussian_sample
 
 
 def ivon_sample(
@@ -58,20 +40,7 @@ def ivon_sample(
     offset: int = 0,
 ) -> None:
     """``theta = m + eps / sqrt(ess (h + delta))``, ``eps`` = Philox ``randn(seed, offset + i)``."""
-    cfg = config()
-    for group in dtype_groups(params, means, hessians):
-        p = plan(group, philox_offset=offset)
-        if p.n_chunks:
-            _sample_kernel[p.grid](
-                *p.bases,
-                p.table,
-                int(seed),
-                float(ess),
-                float(weight_decay),
-                NCOL=p.table.shape[1],
-                ALIGNED=p.aligned,
-                BLOCK=cfg.block,
-            )
+    gaussian_sample(params, means, hessians, ess, weight_decay, seed, offset)
 
 
 @triton.jit(do_not_specialize=["seed"])

@@ -1,6 +1,8 @@
-"""The kernels' Gaussian noise as tensors: element ``i`` of the concatenated tensors is Philox
-``randn(seed, offset + i)``, exactly the value the bSAM / IVON kernels regenerate in place. For feeding a reference
-implementation the same noise, and for tests of the noise itself."""
+"""The kernels' Gaussian noise: element ``i`` of the concatenated tensors is Philox ``randn(seed, offset + i)``.
+
+``gaussian_sample`` draws a diagonal-Gaussian posterior sample in place with it (bSAM's noisy point and IVON's
+sample are both ``m + z / sqrt(scale (s + shift))``); ``normal_like`` returns the same noise as tensors, exactly
+the values the bSAM / IVON kernels regenerate, for feeding a reference implementation and for tests."""
 
 from __future__ import annotations
 
@@ -11,7 +13,52 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from aipflow.kernels._multi_tensor import chunk_count, chunk_global, chunk_offset, config, plan
+from aipflow.kernels._multi_tensor import chunk_count, chunk_global, chunk_offset, config, dtype_groups, plan
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _sample_kernel(
+    p_ptr, m_ptr, s_ptr, table_ptr, seed, scale, shift, NCOL: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr
+):
+    pid = tl.program_id(0)
+    p_off = chunk_offset(table_ptr, pid, 0, NCOL, ALIGNED)
+    m_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
+    s_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
+    first = chunk_global(table_ptr, pid, NCOL)
+    n = chunk_count(table_ptr, pid, NCOL)
+    for start in range(0, n, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < n
+        m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
+        s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
+        z = tl.randn(seed, first + idx)
+        tl.store(p_ptr + p_off + idx, (m + z / tl.sqrt(scale * (s + shift))).to(p_ptr.dtype.element_ty), mask=mask)
+
+
+def gaussian_sample(
+    params: Sequence[Tensor],
+    means: Sequence[Tensor],
+    precisions: Sequence[Tensor],
+    scale: float,
+    shift: float,
+    seed: int,
+    offset: int = 0,
+) -> None:
+    """``params = m + z / sqrt(scale (s + shift))``, ``z`` = Philox ``randn(seed, offset + i)``."""
+    cfg = config()
+    for group in dtype_groups(params, means, precisions):
+        p = plan(group, philox_offset=offset)
+        if p.n_chunks:
+            _sample_kernel[p.grid](
+                *p.bases,
+                p.table,
+                int(seed),
+                float(scale),
+                float(shift),
+                NCOL=p.table.shape[1],
+                ALIGNED=p.aligned,
+                BLOCK=cfg.block,
+            )
 
 
 @triton.jit(do_not_specialize=["seed"])
