@@ -147,6 +147,7 @@ def read_csv(name: str, float_keys: tuple[str, ...]) -> list[dict]:
     for row in rows:
         for key in float_keys:
             row[key] = float(row[key]) if row.get(key) not in (None, "") else None
+        row["seed"] = int(row["seed"])
     return rows
 
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from aipflow_weaksup.risks._correction import check_correction
 from aipflow_weaksup.risks.pairs import pcomp_risk, sd_risk, su_risk
-from aipflow_weaksup.risks.pu import RiskResult, check_prior, pnu_risk
+from aipflow_weaksup.risks.pu import RiskResult, as_margins, check_prior, pnu_risk
 from aipflow_weaksup.risks.surrogates import surrogate
 from aipflow_weaksup.risks.uu import pconf_risk, uu_risk
 
@@ -44,12 +44,7 @@ def binary_weak_risk(
     confidence: Tensor | None = None,
 ) -> RiskResult:
     """The ``setting``'s estimator on one pooled batch (see the module docstring for the group codes)."""
-    if scores.ndim == 2 and scores.shape[1] == 1:
-        scores = scores.squeeze(1)
-    if scores.ndim != 1 or group.shape != scores.shape:
-        raise ValueError(
-            f"scores must be (N,) or (N, 1) and group (N,), got {tuple(scores.shape)} and {tuple(group.shape)}"
-        )
+    scores = as_margins(scores, group, "group")
     if setting == "pnu":
         return pnu_risk(scores, group, prior, eta, loss)
     if setting == "uu":

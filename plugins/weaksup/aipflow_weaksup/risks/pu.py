@@ -54,13 +54,19 @@ def check_options(estimator: str, convention: str, beta: float, gamma: float) ->
         raise ValueError(f"nnPU needs beta >= 0 and gamma > 0, got beta={beta}, gamma={gamma}")
 
 
-def _split(scores: Tensor, labels: Tensor, value: int, what: str) -> Tensor:
+def as_margins(scores: Tensor, labels: Tensor, what: str = "labels") -> Tensor:
+    """``scores`` (N,) or (N, 1) as a vector, checked against per-row ``labels`` (N,)."""
     if scores.ndim == 2 and scores.shape[1] == 1:
         scores = scores.squeeze(1)
     if scores.ndim != 1 or labels.shape != scores.shape:
         raise ValueError(
-            f"scores must be (N,) or (N, 1) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}"
+            f"scores must be (N,) or (N, 1) and {what} (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}"
         )
+    return scores
+
+
+def _split(scores: Tensor, labels: Tensor, value: int, what: str) -> Tensor:
+    scores = as_margins(scores, labels)
     part = scores[labels == value]
     if part.numel() == 0:
         raise ValueError(f"the batch has no {what}; sample batches that hold both (stratified batches)")
