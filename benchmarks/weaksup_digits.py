@@ -24,6 +24,11 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 RISK = "--model.init_args.risk.init_args"
 LOSS = "--model.init_args.loss.init_args"
+MLP_100_100 = (
+    '--model.init_args.model={"class_path": "aipflow.models.MLP", '
+    '"init_args": {"num_classes": 1, "hidden": [100, 100]}}'
+)
+SHOWN = {MLP_100_100: "model=MLP hidden [100, 100]"}  # how a long override is shown in the table
 
 # (group, row name, recipe, extra arguments, target text, check on the mean selected / last metric)
 ROWS = [
@@ -33,9 +38,12 @@ ROWS = [
     ("pu", "absPU", "pu_nnpu", [f"{RISK}.estimator=abspu"], "", None),
     ("pu", "uPU", "pu_upu", [], "error >= 20 % (last epoch)", lambda s, last: last >= 20),
     ("pu", "PN (fully supervised)", "pu_pn", [], "error <= 2 %", lambda s, last: s <= 2),
-    ("pu", "nnPU, prior estimated (KM2)", "pu_nnpu_prior_km2", [], "<= nnPU + 2 points", "nnpu+2"),
+    ("pu", "nnPU, prior estimated (BBE, the default)", "pu_nnpu_prior_auto", [], "<= nnPU + 2 points", "nnpu+2"),
+    ("pu", "nnPU, prior estimated (KM2)", "pu_nnpu_prior_auto", ["--model.init_args.prior_estimator=km2"], "", None),
     ("pu", "nnPU, one-sample data", "pu_nnpu", ["--data.init_args.setting=one_sample"], "", None),
     ("pu", "nnPU, 200 labelled positives", "pu_nnpu", ["--data.init_args.n_labeled=200"], "", None),
+    ("pu", "nnPU, MLP 64-100-100-1 instead of the CNN", "pu_nnpu", [MLP_100_100], "", None),
+    ("pu", "uPU, MLP 64-100-100-1 instead of the CNN", "pu_upu", [MLP_100_100], "", None),
     ("binary", "PNU (eta = 0.5)", "pnu", [], "", None),
     ("binary", "UU", "uu", [], "", None),
     ("binary", "nnUU (ReLU)", "nnuu", [], "", None),
@@ -71,12 +79,23 @@ ROWS = [
     ("partial", "PRODEN, pair flipping", "partial_proden", ["--data.init_args.partial=pair"], "", None),
 ]
 GROUPS = {
-    "pu": "PU: even vs odd, 100 labelled positives, the rest unlabelled (two-sample), prior known; test error %",
+    "pu": "PU: even vs odd, 100 labelled positives, the rest unlabelled (two-sample), prior known unless said; "
+    "SmallCNN (width 32) unless said; test error %",
     "binary": "Other binary settings (even vs odd; SU / SD: digits 0-6 vs 7-9, pi ~ 0.7); test error %",
     "complementary": "Complementary labels (10 classes; one uniform label unless said); test accuracy %",
     "partial": "Partial labels (10 classes, q = 0.3, binomial unless said); test accuracy %",
 }
-PRIOR_METHODS = ("e1", "e2", "e3", "km1", "km2", "tice")
+# row name -> (estimator, whether BBE scores with the PU recipes' network, SmallCNN width 32, or logistic regression)
+PRIOR_METHODS = {
+    "e1": ("e1", False),
+    "e2": ("e2", False),
+    "e3": ("e3", False),
+    "km1": ("km1", False),
+    "km2": ("km2", False),
+    "tice": ("tice", False),
+    "bbe (logistic regression)": ("bbe", False),
+    "bbe (SmallCNN: prior: auto in the recipes)": ("bbe", True),
+}
 
 
 def one_run(recipe: str, extra: list[str], seed: int) -> dict:
@@ -111,17 +130,20 @@ def prior_rows(seed: int, n_bootstrap: int) -> list[dict]:
     from aipflow_weaksup.data import PUDigitsDataModule
     from aipflow_weaksup.prior import estimate_prior
 
+    from aipflow.models import SmallCNN
+
     dm = PUDigitsDataModule(n_labeled=100, label_seed=seed)
     dm.setup()
     x, s = dm.train_set.x.numpy(), dm.train_set.s.numpy()
     rows = []
-    for method in PRIOR_METHODS:
+    for name, (method, network) in PRIOR_METHODS.items():
         start = time.perf_counter()
-        est = estimate_prior(x, s, method, n_bootstrap=n_bootstrap, seed=seed)
+        classifier = SmallCNN(num_classes=1, width=32) if network else None
+        est = estimate_prior(x, s, method, n_bootstrap=n_bootstrap, seed=seed, classifier=classifier)
         lo, hi = est.interval if est.interval else (float("nan"), float("nan"))
         rows.append(
             dict(
-                estimator=method,
+                estimator=name,
                 seed=seed,
                 estimate=est.prior,
                 truth=dm.prior,
@@ -199,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Every row runs a recipe of the plugin (`weaksup/<recipe>`, with the option shown overridden) for seeds "
         f"{args.seeds}: `seed_everything` and the weak labels' `label_seed` vary, the split is fixed. `selected`: "
         "the checkpoint with the lowest weak validation risk (the setting's own unbiased estimator on weakly "
-        "labelled validation data: no clean label used); `last`: the last epoch. Mean +- std over seeds. CPU "
+        "labelled validation data: no clean label used; the fully supervised PN baseline, which has every label, "
+        "on clean validation error); `last`: the last epoch. Mean +- std over seeds. CPU "
         "(2 cores). Written by `benchmarks/weaksup_digits.py`.",
     ]
 
@@ -225,20 +248,24 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 met = check(sel, last) if check else None
             shown = "" if met is None else ("yes" if met else "**no**")
-            recipe_text = recipe + "".join(f" `{e.split('init_args.')[-1]}`" for e in extra)
+            recipe_text = recipe + "".join(f" `{SHOWN.get(e, e.split('init_args.')[-1])}`" for e in extra)
             lines.append(
                 f"| {name} | {recipe_text} | {target} | {shown} | {mean_std([r['selected'] for r in rs])} | "
                 f"{mean_std([r['last'] for r in rs])} | {statistics.mean(r['seconds'] for r in rs):.0f} |"
             )
         if group == "pu":
-            used = [r["prior_used"] for r in runs if r["method"] == "nnPU, prior estimated (KM2)"]
             truth = [r["prior_used"] for r in runs if r["method"] == "nnPU (paper convention)"]
-            if used and truth:
-                lines += [
-                    "",
-                    f"Prior used: true {statistics.mean(truth):.3f}, KM2 estimate "
-                    f"{statistics.mean(used):.3f} +- {statistics.stdev(used) if len(used) > 1 else 0:.3f}.",
-                ]
+            shown = []
+            for method, label in (
+                ("nnPU, prior estimated (BBE, the default)", "BBE"),
+                ("nnPU, prior estimated (KM2)", "KM2"),
+            ):
+                used = [r["prior_used"] for r in runs if r["method"] == method]
+                if used:
+                    spread = statistics.stdev(used) if len(used) > 1 else 0.0
+                    shown.append(f"{label} estimate {statistics.mean(used):.3f} +- {spread:.3f}")
+            if truth and shown:
+                lines += ["", f"Prior used: true {statistics.mean(truth):.3f}, " + ", ".join(shown) + "."]
     if priors:
         lines += [
             "",

@@ -5,7 +5,7 @@ Only aipflow's public API is imported here; component modules load when a recipe
 
 from aipflow.plugins import Plugin
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 plugin = Plugin(
     name="weaksup",

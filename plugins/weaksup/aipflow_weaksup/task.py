@@ -25,9 +25,12 @@ class WeakBinaryTask(L.LightningModule):
     risk: ``PURisk`` or ``PNRisk`` (with ``PUDigitsDataModule``), or ``BinaryWeakRisk`` (with
         ``BinaryWeakDigitsDataModule``); a ``prior`` (and UU's ``theta`` / ``theta2``) left unset is taken from the
         data module (known prior) or, for PU with ``prior_estimator``, estimated before training.
-    prior_estimator: ``None`` or a class-prior estimator (``"km2"``, ``"km1"``, ``"tice"``, ``"e1"``, ``"e2"``,
-        ``"e3"``; see ``aipflow_weaksup.prior``): the prior is estimated from the training split's weak labels
-        before training and logged as ``data/prior_estimate``. ``risk.prior: auto`` alone means ``km2``.
+    prior_estimator: ``None`` or a class-prior estimator (``"bbe"``, ``"km2"``, ``"km1"``, ``"tice"``, ``"e1"``,
+        ``"e2"``, ``"e3"``; see ``aipflow_weaksup.prior``): the prior is estimated from the training split's weak
+        labels before training, printed and logged as ``data/prior_estimate``; the weak validation risk then uses
+        the estimate too (no true prior anywhere). ``bbe`` scores the rows with freshly initialised copies of
+        ``model`` trained as labelled-vs-unlabelled classifiers (5-fold cross-fitting). ``risk.prior: auto``
+        alone means ``bbe``.
     prior_bootstrap: bootstrap resamples for the estimate's 95 % interval (0: none).
     optimizer: optimizer factory (Adam lr 1e-3, weight decay 5e-3 when omitted).
     """
@@ -68,11 +71,17 @@ class WeakBinaryTask(L.LightningModule):
         if isinstance(self.risk, PNRisk) and self.risk.prior is None and dm is not None:
             self.risk.prior = float((dm.train_set.y == 1).float().mean())  # supervised: the training prior
         if isinstance(self.risk, PURisk) and self.risk.auto_prior and self.prior_estimator is None:
-            self.prior_estimator = "km2"  # prior: auto on the risk, no estimator named: the default one
+            self.prior_estimator = "bbe"  # prior: auto on the risk, no estimator named: the default one
         if isinstance(self.risk, PURisk) and self.risk.prior is None and self.prior_estimator and stage == "fit":
             train = dm.train_set
             self.prior_estimate = estimate_prior(
-                train.x.numpy(), train.s.numpy(), self.prior_estimator, n_bootstrap=self.prior_bootstrap
+                train.x.numpy(),
+                train.s.numpy(),
+                self.prior_estimator,
+                n_bootstrap=self.prior_bootstrap,
+                seed=torch.initial_seed() % 2**32,
+                classifier=self.model if self.prior_estimator == "bbe" else None,
+                progress=self.trainer.progress_bar_callback is not None,
             )
             self.risk.prior = self.prior_estimate.prior
             interval = self.prior_estimate.interval
@@ -122,7 +131,8 @@ class WeakBinaryTask(L.LightningModule):
             weak = self.risk.evaluate(scores, group, confidence, correction="none", **realised)
             weak01 = self.risk.evaluate(scores, group, confidence, correction="none", loss="zero_one", **realised)
         else:
-            prior = getattr(dm, "val_prior", None) or getattr(self.risk, "prior", 0.5)
+            prior = self.risk.prior if self.prior_estimate is not None else getattr(dm, "val_prior", None)
+            prior = prior or getattr(self.risk, "prior", 0.5)
             loss = getattr(self.risk, "loss", "sigmoid")
             weak = pu_risk(scores, batch["s"], prior, loss, "upu")
             weak01 = pu_risk(scores, batch["s"], prior, "zero_one", "upu")

@@ -2,7 +2,16 @@
 
 import numpy as np
 import pytest
-from aipflow_weaksup.prior import METHODS, elkan_noto_prior, estimate_prior, kernel_mean_prior, tice_prior
+from aipflow_weaksup.prior import (
+    METHODS,
+    best_bin_prior,
+    elkan_noto_prior,
+    estimate_prior,
+    kernel_mean_prior,
+    tice_prior,
+)
+from aipflow_weaksup.prior._scores import out_of_fold_scores
+from aipflow_weaksup.prior.best_bin import best_bin_kappa
 from aipflow_weaksup.prior.kernel_mean import CSDistance, gaussian_gram, kernel_mean_kappa
 from aipflow_weaksup.prior.tice import binned_features, lower_bound, pick_delta
 
@@ -105,7 +114,7 @@ def test_tice_finds_the_pure_positive_region():
 
 def test_estimate_prior_dispatch_and_errors():
     x, s, _ = gaussian_pu(n=600)
-    assert set(METHODS) == {"e1", "e2", "e3", "km1", "km2", "tice"}
+    assert set(METHODS) == {"e1", "e2", "e3", "km1", "km2", "tice", "bbe"}
     assert estimate_prior(x, s, "e1").method == "e1"
     with pytest.raises(ValueError, match="prior estimator must be one of"):
         estimate_prior(x, s, "em")
@@ -115,3 +124,76 @@ def test_estimate_prior_dispatch_and_errors():
         estimate_prior(np.zeros((10, 2)), np.ones(10), "tice")
     with pytest.raises(ValueError, match="0 \\(unlabelled\\) or 1"):
         estimate_prior(np.zeros((3, 2)), np.array([0, 1, 2]), "e1")
+    with pytest.raises(ValueError, match="used by the 'bbe' prior estimator only, not by 'km2'"):
+        estimate_prior(x, s, "km2", classifier=object())
+
+
+def best_bin_by_hand(p, u, delta=0.1, gamma=0.01):
+    """BBE's threshold rule evaluated directly: every candidate threshold, counts by comparison."""
+    eps = np.sqrt(np.log(4 / delta) / (2 * len(p))) + np.sqrt(np.log(4 / delta) / (2 * len(u)))
+    best, ratio = np.inf, None
+    for t in sorted(set(p) | set(u)):
+        q_p = sum(z >= t for z in p) / len(p)
+        q_u = sum(z >= t for z in u) / len(u)
+        if q_p > 0 and q_u / q_p + (1 + gamma) * eps / q_p < best:
+            best, ratio = q_u / q_p + (1 + gamma) * eps / q_p, q_u / q_p
+    return ratio
+
+
+def test_best_bin_kappa_matches_the_rule_evaluated_by_hand():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        p = rng.integers(0, 12, 40).astype(float)  # ties on purpose
+        u = rng.integers(-5, 12, 90).astype(float)
+        assert best_bin_kappa(p, u) == pytest.approx(best_bin_by_hand(p, u), abs=1e-12)
+        assert best_bin_kappa(p, u, delta=0.3, gamma=0.5) == pytest.approx(best_bin_by_hand(p, u, 0.3, 0.5))
+    # q_P = 1 for every threshold up to 3 (equal slack there) and the ratio is lowest at 3: (2/6) / 1; at 4 the
+    # ratio is the same but q_P = 1/2 doubles the slack
+    assert best_bin_kappa([3.0, 4.0], [0.0, 0.0, 1.0, 1.0, 3.0, 4.0]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="delta in \\(0, 1\\)"):
+        best_bin_kappa([1.0], [0.0], delta=1.5)
+
+
+def test_best_bin_recovers_the_proportion_when_the_top_bin_is_pure():
+    """Positive scores on [0.5, 1.5], negative on [0, 1]: above 1 only positives, where q_U = kappa q_P."""
+    rng = np.random.default_rng(0)
+    for kappa in (0.2, 0.5):
+        from_p = rng.random(40000) < kappa
+        u = np.where(from_p, rng.uniform(0.5, 1.5, 40000), rng.uniform(0.0, 1.0, 40000))
+        p = rng.uniform(0.5, 1.5, 20000)
+        assert best_bin_kappa(p, u) == pytest.approx(from_p.mean(), abs=0.02)
+
+
+def test_out_of_fold_scores_never_see_their_own_row():
+    """Pure-noise features, 120 dimensions for 150 rows: a fitted logistic regression separates its own rows
+    perfectly, so only scores from models that never saw the row rank at chance."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    x, s = rng.normal(size=(150, 120)), (rng.random(150) < 0.4).astype(int)
+    in_sample = LogisticRegression(max_iter=2000).fit(x, s).decision_function(x)
+    assert roc_auc_score(s, in_sample) > 0.99
+    assert roc_auc_score(s, out_of_fold_scores(x, s, folds=5)) < 0.7
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        out_of_fold_scores(x, s, folds=1)
+    with pytest.raises(ValueError, match="at least 5 labelled"):
+        out_of_fold_scores(x[:8], np.r_[np.ones(3), np.zeros(5)].astype(int))
+
+
+def test_best_bin_prior_with_logistic_regression_and_with_a_network():
+    import torch
+
+    x, s, truth = gaussian_pu(n=2000, shift=2.0)
+    est = best_bin_prior(x, s, n_bootstrap=20)
+    assert est.method == "bbe" and abs(est.prior - truth) < 0.05
+    lo, hi = est.interval
+    assert lo <= hi and hi - lo < 0.2
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    before = [w.detach().clone() for w in net.parameters()]
+    state = torch.get_rng_state()
+    est = estimate_prior(x.astype(np.float32), s, "bbe", classifier=net)
+    assert abs(est.prior - truth) < 0.05
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))  # copies are trained
+    assert torch.equal(state, torch.get_rng_state())  # and the caller's random stream is left alone
