@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset, StratifiedBatchSampler, WeakLabelDataModule
+from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule, stratified_loader
 from aipflow_weaksup.risks.binary import SETTINGS
 
 
@@ -203,5 +203,4 @@ class BinaryWeakDigitsDataModule(WeakLabelDataModule):
         self.theta, self.theta2 = self.realised.get("theta"), self.realised.get("theta2")
 
     def train_dataloader(self) -> DataLoader:
-        sampler = StratifiedBatchSampler(self.train_set.group, self.hparams.batch_size, self.hparams.label_seed)
-        return DataLoader(self.train_set, batch_sampler=sampler)
+        return stratified_loader(self.train_set, self.train_set.group, self.hparams.batch_size, self.hparams.label_seed)

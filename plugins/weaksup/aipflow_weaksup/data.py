@@ -17,12 +17,13 @@ holds labelled positives in their overall proportion (stratified), so that each 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 SETTINGS = ("two_sample", "one_sample")
 
@@ -139,30 +140,74 @@ class PUDataset(IndexedTensorDataset):
     fields = ("x", "s", "y")
 
 
-class StratifiedBatchSampler(Sampler[list[int]]):
+class StratifiedBatchSampler(BatchSampler):
     """Batches holding every group (e.g. labelled / unlabelled) in its overall proportion, at least one row of
-    each, a new seeded order each epoch (``set_epoch``)."""
+    each, a new seeded order each epoch (``set_epoch``), over the rows that ``sampler`` yields.
 
-    def __init__(self, groups: torch.Tensor, batch_size: int, seed: int = 0) -> None:
-        self.members = [torch.nonzero(groups == g).squeeze(1) for g in torch.unique(groups)]
-        smallest = min(len(m) for m in self.members)
-        self.batches = max(1, min(len(groups) // batch_size, smallest))
-        self.seed, self.epoch = seed, 0
+    It follows ``BatchSampler``'s API, so under DDP Lightning replaces ``sampler`` with its distributed sampler:
+    each rank then stratifies its own shard. The number of batches depends only on the shard's size and the
+    global group sizes, so every rank runs the same number of steps."""
+
+    def __init__(
+        self,
+        sampler: Sampler[int] | Iterable[int],
+        batch_size: int,
+        drop_last: bool = False,
+        groups: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        if groups is None:
+            raise ValueError("StratifiedBatchSampler needs every row's group (groups=...)")
+        self.groups, self.seed, self.epoch = torch.as_tensor(groups), seed, 0
+        self.group_values = torch.unique(self.groups)
+        self.smallest = min(int((self.groups == g).sum()) for g in self.group_values)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):  # a distributed sampler reshuffles its shard too
+            self.sampler.set_epoch(epoch)
+
+    def _num_batches(self, rows: int) -> int:
+        return max(1, min(rows // self.batch_size, self.smallest * rows // len(self.groups)))
+
+    def __iter__(self):
+        rows = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        batches = self._num_batches(len(rows))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        chunks = []
+        for value in self.group_values:
+            members = rows[self.groups[rows] == value]
+            chunks.append(np.array_split(members[torch.randperm(len(members), generator=g)].numpy(), batches))
+        for parts in zip(*chunks, strict=True):
+            yield [int(i) for part in parts for i in part]
+
+    def __len__(self) -> int:
+        return self._num_batches(len(self.sampler))
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A seeded shuffle that depends only on ``(seed, epoch)`` (``set_epoch``, which Lightning calls), so a run
+    resumed from a checkpoint sees the same order as the uninterrupted one (a generator seeded once would
+    restart its stream). Under DDP Lightning swaps it for its distributed sampler, which shuffles the same way."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        chunks = [
-            np.array_split(members[torch.randperm(len(members), generator=g)].numpy(), self.batches)
-            for members in self.members
-        ]
-        for parts in zip(*chunks, strict=True):
-            yield [int(i) for part in parts for i in part]
+        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
 
     def __len__(self) -> int:
-        return self.batches
+        return self.size
+
+
+def stratified_loader(dataset: Dataset, groups: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
+    """Training batches of ``dataset`` stratified by ``groups`` (:class:`StratifiedBatchSampler`)."""
+    sampler = StratifiedBatchSampler(SequentialSampler(dataset), batch_size, groups=groups, seed=seed)
+    return DataLoader(dataset, batch_sampler=sampler)
 
 
 class WeakLabelDataModule(L.LightningDataModule):
@@ -270,5 +315,4 @@ class PUDigitsDataModule(WeakLabelDataModule):
         self.test_set = make(test_idx, np.zeros(len(test_idx), dtype=np.int64))
 
     def train_dataloader(self) -> DataLoader:
-        sampler = StratifiedBatchSampler(self.train_set.s, self.hparams.batch_size, self.hparams.label_seed)
-        return DataLoader(self.train_set, batch_sampler=sampler)
+        return stratified_loader(self.train_set, self.train_set.s, self.hparams.batch_size, self.hparams.label_seed)

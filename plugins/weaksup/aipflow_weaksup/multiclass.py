@@ -31,7 +31,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule
+from aipflow_weaksup._distributed import share_rows, whole_split
+from aipflow_weaksup.data import EpochShuffleSampler, IndexedTensorDataset, WeakLabelDataModule
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_complementary_prior, check_transition
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
@@ -210,8 +211,8 @@ class WeakDigitsDataModule(WeakLabelDataModule):
             self.complementary_prior = np.bincount(train_weak, minlength=self.num_classes) / len(train_weak)
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.hparams.label_seed)
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, generator=g)
+        sampler = EpochShuffleSampler(len(self.train_set), self.hparams.label_seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler)
 
 
 class WeakMulticlassTask(L.LightningModule):
@@ -251,6 +252,8 @@ class WeakMulticlassTask(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(self(batch["x"]), batch)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        if isinstance(self.loss, PartialLabelLoss) and self.loss.weights.numel():  # PRODEN / RC / LWS weights
+            share_rows(self, batch["index"], [self.loss.weights, self.loss.pending])
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -258,7 +261,8 @@ class WeakMulticlassTask(L.LightningModule):
             self.loss.end_epoch()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        logits = self(batch["x"])
+        batch = whole_split(self, {**batch, "logits": self(batch["x"])})
+        logits = batch["logits"]
         if isinstance(self.loss, PartialLabelLoss):
             weak = cc_loss(logits, batch["weak"])
         else:
@@ -267,7 +271,8 @@ class WeakMulticlassTask(L.LightningModule):
         self.log("val/acc", (logits.argmax(1) == batch["y"]).float().mean(), prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.log("test/acc", (self(batch["x"]).argmax(1) == batch["y"]).float().mean())
+        batch = whole_split(self, {"index": batch["index"], "y": batch["y"], "logits": self(batch["x"])})
+        self.log("test/acc", (batch["logits"].argmax(1) == batch["y"]).float().mean(), batch_size=len(batch["y"]))
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

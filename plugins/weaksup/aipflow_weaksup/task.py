@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from aipflow_weaksup._distributed import whole_split
 from aipflow_weaksup.prior import METHODS, PriorEstimate, estimate_prior
 from aipflow_weaksup.risks.binary import BinaryWeakRisk
 from aipflow_weaksup.risks.pu import PNRisk, PURisk, pu_risk
@@ -123,7 +124,8 @@ class WeakBinaryTask(L.LightningModule):
         return objective
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        scores = self(batch["x"])
+        batch = whole_split(self, {**batch, "scores": self(batch["x"])})
+        scores = batch["scores"]
         dm = self.trainer.datamodule
         if isinstance(self.risk, BinaryWeakRisk):  # the validation split's own realised quantities
             realised = {k: v for k, v in getattr(dm, "val_realised", {}).items() if k in ("prior", "theta", "theta2")}
@@ -141,7 +143,8 @@ class WeakBinaryTask(L.LightningModule):
         self.log("val/error", _error(scores, batch["y"]), prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.log("test/error", _error(self(batch["x"]), batch["y"]))
+        batch = whole_split(self, {"index": batch["index"], "y": batch["y"], "scores": self(batch["x"])})
+        self.log("test/error", _error(batch["scores"], batch["y"]), batch_size=len(batch["y"]))
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

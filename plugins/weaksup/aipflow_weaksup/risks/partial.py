@@ -91,6 +91,14 @@ class PartialLabelLoss(nn.Module):
                     self.pending[index] = new
         return loss
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # the buffers are sized on first use: a fresh module takes the checkpoint's sizes (resuming, DDP results)
+        for name in ("weights", "pending"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and getattr(self, name).shape != saved.shape:
+                setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def end_epoch(self) -> None:
         """RC: adopt the weights estimated during the epoch."""
         if self.kind == "rc" and self.pending.numel():
