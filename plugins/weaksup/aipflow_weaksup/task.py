@@ -84,6 +84,8 @@ class WeakBinaryTask(L.LightningModule):
                 classifier=self.model if self.prior_estimator == "bbe" else None,
                 progress=self.trainer.progress_bar_callback is not None,
             )
+            # every rank trains with rank 0's estimate (a scorer trained on a GPU need not agree to the last bit)
+            self.prior_estimate.prior = self.trainer.strategy.broadcast(self.prior_estimate.prior, src=0)
             self.risk.prior = self.prior_estimate.prior
             interval = self.prior_estimate.interval
             extra = f", 95 % interval [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""

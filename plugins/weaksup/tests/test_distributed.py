@@ -30,6 +30,7 @@ class Record(L.Callback):
             {
                 "batches": self.batches,
                 "weak_risk": float(trainer.callback_metrics["val/weak_risk"]),
+                "prior": getattr(getattr(pl_module, "risk", None), "prior", None),
                 "model": {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
                 "buffers": {k: v.detach().clone() for k, v in pl_module.named_buffers() if k.startswith("loss.")},
             },
@@ -73,6 +74,20 @@ def test_pu_task_on_two_ranks_shards_stratified_batches_and_selects_on_the_whole
         whole = pu_risk(model(dm.val_set.x), dm.val_set.s, dm.val_prior, "sigmoid", "upu").risk.item()
     assert ranks[0]["weak_risk"] == pytest.approx(whole, abs=1e-5)
     assert ranks[1]["weak_risk"] == pytest.approx(whole, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_an_estimated_prior_is_rank_zeros_on_every_rank(tmp_path, monkeypatch):
+    import aipflow_weaksup.task as task_module
+    from aipflow_weaksup.prior import PriorEstimate
+
+    def disagreeing_estimator(x, s, method, **kwargs):  # ranks that would estimate differently
+        return PriorEstimate(0.40 + 0.05 * torch.distributed.get_rank(), 0.2, method)
+
+    monkeypatch.setattr(task_module, "estimate_prior", disagreeing_estimator)
+    task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(16,)), PURisk(prior="auto"))
+    ranks = fit_on_two_ranks(task, PUDigitsDataModule(batch_size=64), tmp_path)
+    assert [r["prior"] for r in ranks] == [pytest.approx(0.40), pytest.approx(0.40)]
 
 
 @pytest.mark.slow
