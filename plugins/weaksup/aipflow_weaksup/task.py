@@ -1,6 +1,7 @@
 """A binary classifier trained with a weak-supervision risk estimator, selected on weak labels only.
 
-Logs ``train/objective`` (what is minimised) and ``train/risk`` (the estimator's reported value);
+Logs ``train/objective`` (what is minimised) and ``train/risk`` (the estimator's reported value; for PU also
+``train/negative_part``, the estimate of the negative-class risk that nnPU keeps non-negative);
 ``val/weak_risk`` and ``val/weak_risk_zero_one``: the unbiased form of the training estimator (uPU for PU data,
 the setting's own estimator without correction otherwise) on the validation split's weak labels, with the
 training surrogate and with the zero-one loss, usable by ``ModelCheckpoint`` / ``EarlyStopping`` without any
@@ -122,6 +123,8 @@ class WeakBinaryTask(L.LightningModule):
         else:
             objective = self.risk(scores, batch["s"])
             self.log("train/risk", self.risk.last.risk, on_step=False, on_epoch=True)
+            # R_U^- - pi R_P^-, the estimate of (1 - pi) R_N^-: uPU drives it below zero when it overfits
+            self.log("train/negative_part", self.risk.last.negative, on_step=False, on_epoch=True)
         self.log("train/objective", objective, on_step=False, on_epoch=True, prog_bar=True)
         return objective
 
