@@ -114,25 +114,28 @@ PRIOR_METHODS = {
 }
 
 
+def recipe_argv(recipe: str, extra: list[str], seed: int, root: str) -> list[str]:
+    """``aipflow fit`` arguments for one seeded, quiet run of a weaksup recipe (files under ``root``)."""
+    return [
+        "fit",
+        "--config",
+        f"weaksup/{recipe}",
+        *extra,
+        f"--seed_everything={seed}",
+        f"--data.init_args.label_seed={seed}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--test_after_fit=false",
+    ]
+
+
 def one_run(recipe: str, extra: list[str], seed: int) -> dict:
     from aipflow.cli import run
 
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            "fit",
-            "--config",
-            f"weaksup/{recipe}",
-            *extra,
-            f"--seed_everything={seed}",
-            f"--data.init_args.label_seed={seed}",
-            f"--trainer.default_root_dir={tmp}",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--test_after_fit=false",
-        ]
         start = time.perf_counter()
-        cli = run(argv)
+        cli = run(recipe_argv(recipe, [*extra, "--trainer.logger=false"], seed, tmp))
         seconds = time.perf_counter() - start
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         key = "test/error" if hasattr(model, "risk") else "test/acc"

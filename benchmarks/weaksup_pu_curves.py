@@ -24,23 +24,12 @@ CURVES = {"val/error": "clean validation error %", "train/negative_part": "R_U^-
 
 def epoch_curves(recipe: str, seed: int) -> dict[str, list[float]]:
     """Per-epoch values of ``CURVES`` from one run of ``recipe`` (read back from its CSV log)."""
+    from weaksup_digits import recipe_argv
+
     from aipflow.cli import run
 
     with tempfile.TemporaryDirectory() as tmp:
-        run(
-            [
-                "fit",
-                "--config",
-                f"weaksup/{recipe}",
-                f"--seed_everything={seed}",
-                f"--data.init_args.label_seed={seed}",
-                f"--trainer.default_root_dir={tmp}",
-                f"--trainer.logger.init_args.save_dir={tmp}",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.enable_model_summary=false",
-                "--test_after_fit=false",
-            ]
-        )
+        run(recipe_argv(recipe, [f"--trainer.logger.init_args.save_dir={tmp}"], seed, tmp))
         (metrics,) = Path(tmp).rglob("metrics.csv")
         with open(metrics, newline="") as f:
             rows = list(csv.DictReader(f))
