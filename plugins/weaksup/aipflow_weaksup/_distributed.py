@@ -8,10 +8,15 @@ import numpy as np
 import torch
 
 
-def whole_split(module: L.LightningModule, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Under DDP each rank evaluates a shard of the split (Lightning's distributed sampler pads the shards to one
-    size by repeating rows): gather every rank's ``rows`` and keep each ``index`` once, so that a weak risk (not a
-    mean of per-row terms) is the whole split's and every rank logs the same value. One process: ``rows``."""
+def whole_split(
+    module: L.LightningModule, batch: dict[str, torch.Tensor], **outputs: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """An evaluation ``batch`` without its inputs ``x``, with the model's ``outputs`` added as fields.
+
+    Under DDP each rank evaluates a shard of the split (Lightning's distributed sampler pads the shards to one
+    size by repeating rows): every rank's rows are gathered and each ``index`` kept once, so that a weak risk (not
+    a mean of per-row terms) is the whole split's and every rank logs the same value."""
+    rows = {name: value for name, value in batch.items() if name != "x"} | outputs
     if module.trainer.world_size == 1:
         return rows
     gathered = {name: module.all_gather(value).flatten(0, 1) for name, value in rows.items()}

@@ -153,12 +153,13 @@ class StratifiedBatchSampler(BatchSampler):
         sampler: Sampler[int] | Iterable[int],
         batch_size: int,
         drop_last: bool = False,
-        groups: torch.Tensor | None = None,
+        *,
+        groups: torch.Tensor,
         seed: int = 0,
     ) -> None:
         super().__init__(sampler, batch_size, drop_last)
-        if groups is None:
-            raise ValueError("StratifiedBatchSampler needs every row's group (groups=...)")
+        if drop_last:  # BatchSampler's argument, kept for its API: the stratified split leaves no rows over
+            raise ValueError("StratifiedBatchSampler spreads every row over its batches: drop_last must be False")
         self.groups, self.seed, self.epoch = torch.as_tensor(groups), seed, 0
         self.group_values = torch.unique(self.groups)
         self.smallest = min(int((self.groups == g).sum()) for g in self.group_values)

@@ -261,7 +261,7 @@ class WeakMulticlassTask(L.LightningModule):
             self.loss.end_epoch()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        batch = whole_split(self, {**batch, "logits": self(batch["x"])})
+        batch = whole_split(self, batch, logits=self(batch["x"]))
         logits = batch["logits"]
         if isinstance(self.loss, PartialLabelLoss):
             weak = cc_loss(logits, batch["weak"])
@@ -271,7 +271,7 @@ class WeakMulticlassTask(L.LightningModule):
         self.log("val/acc", (logits.argmax(1) == batch["y"]).float().mean(), prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        batch = whole_split(self, {"index": batch["index"], "y": batch["y"], "logits": self(batch["x"])})
+        batch = whole_split(self, batch, logits=self(batch["x"]))
         self.log("test/acc", (batch["logits"].argmax(1) == batch["y"]).float().mean(), batch_size=len(batch["y"]))
 
     def configure_optimizers(self):

@@ -129,7 +129,7 @@ class WeakBinaryTask(L.LightningModule):
         return objective
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        batch = whole_split(self, {**batch, "scores": self(batch["x"])})
+        batch = whole_split(self, batch, scores=self(batch["x"]))
         scores = batch["scores"]
         dm = self.trainer.datamodule
         if isinstance(self.risk, BinaryWeakRisk):  # the validation split's own realised quantities
@@ -138,8 +138,9 @@ class WeakBinaryTask(L.LightningModule):
             weak = self.risk.evaluate(scores, group, confidence, correction="none", **realised)
             weak01 = self.risk.evaluate(scores, group, confidence, correction="none", loss="zero_one", **realised)
         else:
-            prior = self.risk.prior if self.prior_estimate is not None else getattr(dm, "val_prior", None)
-            prior = prior or getattr(self.risk, "prior", 0.5)
+            # the validation split's recorded prior when it is known; an estimate otherwise (setup set risk.prior)
+            known = self.prior_estimate is None and getattr(dm, "val_prior", None) is not None
+            prior = dm.val_prior if known else self.risk.prior
             loss = getattr(self.risk, "loss", "sigmoid")
             weak = pu_risk(scores, batch["s"], prior, loss, "upu")
             weak01 = pu_risk(scores, batch["s"], prior, "zero_one", "upu")
@@ -148,7 +149,7 @@ class WeakBinaryTask(L.LightningModule):
         self.log("val/error", _error(scores, batch["y"]), prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        batch = whole_split(self, {"index": batch["index"], "y": batch["y"], "scores": self(batch["x"])})
+        batch = whole_split(self, batch, scores=self(batch["x"]))
         self.log("test/error", _error(batch["scores"], batch["y"]), batch_size=len(batch["y"]))
 
     def configure_optimizers(self):

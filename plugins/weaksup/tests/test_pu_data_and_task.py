@@ -109,3 +109,10 @@ def test_risk_prior_auto_uses_bbe_with_copies_of_the_model_and_validates_with_th
     assert abs(task.risk.prior - dm.val_prior) > 1e-4
     with pytest.raises(ValueError, match="risk.prior must be a number in \\(0, 1\\), 'auto' or null"):
         PURisk(prior="estimate")
+
+
+def test_stratified_batch_sampler_rejects_drop_last():
+    from aipflow_weaksup.data import StratifiedBatchSampler
+
+    with pytest.raises(ValueError, match="drop_last must be False"):
+        StratifiedBatchSampler(range(10), 4, True, groups=torch.tensor([0, 1] * 5))

@@ -47,12 +47,20 @@ def out_of_fold_scores(
             scores[held_idx] = model.decision_function(x[held_idx])
         else:
             scores[held_idx] = _network_scores(
-                classifier, x, s, fit_idx, held_idx, seed * 1000 + fold, max_epochs, batch_size, lr, weight_decay
+                classifier,
+                (x[fit_idx], s[fit_idx]),
+                (x[held_idx], s[held_idx]),
+                seed * 1000 + fold,
+                max_epochs,
+                batch_size,
+                lr,
+                weight_decay,
             )
     return scores
 
 
-def _network_scores(template, x, s, fit_idx, held_idx, seed, max_epochs, batch_size, lr, weight_decay):
+def _network_scores(template, fit, held, seed, max_epochs, batch_size, lr, weight_decay) -> np.ndarray:
+    """Held-out logits of a re-initialised copy of ``template`` trained on ``fit`` (rows, 0/1 labels)."""
     import torch
     from torch.nn import functional as F
 
@@ -64,13 +72,11 @@ def _network_scores(template, x, s, fit_idx, held_idx, seed, max_epochs, batch_s
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-        x_fit, s_fit = as_tensor(x[fit_idx]).float(), as_tensor(s[fit_idx]).float()
-        x_held, s_held = as_tensor(x[held_idx]).float(), as_tensor(s[held_idx]).float()
+        x_fit, s_fit, x_held, s_held = (torch.as_tensor(a, device=device).float() for a in (*fit, *held))
         best_loss, best = float("inf"), None
         for _ in range(max_epochs):
             net.train()
-            order = torch.randperm(len(fit_idx), device=device)
+            order = torch.randperm(len(x_fit), device=device)
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 if len(batch) < 2:  # batch norm cannot train on a single row
