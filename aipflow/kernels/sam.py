@@ -81,16 +81,23 @@ def sam_perturb(
     eta: float = 0.0,
     mode: str = "swap",
     grad_scale: Tensor | None = None,
+    squared_norm: Tensor | None = None,
 ) -> Tensor:
     """Move to ``w + e``: ``mode="swap"`` writes it into ``out`` (w untouched); ``"copy"`` saves w into ``out``
     and moves w in place. ``grad_scale``: the gradients are scaled by it (AMP) and are unscaled on the fly.
-    Returns the norm used (0-dim fp32 tensor on the device). Launches: the squared norm (one per dtype group +
-    a sum), the perturbation (one per dtype group) and the square root returned."""
+    ``squared_norm``: the (unscaled) squared norm to divide by, when it spans more than these lists (SAM's
+    norm is global over all parameter groups); computed here when omitted. Returns the squared norm used (0-dim
+    fp32 tensor on the device; the caller takes the root if it needs it, so no launch is spent on it here).
+    Launches: the squared norm when not given (one per dtype group + a sum) and the perturbation (one per dtype
+    group)."""
     if mode not in ("swap", "copy"):
         raise ValueError(f"mode must be 'swap' or 'copy', got {mode!r}")
     if not params:
         return torch.zeros(())
-    squared = sum_of_squares(grads, params, adaptive, eta, grad_scale)
+    if squared_norm is None:
+        squared = sum_of_squares(grads, params, adaptive, eta, grad_scale)
+    else:
+        squared = squared_norm.reshape(1).to(device=params[0].device, dtype=torch.float32)
     device = params[0].device
     mult = grad_multiplier(device, grad_scale, None)
     cfg = config()
@@ -113,4 +120,4 @@ def sam_perturb(
             BLOCK=cfg.block,
             num_warps=cfg.num_warps,
         )
-    return squared.sqrt().reshape(())
+    return squared.reshape(())

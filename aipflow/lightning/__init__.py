@@ -1,5 +1,5 @@
 """What makes multi-pass optimizers and Bayesian evaluation correct inside ``lightning.Trainer``."""
 
-from aipflow.lightning.sharpness import SharpnessAwareTraining
+from aipflow.lightning.sharpness import AutomaticSharpnessAwareTraining, SharpnessAwareTraining
 
-__all__ = ["SharpnessAwareTraining"]
+__all__ = ["AutomaticSharpnessAwareTraining", "SharpnessAwareTraining"]

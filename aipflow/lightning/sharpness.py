@@ -5,7 +5,8 @@ closure; with ``accumulate_grad_batches`` only the last micro-batch is re-evalua
 gradient clipping, ``on_before_optimizer_step`` and ``self.log`` fire on every closure call; BatchNorm running
 statistics move on every pass; under DDP every pass all-reduces.
 
-:class:`SharpnessAwareTraining` (a callback; ``ClassificationTask`` adds it by itself) fixes all of these. At
+:class:`SharpnessAwareTraining` (a callback; every ``Trainer`` gets it through Lightning's
+``callbacks_factory`` entry point when aipflow is installed) fixes all of these. At
 ``setup`` it gives the trainer's precision plugin a subclass whose ``optimizer_step`` drives a
 :class:`~aipflow.optim.MultiPassOptimizer` with a closure object that
 
@@ -103,6 +104,39 @@ class SharpnessAwareTraining(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"bn_update": self.bn_update, "accumulation": self.accumulation}
+
+
+class AutomaticSharpnessAwareTraining(SharpnessAwareTraining):
+    """The default integration, added to every ``Trainer`` through Lightning's ``lightning.pytorch.callbacks_factory``
+    entry point, so that SAM / bSAM / IVON are correct in any LightningModule (a weaksup task, your own) without
+    configuring anything. It steps aside when the run configures its own :class:`SharpnessAwareTraining` (that
+    one's options win), and it passes every other optimizer through untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.active = not any(
+            isinstance(cb, SharpnessAwareTraining) and not isinstance(cb, AutomaticSharpnessAwareTraining)
+            for cb in trainer.callbacks
+        )
+        if self.active:
+            super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.active:
+            super().on_fit_start(trainer, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.active:
+            super().on_train_start(trainer, pl_module)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.active:
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
 
 def _train_size(trainer: L.Trainer, optimizer) -> int:

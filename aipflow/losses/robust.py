@@ -58,6 +58,26 @@ def _p_y(logits: Tensor, target: Tensor) -> Tensor:
     return upcast(logits).softmax(1).gather(1, target[:, None]).squeeze(1)
 
 
+def _log_p_y(logits: Tensor, target: Tensor) -> Tensor:
+    return upcast(logits).log_softmax(1).gather(1, target[:, None]).squeeze(1)
+
+
+def _p_y_pow(logits: Tensor, target: Tensor, q: float) -> Tensor:
+    """``p_y^q`` as ``exp(q log p_y)``: ``pow`` at an underflowed ``p_y = 0`` has gradient inf x 0 = NaN."""
+    return torch.exp(q * _log_p_y(logits, target))
+
+
+def log1m_softmax(logits: Tensor) -> Tensor:
+    """``log(1 - p_k)`` for every class, finite with a finite gradient wherever the logits are: for the top class
+    as the log-sum of the others' probabilities (``1 - p`` rounds to 0 there), elsewhere ``log1p(-p_k)`` with
+    ``p_k <= 1/2``. The top class's slot is zeroed before ``log1p`` so that no inf enters the backward pass."""
+    log_p = upcast(logits).log_softmax(1)
+    top = log_p.argmax(1, keepdim=True)
+    others = log_p.scatter(1, top, float("-inf")).logsumexp(1, keepdim=True)
+    rest = torch.log1p(-log_p.exp().scatter(1, top, 0.0))
+    return rest.scatter(1, top, others)
+
+
 def _check_q(q: float) -> None:
     if not 0.0 < q <= 1.0:
         raise ValueError(f"q must lie in (0, 1], got {q}")
@@ -73,7 +93,7 @@ def gce_loss(logits: Tensor, target: Tensor, q: float = 0.7, reduction: str = "m
     """Generalised cross-entropy ``L_q = (1 - p_y^q) / q`` (q -> 0: CE; q = 1: MAE / 2)."""
     _check_q(q)
     check_inputs(logits, target)
-    return reduce((1 - _p_y(logits, target).pow(q)) / q, reduction)
+    return reduce((1 - _p_y_pow(logits, target, q)) / q, reduction)
 
 
 def truncated_gce_loss(
@@ -85,9 +105,9 @@ def truncated_gce_loss(
     if not 0.0 < k < 1.0:
         raise ValueError(f"k must lie in (0, 1), got {k}")
     check_inputs(logits, target)
-    p_y = _p_y(logits, target)
-    lq = (1 - p_y.pow(q)) / q
-    return reduce(torch.where(p_y > k, lq, torch.full_like(lq, (1 - k**q) / q)), reduction)
+    p_y_q = _p_y_pow(logits, target, q)
+    lq = (1 - p_y_q) / q
+    return reduce(torch.where(p_y_q > k**q, lq, torch.full_like(lq, (1 - k**q) / q)), reduction)
 
 
 def mae_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -127,7 +147,7 @@ def nfl_loss(logits: Tensor, target: Tensor, gamma: float = 0.5, reduction: str 
     _check_nonnegative("gamma", gamma)
     check_inputs(logits, target)
     log_p = upcast(logits).log_softmax(1)
-    fl = -((1 - log_p.exp()).pow(gamma)) * log_p
+    fl = -torch.exp(gamma * log1m_softmax(logits)) * log_p  # (1 - p)^gamma in log space: finite gradient at p = 1
     return reduce(fl.gather(1, target[:, None]).squeeze(1) / fl.sum(1), reduction)
 
 

@@ -42,6 +42,13 @@ class MultiPassOptimizer(Optimizer):
 
     def _evaluate(self, closure: Callable, sub_batch: int | None = None) -> Tensor | None:
         """Run one forward/backward; ``None`` when the integration reports non-finite gradients."""
+        if _is_bare_lightning_closure(closure):
+            raise RuntimeError(
+                f"{type(self).__name__} got Lightning's plain closure: inside a Trainer it needs aipflow's "
+                "SharpnessAwareTraining callback (logging, clipping and hooks once per step, fp16 scaling, DDP). "
+                "Every Trainer gets it when aipflow is installed with pip (entry point lightning.pytorch."
+                "callbacks_factory); otherwise add aipflow.lightning.SharpnessAwareTraining() to Trainer(callbacks=...)"
+            )
         with torch.enable_grad():
             loss = closure() if sub_batch is None else closure(sub_batch)
         if getattr(closure, "found_inf", False):
@@ -67,6 +74,12 @@ class MultiPassOptimizer(Optimizer):
 
     def _trainable(self) -> list[tuple[dict, Tensor]]:
         return [(group, p) for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+
+def _is_bare_lightning_closure(closure: Callable) -> bool:
+    """Lightning's precision plugins hand ``partial(Precision._wrap_closure, ...)``; aipflow's driver is an object."""
+    func = getattr(closure, "func", None)
+    return getattr(func, "__name__", "") == "_wrap_closure" and "lightning" in getattr(func, "__module__", "")
 
 
 class BayesianMixin:

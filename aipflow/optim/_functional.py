@@ -80,13 +80,18 @@ def _groups(*lists: Sequence[Tensor]) -> list[tuple[list[Tensor], ...]]:
 
 
 # ----------------------------------------------------------------------------------------------- SAM / ASAM
-def sam_scale_norm(
+def sam_squared_norm(
     params: Sequence[Tensor], grads: Sequence[Tensor], adaptive: bool, eta: float, impl: str = "foreach"
 ) -> Tensor:
-    """SAM: ``||g||_2``; ASAM: ``||T_w g||_2`` with ``T_w = |w| + eta`` (Kwon et al. 2021, eq. 9), in fp32."""
+    """``||g||^2`` (SAM) or ``||T_w g||^2`` with ``T_w = |w| + eta`` (ASAM), a 0-dim fp32 tensor on the gradients'
+    device. Squares, not norms, so that several parameter groups add up to one global norm."""
     if not grads:
         return torch.zeros(())
     device = grads[0].device
+    if impl == "triton":
+        from aipflow.kernels.norm import sum_of_squares
+
+        return sum_of_squares(grads, params, adaptive, eta).reshape(())
     if impl == "reference":
         total = torch.zeros((), dtype=torch.float32, device=device)
         for p, g in zip(params, grads, strict=True):
@@ -94,7 +99,7 @@ def sam_scale_norm(
             if adaptive:
                 g32 = (p.float().abs() + eta) * g32
             total = total + g32.pow(2).sum().to(device)
-        return total.sqrt()
+        return total
     squares = []
     for ps, gs in _groups(params, grads):
         if adaptive:
@@ -105,7 +110,20 @@ def sam_scale_norm(
         else:
             norms = torch._foreach_norm(gs, 2, dtype=torch.float32)
         squares.append(torch.stack(norms).pow(2).sum().to(device))
-    return torch.stack(squares).sum().sqrt()
+    return torch.stack(squares).sum()
+
+
+def sam_scale_norm(
+    params: Sequence[Tensor], grads: Sequence[Tensor], adaptive: bool, eta: float, impl: str = "foreach"
+) -> Tensor:
+    """SAM: ``||g||_2``; ASAM: ``||T_w g||_2`` with ``T_w = |w| + eta`` (Kwon et al. 2021, eq. 9), in fp32."""
+    return sam_squared_norm(params, grads, adaptive, eta, impl).sqrt()
+
+
+def _sam_scale(rho: float, squared_norm: Tensor) -> Tensor:
+    # where instead of a branch: no host sync on the norm; a zero norm gives e = 0
+    norm = squared_norm.reshape(()).sqrt()
+    return torch.where(norm > 0, rho / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
 
 
 def sam_perturb(
@@ -116,16 +134,19 @@ def sam_perturb(
     adaptive: bool,
     eta: float,
     impl: str = "foreach",
+    squared_norm: Tensor | None = None,
 ) -> Tensor:
     """Save ``w`` into ``backups`` and move to ``w + e``: ``e = rho g / ||g||`` (SAM) or
-    ``e = rho T_w^2 g / ||T_w g||`` (ASAM). A zero norm gives ``e = 0`` (no NaN). Returns the norm."""
+    ``e = rho T_w^2 g / ||T_w g||`` (ASAM). A zero norm gives ``e = 0`` (no NaN). ``squared_norm``: the norm's
+    square over the whole model (several parameter groups: Foret et al.'s g is the whole model's gradient);
+    computed from these lists when omitted. Returns the squared norm used (a 0-dim fp32 tensor)."""
+    if squared_norm is None:
+        squared_norm = sam_squared_norm(params, grads, adaptive, eta, impl)
     if impl == "triton":
         from aipflow.kernels.sam import sam_perturb as fused
 
-        return fused(params, grads, backups, rho, adaptive, eta, mode="copy")
-    norm = sam_scale_norm(params, grads, adaptive, eta, impl)
-    # where instead of a branch: no host sync on the norm
-    scale = torch.where(norm > 0, rho / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
+        return fused(params, grads, backups, rho, adaptive, eta, mode="copy", squared_norm=squared_norm)
+    scale = _sam_scale(rho, squared_norm)
     if impl == "reference":
         for p, g, b in zip(params, grads, backups, strict=True):
             b.copy_(p)
@@ -133,7 +154,7 @@ def sam_perturb(
             if adaptive:
                 e = e * (p.float().abs() + eta).pow(2)
             p.add_(e.to(p.dtype))
-        return norm
+        return squared_norm.reshape(())
     for ps, gs, bs in _groups(params, grads, backups):
         torch._foreach_copy_(bs, ps)
         s = scale.to(ps[0].device)
@@ -157,7 +178,7 @@ def sam_perturb(
                 torch._foreach_mul_(g32, t)
             torch._foreach_mul_(g32, s)
             torch._foreach_add_(ps, [e.to(p.dtype) for e, p in zip(g32, ps, strict=True)])
-    return norm
+    return squared_norm.reshape(())
 
 
 def owns_storage(p: Tensor) -> bool:
@@ -174,21 +195,24 @@ def sam_perturb_swap(
     adaptive: bool,
     eta: float,
     impl: str = "foreach",
+    squared_norm: Tensor | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """Like :func:`sam_perturb`, but out of place: ``w + e`` is written into ``buffers`` and the parameters are
     pointed at them; the untouched originals are returned for :func:`swap_back`. A third less memory traffic
     than copy-then-perturb-then-copy-back (read w and g, write w + e: 12 bytes per fp32 parameter plus the norm;
-    the restore moves nothing) and exact by construction (w is never written)."""
+    the restore moves nothing) and exact by construction (w is never written). Returns the squared norm used
+    and the originals."""
+    if squared_norm is None:
+        squared_norm = sam_squared_norm(params, grads, adaptive, eta, impl)
     if impl == "triton":
         from aipflow.kernels.sam import sam_perturb as fused
 
-        norm = fused(params, grads, buffers, rho, adaptive, eta, mode="swap")
+        fused(params, grads, buffers, rho, adaptive, eta, mode="swap", squared_norm=squared_norm)
         originals = [p.data for p in params]
         for p, buf in zip(params, buffers, strict=True):
             p.data = buf
-        return norm, originals
-    norm = sam_scale_norm(params, grads, adaptive, eta, impl)
-    scale = torch.where(norm > 0, rho / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
+        return squared_norm.reshape(()), originals
+    scale = _sam_scale(rho, squared_norm)
     originals = [p.data for p in params]
     simple = not adaptive and scale.device.type == "cpu" and impl != "reference"
     alpha = float(scale) if simple else None
@@ -203,7 +227,7 @@ def sam_perturb_swap(
             torch.add(w.float(), e, out=e)
             buf.copy_(e)  # one rounding to the parameter dtype
         p.data = buf
-    return norm, originals
+    return squared_norm.reshape(()), originals
 
 
 def swap_back(params: Sequence[Tensor], originals: Sequence[Tensor]) -> None:

@@ -89,7 +89,11 @@ class SAM(MultiPassOptimizer):
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> Tensor:
-        """Move to ``w + e`` using the current gradients; returns the gradient norm(s) used, summed over groups.
+        """Move to ``w + e`` using the current gradients; returns the global gradient norm used.
+
+        The norm is the whole model's (Foret et al.: g is the gradient of all the weights), one over every
+        parameter group; a group's own ``rho`` / ``adaptive`` / ``eta`` apply to its part of e and of the norm.
+        Groups that share ``adaptive`` and ``eta`` are normed in one call (one launch with Triton).
 
         Parameters that own their storage are moved out of place (``w + e`` written into a kept buffer that the
         parameter then points to; the original is untouched and pointed to again on restore); views such as
@@ -99,26 +103,42 @@ class SAM(MultiPassOptimizer):
         if self._perturbed:
             raise RuntimeError("SAM.first_step called twice without second_step (the weights are still perturbed)")
         impl = self._resolved_impl()
-        norms = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
+        groups = [(g, params) for g, params in groups if params]
+        if not groups:
+            if zero_grad:
+                self.zero_grad()
+            return torch.zeros(())
+        squared_norm = self._global_squared_norm(groups, impl)
+        norm = squared_norm.sqrt()
+        for group, params in groups:
             rho, adaptive, eta = group["rho"], group["adaptive"], group["eta"]
             grads = [p.grad for p in params]
             buffers = [self._backup_for(p) for p in params]
             if all(F.owns_storage(p) for p in params):
-                norm, originals = F.sam_perturb_swap(params, grads, buffers, rho, adaptive, eta, impl)
+                _, originals = F.sam_perturb_swap(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
                 self._perturbed.append(("swap", params, originals))
             else:
-                norm = F.sam_perturb(params, grads, buffers, rho, adaptive, eta, impl)
+                F.sam_perturb(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
                 self._perturbed.append(("copy", params, buffers))
-            norms.append(norm)
         if zero_grad:
             self.zero_grad()
-        if len(norms) == 1:  # one parameter group: no extra launch
-            return norms[0]
-        return torch.stack(norms).sum() if norms else torch.zeros(())
+        return norm
+
+    @staticmethod
+    def _global_squared_norm(groups: list[tuple[dict, list[Tensor]]], impl: str) -> Tensor:
+        by_scaling: dict[tuple[bool, float], list[Tensor]] = {}
+        for group, params in groups:
+            key = (bool(group["adaptive"]), float(group["eta"]) if group["adaptive"] else 0.0)
+            by_scaling.setdefault(key, []).extend(params)
+        parts = [
+            F.sam_squared_norm(params, [p.grad for p in params], adaptive, eta, impl)
+            for (adaptive, eta), params in by_scaling.items()
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        device = parts[0].device
+        return torch.stack([part.to(device) for part in parts]).sum()
 
     def _backup_for(self, p: Tensor) -> Tensor:
         # keyed by the parameter object; while swapped, p.data is the buffer itself, so compare with p's shape

@@ -68,7 +68,9 @@ def test_bayesian_ops_on_gpu(dtype):
     assert abs(flat.mean().item()) < 0.05 and abs(flat.var().item() - 1) < 0.05
 
 
-def test_fused_sam_step_launches_at_most_six_kernels():
+def test_fused_sam_step_launches_five_kernels():
+    # the squared norm, the sum of its partials, its root (returned), the perturbation, the fused SGD step with
+    # the restore: README says five
     from torch.profiler import ProfilerActivity, profile
 
     params = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in SHAPES * 40]  # 240 tensors
@@ -84,4 +86,4 @@ def test_fused_sam_step_launches_at_most_six_kernels():
         opt.second_step()
         torch.cuda.synchronize()
     kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    assert len(kernels) <= 6, kernels
+    assert len(kernels) <= 5, kernels

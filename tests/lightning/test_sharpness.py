@@ -172,3 +172,57 @@ def test_per_micro_batch_accumulation_matches_hand_computation():
     full = CountingModule(sam_factory())
     trainer(max_steps=1, accumulate_grad_batches=2).fit(full, loader(x, y, 8))
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full.parameters(), model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["SAM", "IVON"])
+def test_joins_a_plain_lightning_module_without_configuration(name):
+    # no callbacks given: the lightning.pytorch.callbacks_factory entry point adds the integration to every Trainer
+    import lightning as L
+
+    from aipflow.lightning.sharpness import _SharpnessAwarePrecision
+
+    x, y = regression_data(64)
+    model = CountingModule(FACTORIES[name])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, loader(x, y, 16))
+    assert isinstance(trainer.precision_plugin, _SharpnessAwarePrecision)
+    assert model.counts["training_step"] == PASSES[name] * 3
+    assert model.counts["before_optimizer_step"] == 3 and model.counts["log"] == 3
+
+
+def test_a_configured_integration_takes_over_from_the_automatic_one():
+    from aipflow.lightning import AutomaticSharpnessAwareTraining
+
+    x, y = regression_data(32)
+    configured = SharpnessAwareTraining(bn_update="both")
+    t = trainer([configured], max_steps=1)
+    automatic = [cb for cb in t.callbacks if isinstance(cb, AutomaticSharpnessAwareTraining)]
+    assert automatic  # the entry point is installed
+    t.fit(CountingModule(FACTORIES["SAM"], batch_norm=True), loader(x, y, 16))
+    assert not automatic[0].active and t.precision_plugin._aipflow_options is configured
+
+
+def test_without_the_integration_a_multi_pass_optimizer_says_what_is_missing(monkeypatch):
+    import lightning as L
+
+    monkeypatch.setattr(
+        "lightning.pytorch.trainer.connectors.callback_connector._load_external_callbacks", lambda group: []
+    )
+    x, y = regression_data(32)
+    t = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(RuntimeError, match="needs aipflow's SharpnessAwareTraining callback"):
+        t.fit(CountingModule(FACTORIES["SAM"]), loader(x, y, 16))

@@ -10,23 +10,30 @@ import math
 import torch
 
 
+def _per_param(value, n):
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
 def sgd_momentum(params, grads, bufs, lr, momentum, weight_decay=0.0, nesterov=False):
-    """torch.optim.SGD semantics: d = g + wd w; b = mu b + d (b = d at the first step); w -= lr (d + mu b | b)."""
+    """torch.optim.SGD semantics: d = g + wd w; b = mu b + d (b = d at the first step); w -= lr (d + mu b | b).
+    ``weight_decay`` may be a list, one per parameter (a decay / no-decay split)."""
+    decays = _per_param(weight_decay, len(params))
     for i, (w, g) in enumerate(zip(params, grads)):
-        d = g + weight_decay * w
+        d = g + decays[i] * w
         bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
         step = d + momentum * bufs[i] if nesterov else bufs[i]
         params[i] = w - lr * step
 
 
 def adamw(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    decays = _per_param(weight_decay, len(params))
     state["t"] = state.get("t", 0) + 1
     t = state["t"]
     b1, b2 = betas
     for i, (w, g) in enumerate(zip(params, grads)):
         m = state.setdefault(("m", i), torch.zeros_like(w))
         v = state.setdefault(("v", i), torch.zeros_like(w))
-        w = w * (1 - lr * weight_decay)
+        w = w * (1 - lr * decays[i])
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         state[("m", i)], state[("v", i)] = m, v
@@ -36,13 +43,14 @@ def adamw(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
 
 
 def sam_perturbation(params, grads, rho, adaptive=False, eta=0.01):
-    """Foret et al. eq. 2: e = rho g / ||g||; Kwon et al. eq. 9: e = rho T^2 g / ||T g||, T = |w| + eta."""
-    if adaptive:
-        t = [w.abs() + eta for w in params]
-        norm = math.sqrt(sum(((ti * g) ** 2).sum().item() for ti, g in zip(t, grads)))
-        return [rho * ti * ti * g / norm if norm > 0 else torch.zeros_like(g) for ti, g in zip(t, grads)]
-    norm = math.sqrt(sum((g**2).sum().item() for g in grads))
-    return [rho * g / norm if norm > 0 else torch.zeros_like(g) for g in grads]
+    """Foret et al. eq. 2: e = rho g / ||g||; Kwon et al. eq. 9: e = rho T^2 g / ||T g||, T = |w| + eta.
+
+    g is the gradient of the whole model, so ||.|| is one norm over every parameter; ``rho`` may be a list, one
+    per parameter (a parameter group's own radius scales its part of e, the norm stays global)."""
+    rhos = _per_param(rho, len(params))
+    t = [w.abs() + eta if adaptive else torch.ones_like(w) for w in params]
+    norm = math.sqrt(sum(((ti * g) ** 2).sum().item() for ti, g in zip(t, grads)))
+    return [r * ti * ti * g / norm if norm > 0 else torch.zeros_like(g) for r, ti, g in zip(rhos, t, grads)]
 
 
 def bsam_step(params, state, grad_fn, noise_fn, n_eff, m_sub, lr, rho, b1, b2, prior_precision, damping):

@@ -116,3 +116,43 @@ def test_stratified_batch_sampler_rejects_drop_last():
 
     with pytest.raises(ValueError, match="drop_last must be False"):
         StratifiedBatchSampler(range(10), 4, True, groups=torch.tensor([0, 1] * 5))
+
+
+class _CountingTask(WeakBinaryTask):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = {"training_step": 0, "before_optimizer_step": 0}
+
+    def training_step(self, batch, batch_idx):
+        self.calls["training_step"] += 1
+        return super().training_step(batch, batch_idx)
+
+    def on_before_optimizer_step(self, optimizer):
+        self.calls["before_optimizer_step"] += 1
+
+
+@pytest.mark.parametrize("name", ["SAM", "IVON"])
+def test_multi_pass_optimizers_are_integrated_in_a_weaksup_task(name):
+    # nothing configured: the core's Trainer entry point brings the integration to the plugin's own task
+    import functools
+
+    from aipflow.optim import IVON, SAM
+
+    factory = {
+        "SAM": functools.partial(SAM, base_optimizer=functools.partial(torch.optim.SGD, lr=0.05), rho=0.05),
+        "IVON": functools.partial(IVON, lr=0.05, mc_samples=2, seed=0),
+    }[name]
+    torch.manual_seed(0)
+    task = _CountingTask(MLP(in_features=64, num_classes=1, hidden=(16,)), PURisk(prior=0.45), optimizer=factory)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, PUDigitsDataModule(batch_size=128))
+    assert task.calls["training_step"] == 2 * 3  # two passes per step, both really run
+    assert task.calls["before_optimizer_step"] == 3  # hooks and logging once per step
+    assert all(torch.isfinite(p).all() for p in task.parameters())
