@@ -46,6 +46,13 @@ def _build_cli_class():
                 help="after fit, test the best checkpoint (or the final weights) and print a summary",
             )
 
+        def instantiate_trainer(self, **kwargs):
+            from aipflow.lightning.checkpoint import complete_callbacks
+
+            trainer = super().instantiate_trainer(**kwargs)
+            complete_callbacks(trainer)
+            return trainer
+
         def after_fit(self) -> None:
             if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
                 return
@@ -80,11 +87,11 @@ def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
     report = getattr(datamodule, "noise_report", None)
     if report is not None and report.kind != "none":
         lines.append(f"  training labels: {report.summary()}")
+    lines.append(f"  tested on:  {tested_on(trainer, ckpt_path)}")
     ckpt = trainer.checkpoint_callback
-    where = getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "") if ckpt else ""
-    lines.append(f"  tested on:  {'best checkpoint' if ckpt_path == 'best' else 'final weights'}")
-    if where:
-        lines.append(f"  checkpoint: {where}")
+    last = getattr(ckpt, "last_model_path", "") if ckpt else ""
+    if last:
+        lines.append(f"  last:       {last}  (resume with --ckpt_path)")
     if trainer.log_dir:
         lines.append(f"  logs:       {trainer.log_dir}")
     diagram = getattr(model, "reliability_diagram_path", None)
@@ -92,6 +99,20 @@ def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
         lines.append(f"  reliability diagram: {diagram}")
     lines.append("=" * 60)
     return "\n".join(lines)
+
+
+def tested_on(trainer, ckpt_path: str | None) -> str:
+    """Which weights the test after fit used, truthfully: a monitored best, or the last epoch's checkpoint when the
+    checkpoint callback monitors nothing (its "best" is then the latest), or the weights in memory."""
+    ckpt = trainer.checkpoint_callback
+    if ckpt_path != "best" or ckpt is None:
+        return "the final weights in memory"
+    path = ckpt.best_model_path
+    if ckpt.monitor:
+        score = ckpt.best_model_score
+        value = f" = {float(score):.4f}" if score is not None else ""
+        return f"best checkpoint by {ckpt.monitor}{value}: {path}"
+    return f"last epoch's checkpoint (the recipe monitors no metric): {path}"
 
 
 def _info_command(argv: list[str]) -> int:

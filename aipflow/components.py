@@ -21,6 +21,7 @@ _CORE_COMPONENTS: dict[str, str] = {
     "bSAM": "aipflow.optim.bsam:BSAM",
     "IVON": "aipflow.optim.ivon:IVON",
     "SharpnessAwareTraining": "aipflow.lightning.sharpness:SharpnessAwareTraining",
+    "RNGStateCheckpoint": "aipflow.lightning.checkpoint:RNGStateCheckpoint",
     "LabelNoiseMonitor": "aipflow.callbacks:LabelNoiseMonitor",
     "TransitionMatrixEstimation": "aipflow.callbacks:TransitionMatrixEstimation",
     # losses
@@ -54,7 +55,8 @@ _CORE_COMPONENTS: dict[str, str] = {
     "StepLR": "torch.optim.lr_scheduler:StepLR",
     "MultiStepLR": "torch.optim.lr_scheduler:MultiStepLR",
     # Lightning callbacks and loggers
-    "ModelCheckpoint": "lightning.pytorch.callbacks:ModelCheckpoint",
+    # Lightning's, except that save_last=True rewrites last.ckpt every epoch (Lightning 2.6 only on a top-k save)
+    "ModelCheckpoint": "aipflow.lightning.checkpoint:ModelCheckpoint",
     "EarlyStopping": "lightning.pytorch.callbacks:EarlyStopping",
     "LearningRateMonitor": "lightning.pytorch.callbacks:LearningRateMonitor",
     "CSVLogger": "lightning.pytorch.loggers:CSVLogger",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +18,50 @@ class ConfigError(Exception):
 
 
 def list_recipes(registry: Registry | None = None) -> dict[str, Path]:
-    """Recipe name -> file. Core recipes keep their stem; a plugin's are ``<plugin>/<stem>`` (and the bare stem
-    too when no other recipe has it)."""
+    """Recipe name -> file, each recipe once: the core's by stem, a plugin's as ``<plugin>/<stem>``. A plugin
+    recipe's bare stem also works with ``--config`` when no other recipe has it (:func:`recipe_aliases`)."""
     registry = registry or get_registry()
     named: dict[str, Path] = {}
-    bare: dict[str, list[Path]] = {}
     for source, folder in registry.recipe_dirs():
         for path in sorted(folder.glob("*.yaml")):
-            if source == "aipflow":
-                named[path.stem] = path
-            else:
-                named[f"{source}/{path.stem}"] = path
-                bare.setdefault(path.stem, []).append(path)
-    for stem, paths in bare.items():
-        if stem not in named and len(paths) == 1:
-            named[stem] = paths[0]
+            named[path.stem if source == "aipflow" else f"{source}/{path.stem}"] = path
     return named
 
 
+def recipe_aliases(recipes: dict[str, Path]) -> dict[str, Path]:
+    """Bare stems of plugin recipes that name exactly one recipe and no core recipe: ``pu_nnpu`` for
+    ``weaksup/pu_nnpu``."""
+    bare: dict[str, list[Path]] = {}
+    for name, path in recipes.items():
+        if "/" in name:
+            bare.setdefault(name.rsplit("/", 1)[1], []).append(path)
+    return {stem: paths[0] for stem, paths in bare.items() if len(paths) == 1 and stem not in recipes}
+
+
 def resolve_recipe(spec: str, registry: Registry | None = None) -> Path:
-    """A path that exists, or a recipe name (``quickstart``, ``weaksup/nnpu``)."""
+    """A path that exists, or a recipe name (``quickstart``, ``weaksup/nnpu``, or ``nnpu`` when unambiguous).
+
+    A spec that looks like a path (a ``.yaml`` / ``.yml`` suffix or a folder separator that names no recipe) and
+    does not exist is reported as a missing file, not as an unknown recipe name."""
     path = Path(spec)
     if path.is_file():
         return path
     recipes = list_recipes(registry)
-    if spec in recipes:
-        return recipes[spec]
+    known = {**recipe_aliases(recipes), **recipes}
+    if spec in known:
+        return known[spec]
     stem = path.stem if path.suffix in (".yaml", ".yml") else spec
-    if stem in recipes and path.parent == Path("."):
-        return recipes[stem]
-    close = difflib.get_close_matches(stem, recipes, n=3, cutoff=0.5)
+    if stem in known and path.parent == Path("."):
+        return known[stem]
+    if path.suffix in (".yaml", ".yml") or (os.sep in spec and spec not in known):
+        where = path.parent if str(path.parent) != "." else Path.cwd()
+        reason = "no such file" if where.is_dir() else f"no such folder {str(where)!r}"
+        if path.is_dir():
+            reason = "is a folder, not a file"
+        raise ConfigError(f"--config: {spec!r}: {reason}")
+    close = difflib.get_close_matches(stem, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ConfigError(
-        f"--config: {spec!r} is neither a file nor a recipe name{hint} (recipes: {', '.join(sorted(recipes))})"
-    )
+    raise ConfigError(f"--config: {spec!r} is neither a file nor a recipe name{hint} (`aipflow recipes` lists them)")
 
 
 #: keys whose value is a component: there a bare string (``loss: GCE``) is read as a class name. Elsewhere a

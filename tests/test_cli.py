@@ -64,8 +64,10 @@ def recipe(tmp_path):
 def test_missing_recipe_file(capsys):
     code, _, err = run(["fit", "--config", "no/such/recipe.yaml"], capsys)
     assert code == 2
-    assert "--config: 'no/such/recipe.yaml' is neither a file nor a recipe name" in err
-    assert "Traceback" not in err
+    assert err.splitlines()[0] == "aipflow: error: --config: 'no/such/recipe.yaml': no such folder 'no/such'"
+    assert "did you mean" not in err and "Traceback" not in err
+    code, _, err = run(["fit", "--config", "missing.yaml"], capsys)
+    assert code == 2 and err.splitlines()[0] == "aipflow: error: --config: 'missing.yaml': no such file"
 
 
 def test_misspelt_recipe_name_suggests(capsys):
@@ -149,4 +151,6 @@ def test_quickstart_reaches_target_accuracy(tmp_path, monkeypatch, capsys):
     assert acc >= 0.90
     assert "requested 0.200, realised 0.1997" in summary  # round(0.2 * 1167) = 233 labels
     assert (tmp_path / "runs/quickstart/version_0/reliability_test.png").exists()
-    assert "checkpoint: runs/quickstart/version_0/checkpoints/best-" in summary
+    assert "tested on:  best checkpoint by val/nll = " in summary
+    assert ": runs/quickstart/version_0/checkpoints/best-" in summary
+    assert "last:       runs/quickstart/version_0/checkpoints/last.ckpt" in summary

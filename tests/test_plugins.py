@@ -64,8 +64,12 @@ def test_component_of_broken_plugin_names_distribution_version_and_error(plugin_
 
 
 def test_plugin_recipes_are_listed(plugin_site):
+    from aipflow.config import resolve_recipe
+
     recipes = list_recipes()
-    assert "quickstart" in recipes and "toy/toyrecipe" in recipes and "toyrecipe" in recipes
+    assert "quickstart" in recipes and "toy/toyrecipe" in recipes
+    assert "toyrecipe" not in recipes  # each recipe listed once, under its plugin
+    assert resolve_recipe("toyrecipe") == recipes["toy/toyrecipe"]  # the unique bare stem still works
 
 
 def _tiny_fit_args(extra):

@@ -1,5 +1,6 @@
-"""What makes multi-pass optimizers and Bayesian evaluation correct inside ``lightning.Trainer``."""
+"""What makes multi-pass optimizers, Bayesian evaluation and resuming correct inside ``lightning.Trainer``."""
 
+from aipflow.lightning.checkpoint import ModelCheckpoint, RNGStateCheckpoint
 from aipflow.lightning.sharpness import AutomaticSharpnessAwareTraining, SharpnessAwareTraining
 
-__all__ = ["AutomaticSharpnessAwareTraining", "SharpnessAwareTraining"]
+__all__ = ["AutomaticSharpnessAwareTraining", "ModelCheckpoint", "RNGStateCheckpoint", "SharpnessAwareTraining"]

@@ -108,13 +108,15 @@ class ClassificationTask(L.LightningModule):
         self.reliability_diagram_path: Path | None = None
 
     def configure_callbacks(self) -> list:
-        # multi-pass optimizers need the integration; it passes other optimizers through, so always add it
-        # unless the recipe configured one itself (a model callback would replace the trainer's)
-        from aipflow.lightning import SharpnessAwareTraining
+        # multi-pass optimizers need the integration (every Trainer gets it through aipflow's entry point; here too
+        # in case the entry point is not installed), and a resumed run needs the RNG state; only what the trainer
+        # lacks (a model callback would replace the trainer's own)
+        from aipflow.lightning import RNGStateCheckpoint, SharpnessAwareTraining
 
-        if any(isinstance(cb, SharpnessAwareTraining) for cb in self.trainer.callbacks):
-            return []
-        return [SharpnessAwareTraining()]
+        wanted = {SharpnessAwareTraining: SharpnessAwareTraining, RNGStateCheckpoint: RNGStateCheckpoint}
+        return [
+            make() for kind, make in wanted.items() if not any(isinstance(cb, kind) for cb in self.trainer.callbacks)
+        ]
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

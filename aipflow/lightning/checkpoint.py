@@ -1,0 +1,157 @@
+"""Checkpoints a resumed run can rely on: a ``last.ckpt`` that is the last epoch, and every RNG the run draws from.
+
+Lightning 2.6's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only at a step where a top-k save happened,
+so with a monitor it holds the last *best* epoch: a crashed run resumed from it silently redoes epochs, and
+``aipflow test --ckpt_path .../last.ckpt`` tests the best weights. This module's :class:`ModelCheckpoint` (the
+``ModelCheckpoint`` short name in recipes) writes it at every checkpoint trigger.
+
+Lightning saves no RNG state either: dropout draws from the global torch generator, so a resumed run diverged from
+the uninterrupted one (weights 0.3-0.6 apart after one epoch). :class:`RNGStateCheckpoint` saves torch's CPU
+generator, every initialised CUDA device's, numpy's and Python's, for every rank, as tensors and plain types (a
+checkpoint loads with ``torch.load(weights_only=True)``), and puts them back when training resumes.
+
+Both lean on Lightning internals named here, and only here: ``ModelCheckpoint._save_last_checkpoint``,
+``_should_skip_saving_checkpoint``, ``_should_save_on_train_epoch_end`` and ``_monitor_candidates`` (2.4 - 2.6).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["ModelCheckpoint", "RNGStateCheckpoint", "collect_rng_state", "complete_callbacks", "restore_rng_state"]
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``save_last=True`` means what it says: ``last.ckpt`` is rewritten at
+    every checkpoint trigger (each epoch by default), whether or not the monitored value improved. All other
+    options and the saved state are Lightning's."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def _save_last_now(self, trainer: L.Trainer) -> None:
+        # skipped when a save already happened at this step (Lightning then wrote last.ckpt too), during the sanity
+        # check, outside fit and with fast_dev_run
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def collect_rng_state() -> dict[str, Any]:
+    """This process's generators as tensors and plain types."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": int(py_version), "internal": list(py_internal), "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`collect_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["name"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            rank_zero_warn(
+                f"the checkpoint holds CUDA RNG states for {len(cuda)} devices, this machine has "
+                f"{torch.cuda.device_count()}: CUDA generators not restored (the resumed run is not bit-exact)"
+            )
+
+
+class RNGStateCheckpoint(Callback):
+    """Saves every rank's RNG state in each checkpoint and restores it when training resumes, so that a resumed
+    run equals the uninterrupted one bit for bit (dropout, augmentation, anything drawing from the global
+    generators).
+
+    When: the state is taken as the checkpoint is written (end of an epoch's validation or training) and put back
+    at ``on_fit_start``. Earlier would be too early: Lightning restores callbacks before ``configure_optimizers``,
+    which may draw (an unseeded IVON / bSAM draws its noise seed). Later would be too late: the fit loop creates the
+    first train iterator before ``on_train_start``, and that draws the DataLoader's base seed, as the uninterrupted
+    run does at the start of the next epoch. The sanity check in between runs under Lightning's ``isolate_rng``.
+    Strategies that restore after setup (``restore_checkpoint_after_setup``) get the state at ``on_train_start``."""
+
+    def __init__(self) -> None:
+        self._pending: list[Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        # every rank builds the checkpoint (only rank 0 writes it): gather the ranks' states here
+        mine = collect_rng_state()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            ranks: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, mine)
+            return {"ranks": ranks}
+        return {"ranks": [mine]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict["ranks"]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore(trainer)
+
+    def _restore(self, trainer: L.Trainer) -> None:
+        if self._pending is None:
+            return
+        ranks, self._pending = self._pending, None
+        if len(ranks) != trainer.world_size:
+            rank_zero_warn(
+                f"the checkpoint holds RNG states for {len(ranks)} processes, this run has {trainer.world_size}: "
+                "each rank takes saved state (rank mod saved); the resumed run is not bit-exact"
+            )
+        restore_rng_state(ranks[trainer.global_rank % len(ranks)])
+
+
+def complete_callbacks(trainer: L.Trainer) -> None:
+    """What every ``aipflow`` run gets: the RNG state in its checkpoints, and a true ``last.ckpt`` every epoch from
+    its (first) checkpoint callback, whether the recipe configured one or Lightning added its default."""
+    if not any(isinstance(cb, RNGStateCheckpoint) for cb in trainer.callbacks):
+        trainer.callbacks.insert(0, RNGStateCheckpoint())
+    if not trainer.checkpoint_callbacks:  # checkpointing disabled
+        return
+    first = trainer.checkpoint_callbacks[0]
+    if type(first) is _LightningModelCheckpoint:
+        first.__class__ = ModelCheckpoint  # adds behaviour only (no state): last.ckpt at every trigger
+    if isinstance(first, ModelCheckpoint) and not first.save_last:
+        first.save_last = True
