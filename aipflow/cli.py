@@ -53,6 +53,21 @@ def _build_cli_class():
             complete_callbacks(trainer)
             return trainer
 
+        def _run_subcommand(self, subcommand: str) -> None:
+            # a bad --ckpt_path gets one line naming the file and what is wrong, before and during the restore
+            from aipflow.lightning.checkpoint import check_checkpoint_file, explain_restore_error
+
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            if ckpt_path:
+                check_checkpoint_file(ckpt_path)
+            try:
+                super()._run_subcommand(subcommand)
+            except Exception as exc:
+                explained = explain_restore_error(exc, ckpt_path, self.model) if ckpt_path else None
+                if explained is None:
+                    raise
+                raise explained from exc
+
         def after_fit(self) -> None:
             if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
                 return
@@ -138,6 +153,11 @@ def run(argv: list[str]):
     (``.trainer``, ``.model``, ``.datamodule``); raises on errors."""
     from aipflow.config import rewrite_argv
 
+    for ckpt_path in _option_values(argv, "--ckpt_path"):
+        # LightningCLI opens the file while parsing (for its hyperparameters): check it first, one clear line
+        from aipflow.lightning.checkpoint import check_checkpoint_file
+
+        check_checkpoint_file(ckpt_path)
     argv, temps = rewrite_argv(argv)
     saved_argv = sys.argv
     sys.argv = ["aipflow", *argv]  # LightningCLI reads sys.argv; args= beside a real command line warns
@@ -155,6 +175,17 @@ def run(argv: list[str]):
         sys.argv = saved_argv
         for path in temps:
             Path(path).unlink(missing_ok=True)
+
+
+def _option_values(argv: list[str], option: str) -> list[str]:
+    """The values given to ``option`` on the command line (``--opt=v`` or ``--opt v``)."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg.startswith(option + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == option and i + 1 < len(argv):
+            values.append(argv[i + 1])
+    return values
 
 
 def _parser_kwargs() -> dict:

@@ -17,6 +17,9 @@ Both lean on Lightning internals named here, and only here: ``ModelCheckpoint._s
 from __future__ import annotations
 
 import random
+import traceback
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -26,7 +29,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["ModelCheckpoint", "RNGStateCheckpoint", "collect_rng_state", "complete_callbacks", "restore_rng_state"]
+from aipflow.config import ConfigError
+
+__all__ = [
+    "CheckpointError",
+    "ModelCheckpoint",
+    "RNGStateCheckpoint",
+    "check_checkpoint_file",
+    "collect_rng_state",
+    "complete_callbacks",
+    "explain_restore_error",
+    "restore_rng_state",
+]
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -155,3 +169,128 @@ def complete_callbacks(trainer: L.Trainer) -> None:
         first.__class__ = ModelCheckpoint  # adds behaviour only (no state): last.ckpt at every trigger
     if isinstance(first, ModelCheckpoint) and not first.save_last:
         first.save_last = True
+
+
+# ------------------------------------------------------------------------------------------ checkpoint errors
+class CheckpointError(ConfigError):
+    """A ``--ckpt_path`` that cannot be used; the message names the file and what is wrong with it."""
+
+
+#: values of ckpt_path that Lightning resolves itself
+_LIGHTNING_CKPT_NAMES = ("best", "last", "hpc")
+
+
+def check_checkpoint_file(path: str | Path) -> None:
+    """Refuse, with one line naming the file, a checkpoint that is missing, empty, truncated, not a PyTorch file,
+    or not a Lightning checkpoint; before Lightning opens it (its errors: ``EOFError:``, ``KeyError: 101``). A
+    folder (a sharded FSDP / DeepSpeed checkpoint) is left to the strategy."""
+    spec = str(path)
+    if spec in _LIGHTNING_CKPT_NAMES or spec.startswith("registry"):
+        return
+    p = Path(spec)
+    if not p.exists():
+        raise CheckpointError(f"--ckpt_path {spec}: no such file")
+    if p.is_dir():
+        return
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"--ckpt_path {spec}: the file is empty (0 bytes); was the run killed while saving?")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    is_zip = head.startswith(b"PK")
+    if is_zip and not zipfile.is_zipfile(p):
+        raise CheckpointError(
+            f"--ckpt_path {spec}: the file is truncated ({size} bytes, its zip directory is missing); was the run "
+            "killed while saving? Use an earlier checkpoint"
+        )
+    if not is_zip and not head.startswith(b"\x80"):  # neither torch's zip format nor a legacy pickle
+        raise CheckpointError(f"--ckpt_path {spec}: not a PyTorch checkpoint (the file starts with {head!r})")
+    try:
+        checkpoint = torch.load(p, map_location="cpu", weights_only=True, mmap=is_zip)
+    except Exception as exc:  # noqa: BLE001 - any reader error is reported as what it is, with the file named
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"--ckpt_path {spec}: cannot be read as a checkpoint: {first}") from None
+    if (
+        not isinstance(checkpoint, dict)
+        or "state_dict" not in checkpoint
+        or "pytorch-lightning_version" not in checkpoint
+    ):
+        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"--ckpt_path {spec}: not a Lightning checkpoint (found the keys {keys}); a bare weights file "
+            "goes to the model (e.g. TimmModel's checkpoint_path)"
+        )
+
+
+_MODEL_RESTORE = {"restore_model", "load_model_state_dict", "_load_state_dict"}
+_OPTIMIZER_RESTORE = {"restore_optimizers", "load_optimizer_state_dict", "restore_optimizers_and_schedulers"}
+_ANY_RESTORE = (
+    _MODEL_RESTORE
+    | _OPTIMIZER_RESTORE
+    | {
+        "_restore_modules_and_callbacks",
+        "restore_training_state",
+        "resume_start",
+        "restore_callbacks",
+        "restore_loops",
+        "restore_datamodule",
+        "restore_lr_schedulers",
+    }
+)
+
+
+def explain_restore_error(exc: BaseException, path: str, model: torch.nn.Module | None) -> CheckpointError | None:
+    """One line for an exception raised while Lightning restored ``path``; ``None`` when it came from elsewhere."""
+    frames = {frame.name for frame in traceback.extract_tb(exc.__traceback__)}
+    if not frames & _ANY_RESTORE or str(path) in _LIGHTNING_CKPT_NAMES:
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001
+        checkpoint = {}
+    if frames & _MODEL_RESTORE and model is not None and "state_dict" in checkpoint:
+        return CheckpointError(f"--ckpt_path {path}: holds another model: {_model_difference(checkpoint, model)}")
+    if frames & _OPTIMIZER_RESTORE:
+        saved = [_optimizer_kind(state) for state in checkpoint.get("optimizer_states", [])]
+        return CheckpointError(
+            f"--ckpt_path {path}: holds another optimizer's state (saved: {', '.join(saved) or 'none'}); resume with "
+            f"the optimizer it was trained with, or start a new run from its weights ({type(exc).__name__}: {exc})"
+        )
+    return CheckpointError(f"--ckpt_path {path}: could not be restored: {type(exc).__name__}: {exc}")
+
+
+def _model_difference(checkpoint: dict, model: torch.nn.Module) -> str:
+    saved = checkpoint["state_dict"]
+    wanted = model.state_dict()
+    unexpected = [k for k in saved if k not in wanted]
+    missing = [k for k in wanted if k not in saved]
+    mismatched = [k for k in saved if k in wanted and tuple(saved[k].shape) != tuple(wanted[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of this model's {len(wanted)} tensors are not in it (first: {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} of its {len(saved)} are not in this model (first: {unexpected[0]!r})")
+    if mismatched:
+        k = mismatched[0]
+        parts.append(
+            f"{len(mismatched)} differ in shape (first: {k!r} {tuple(saved[k].shape)} in the file, "
+            f"{tuple(wanted[k].shape)} here)"
+        )
+    return "; ".join(parts) or "the tensors match by name and shape but loading failed"
+
+
+def _optimizer_kind(state: dict) -> str:
+    """What a saved optimizer state looks like, from its keys (the class is not recorded by Lightning)."""
+    if "base_optimizer" in state:
+        return f"SAM/ASAM around {_optimizer_kind(state['base_optimizer'])}"
+    per_param = next(iter(state.get("state", {}).values()), {})
+    keys = set(per_param)
+    for marker, name in (
+        ("hess", "IVON"),
+        ("precision", "bSAM"),
+        ("exp_avg", "Adam/AdamW"),
+        ("momentum_buffer", "SGD"),
+    ):
+        if marker in keys:
+            return name
+    return "SGD without momentum" if not keys else f"an optimizer with state {sorted(keys)}"
