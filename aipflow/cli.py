@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import traceback
-from pathlib import Path
 
 INFO_COMMANDS = ("plugins", "recipes", "env")
 DEBUG_ENV = "AIPFLOW_DEBUG"
@@ -52,6 +51,28 @@ def _build_cli_class():
             trainer = super().instantiate_trainer(**kwargs)
             complete_callbacks(trainer)
             return trainer
+
+        def _check_before_data(self) -> None:
+            # bad optimizer options and impossible combinations are refused before any data is read
+            from aipflow.tasks.classification import check_optimizer_options
+
+            check = getattr(self.model, "check_configuration", None)
+            if callable(check):
+                check()
+            else:
+                check_optimizer_options(self.model)
+
+        def before_fit(self) -> None:
+            self._check_before_data()
+
+        def before_validate(self) -> None:
+            self._check_before_data()
+
+        def before_test(self) -> None:
+            self._check_before_data()
+
+        def before_predict(self) -> None:
+            self._check_before_data()
 
         def _run_subcommand(self, subcommand: str) -> None:
             # a bad --ckpt_path gets one line naming the file and what is wrong, before and during the restore
@@ -158,7 +179,7 @@ def run(argv: list[str]):
         from aipflow.lightning.checkpoint import check_checkpoint_file
 
         check_checkpoint_file(ckpt_path)
-    argv, temps = rewrite_argv(argv)
+    argv = rewrite_argv(argv)
     saved_argv = sys.argv
     sys.argv = ["aipflow", *argv]  # LightningCLI reads sys.argv; args= beside a real command line warns
     try:
@@ -173,8 +194,6 @@ def run(argv: list[str]):
         )
     finally:
         sys.argv = saved_argv
-        for path in temps:
-            Path(path).unlink(missing_ok=True)
 
 
 def _option_values(argv: list[str], option: str) -> list[str]:
@@ -248,25 +267,90 @@ _KEY_LINES = re.compile(
 )
 
 
+#: the keys a LightningCLI subcommand takes at the top level of a config
+_TOP_LEVEL_KEYS = (
+    "seed_everything",
+    "trainer",
+    "model",
+    "data",
+    "optimizer",
+    "lr_scheduler",
+    "ckpt_path",
+    "test_after_fit",
+    "config",
+    "print_config",
+)
+
+
 def condense_parser_error(message: str) -> str:
     """jsonargparse explains a nested error over dozens of lines; keep the ones that name the field, the value
-    and what was expected, and suggest the closest Trainer option for a misspelt ``trainer.*`` key."""
+    and what was expected, and suggest the closest valid key for a misspelt one (a ``trainer.*`` option, a
+    top-level key, or a key of a component's ``init_args``)."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    keep = lines[:1] + [ln for ln in lines[1:] if _KEY_LINES.search(ln) and not ln.startswith("Given value: {")]
+    keep = lines[:1] + [
+        ln
+        for ln in lines[1:]
+        if _KEY_LINES.search(ln) and not ln.startswith("Given value: {") and "Expected a <class 'NoneType'>" not in ln
+    ]
     seen: list[str] = []
     for line in keep:
         if line not in seen:
             seen.append(line)
     text = "\n  ".join(seen[:8])
-    unknown = re.findall(r"trainer\.([A-Za-z_]+)", message)
-    if unknown and ("unrecognized" in message or "accept" in message):
+    unknown = _unknown_component_key(message)
+    if unknown:
+        return unknown  # one line says it all
+    hint = _did_you_mean(message)
+    return f"{text}\n  {hint}" if hint else text
+
+
+_NESTED_UNKNOWN = re.compile(
+    r'Parser key "([\w.]+)".*?Problem with given class_path \'([\w.]+)\':\s*Option \'([\w.]+)\' is not accepted', re.S
+)
+
+
+def _unknown_component_key(message: str) -> str | None:
+    """``model.init_args.optimiser: ClassificationTask takes no option 'optimiser'; did you mean ...?``"""
+    nested = _NESTED_UNKNOWN.search(message)
+    if not nested:
+        return None
+    field, class_path, option = nested.groups()
+    key = option.split(".")[0]
+    valid = _init_parameters(class_path)
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    name = class_path.rsplit(".", 1)[-1]
+    hint = f"; did you mean {', '.join(f'{field}.init_args.{c}' for c in close)}?" if close else ""
+    valid_text = f" (it takes: {', '.join(valid)})" if valid and not close else ""
+    return f"{field}.init_args.{key}: {name} takes no option {key!r}{hint}{valid_text}"
+
+
+def _did_you_mean(message: str) -> str | None:
+    unknown_option = "unrecognized" in message or "accept" in message
+    trainer_keys = re.findall(r"trainer\.([A-Za-z_]+)", message)
+    if trainer_keys and unknown_option:
         from lightning.pytorch import Trainer
 
         valid = list(inspect.signature(Trainer.__init__).parameters)
-        close = difflib.get_close_matches(unknown[0], valid, n=3)
-        if close and unknown[0] not in valid:
-            text += f"\n  did you mean {', '.join('trainer.' + c for c in close)}?"
-    return text
+        close = difflib.get_close_matches(trainer_keys[0], valid, n=3)
+        if close and trainer_keys[0] not in valid:
+            return f"did you mean {', '.join('trainer.' + c for c in close)}?"
+    top = re.search(r"does not accept option '([A-Za-z_]+)", message)
+    if top and top.group(1) not in _TOP_LEVEL_KEYS:
+        close = difflib.get_close_matches(top.group(1), _TOP_LEVEL_KEYS, n=3, cutoff=0.6)
+        if close:
+            return f"did you mean {', '.join(close)}?"
+    return None
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
 
 
 if __name__ == "__main__":

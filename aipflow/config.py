@@ -122,15 +122,15 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
 
 
-def rewrite_argv(argv: list[str], registry: Registry | None = None) -> tuple[list[str], list[Path]]:
+def rewrite_argv(argv: list[str], registry: Registry | None = None) -> list[str]:
     """Resolve recipe names after ``--config``/``-c`` and short names in option values.
 
-    Returns the new argv and the temporary files written (configs whose short names were rewritten), which the
-    caller deletes after parsing.
+    A config whose short names or included files had to be rewritten is handed to LightningCLI as YAML text
+    (jsonargparse reads ``--config`` values that are not files as config content): no temporary file is written,
+    so none is left behind by an error or a kill -9.
     """
     registry = registry or get_registry()
     out: list[str] = []
-    temps: list[Path] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -145,30 +145,66 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> tuple[lis
             i += 1
             continue
         if key in ("--config", "-c"):
-            value = str(_prepared_config(value, registry, temps))
+            value = prepared_config(value, registry)
         elif key.endswith(".class_path"):
             value = _resolve_class_path(value, key.lstrip("-"), registry)
         elif key.rsplit(".", 1)[-1].rstrip("+") in COMPONENT_KEYS and value in registry:
             value = registry.get(value).import_path
         out.extend([f"{key}={value}"] if inline else [key, value])
         i += 1 if inline else 2
-    return out, temps
+    return out
 
 
-def _prepared_config(spec: str, registry: Registry, temps: list[Path]) -> Path:
-    import tempfile
+def _is_inline_yaml(spec: str) -> bool:
+    return "\n" in spec or spec.lstrip().startswith("{")
 
-    path = resolve_recipe(spec, registry)
-    raw = load_yaml(path)
+
+def prepared_config(spec: str, registry: Registry | None = None) -> str:
+    """What ``--config`` receives: the recipe's path when it needs no rewriting, else the rewritten YAML text
+    (short names resolved, included config files inlined)."""
+    registry = registry or get_registry()
+    if _is_inline_yaml(spec):
+        try:
+            raw, path, base = yaml.safe_load(spec), None, Path.cwd()
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: the inline config is not valid YAML: {exc}") from None
+    else:
+        path = resolve_recipe(spec, registry)
+        raw, base = load_yaml(path), path.parent
     if raw is None:
-        return path
+        return spec if path is None else str(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"--config: {path} must hold a mapping at the top level, got {type(raw).__name__}")
-    rewritten = rewrite_short_names(raw, registry)
-    if rewritten == raw:
-        return path
-    fd, name = tempfile.mkstemp(prefix=f"aipflow-{path.stem}-", suffix=".yaml")
-    with open(fd, "w") as fh:
-        yaml.safe_dump(rewritten, fh, sort_keys=False)
-    temps.append(Path(name))
-    return Path(name)
+        where = "the inline config" if path is None else str(path)
+        raise ConfigError(f"--config: {where} must hold a mapping at the top level, got {type(raw).__name__}")
+    rewritten = rewrite_short_names(inline_includes(raw, base), registry)
+    if path is not None and rewritten == raw:
+        return str(path)  # untouched: jsonargparse reads the file itself
+    return yaml.safe_dump(rewritten, sort_keys=False)
+
+
+#: keys whose value may name another config file (``data: data.yaml``)
+INCLUDE_KEYS = COMPONENT_KEYS | {"trainer"}
+
+
+def inline_includes(config: Any, base: Path, where: str = "", seen: tuple[Path, ...] = ()) -> Any:
+    """Replace every included config file (a ``.yaml`` / ``.yml`` string under a component key or ``trainer``) by
+    its content, read relative to the file that includes it (as jsonargparse does for a config given by path),
+    recursively; a missing or circular include is an error naming the field and the file."""
+    if isinstance(config, list):
+        return [inline_includes(v, base, f"{where}[{i}]", seen) for i, v in enumerate(config)]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        field = f"{where}.{key}" if where else str(key)
+        if key in INCLUDE_KEYS and isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            path = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+            if not path.is_file():
+                raise ConfigError(f"{field}: {value!r}: no such file (read relative to {base})")
+            if path in seen:
+                raise ConfigError(f"{field}: {value!r} includes itself (through {' -> '.join(map(str, seen))})")
+            value = inline_includes(load_yaml(path), path.parent, field, (*seen, path))
+        else:
+            value = inline_includes(value, base, field, seen)
+        out[key] = value
+    return out

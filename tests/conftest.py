@@ -9,6 +9,9 @@ import sys  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+# lightning's log handler binds sys.stderr when lightning is imported: import it here, with the real stderr, not
+# inside a test's capture that a later test finds closed ("--- Logging error ---")
+import lightning.pytorch  # noqa: E402, F401
 import pytest  # noqa: E402
 
 from aipflow.plugins import reset_registry  # noqa: E402

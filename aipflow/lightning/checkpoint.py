@@ -158,10 +158,14 @@ class RNGStateCheckpoint(Callback):
 
 
 def complete_callbacks(trainer: L.Trainer) -> None:
-    """What every ``aipflow`` run gets: the RNG state in its checkpoints, and a true ``last.ckpt`` every epoch from
-    its (first) checkpoint callback, whether the recipe configured one or Lightning added its default."""
-    if not any(isinstance(cb, RNGStateCheckpoint) for cb in trainer.callbacks):
-        trainer.callbacks.insert(0, RNGStateCheckpoint())
+    """What every ``aipflow`` run gets: the RNG state in its checkpoints, a stop at the first non-finite loss or
+    monitored metric, and a true ``last.ckpt`` every epoch from its (first) checkpoint callback, whether the recipe
+    configured one or Lightning added its default."""
+    from aipflow.lightning.guards import NonFiniteGuard
+
+    for kind in (NonFiniteGuard, RNGStateCheckpoint):
+        if not any(isinstance(cb, kind) for cb in trainer.callbacks):
+            trainer.callbacks.insert(0, kind())
     if not trainer.checkpoint_callbacks:  # checkpointing disabled
         return
     first = trainer.checkpoint_callbacks[0]

@@ -30,6 +30,60 @@ def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def check_optimizer_options(module: L.LightningModule, field: str = "model.init_args.optimizer"):
+    """Build ``module``'s optimizer once, before any data is read, so that a bad option (``lr < 0``, ``rho < 0``)
+    is reported naming the config field rather than after data set-up; the RNG is isolated (an unseeded IVON draws
+    its seed), so the run itself is unchanged. Returns the optimizer, or ``None`` when the module cannot build it
+    outside a Trainer (its ``configure_optimizers`` needs the trainer: it is then checked when the run builds it)."""
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    from aipflow.config import ConfigError
+
+    try:
+        with isolate_rng():
+            built = module.configure_optimizers()
+    except (ValueError, TypeError) as exc:
+        if not _raised_by_an_optimizer(exc):
+            return None
+        raise ConfigError(f"{_optimizer_field(field, str(exc))}: {exc}") from None
+    except Exception:  # noqa: BLE001 - e.g. needs self.trainer: left to the run
+        return None
+    if isinstance(built, dict):
+        built = built.get("optimizer")
+    elif isinstance(built, (list, tuple)) and built:
+        built = built[0][0] if isinstance(built[0], (list, tuple)) else built[0]
+    return built if isinstance(built, torch.optim.Optimizer) else None
+
+
+#: torch.optim's messages name their option in words
+_TORCH_OPTION_WORDS = {
+    "learning rate": "lr",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+    "epsilon": "eps",
+    "beta parameter": "betas",
+    "dampening": "dampening",
+}
+
+
+def _optimizer_field(field: str, message: str) -> str:
+    """``model.init_args.optimizer.init_args.rho`` when the message names the option (``rho must be > 0``)."""
+    first = message.split(" ", 1)[0]
+    if first.isidentifier() and (" must " in message or " needs " in message):
+        return f"{field}.init_args.{first}"
+    for words, option in _TORCH_OPTION_WORDS.items():
+        if message.startswith("Invalid") and words in message:
+            return f"{field}.init_args.{option}"
+    return field
+
+
+def _raised_by_an_optimizer(exc: BaseException) -> bool:
+    import traceback
+
+    files = [frame.filename.replace("\\", "/") for frame in traceback.extract_tb(exc.__traceback__)]
+    return any("/torch/optim/" in f or "/aipflow/optim/" in f for f in files)
+
+
 class ClassificationTask(L.LightningModule):
     """Classification LightningModule.
 
@@ -111,14 +165,27 @@ class ClassificationTask(L.LightningModule):
         # multi-pass optimizers need the integration (every Trainer gets it through aipflow's entry point; here too
         # in case the entry point is not installed), and a resumed run needs the RNG state; only what the trainer
         # lacks (a model callback would replace the trainer's own)
-        from aipflow.lightning import RNGStateCheckpoint, SharpnessAwareTraining
+        from aipflow.lightning import NonFiniteGuard, RNGStateCheckpoint, SharpnessAwareTraining
 
-        wanted = {SharpnessAwareTraining: SharpnessAwareTraining, RNGStateCheckpoint: RNGStateCheckpoint}
-        return [
-            make() for kind, make in wanted.items() if not any(isinstance(cb, kind) for cb in self.trainer.callbacks)
-        ]
+        wanted = (SharpnessAwareTraining, RNGStateCheckpoint, NonFiniteGuard)
+        return [kind() for kind in wanted if not any(isinstance(cb, kind) for cb in self.trainer.callbacks)]
+
+    def check_configuration(self) -> None:
+        """What can be refused before any data is read (the ``aipflow`` command calls it after parsing): the
+        optimizer's options, and ``posterior_samples`` without a Bayesian optimizer to sample from."""
+        from aipflow.config import ConfigError
+
+        optimizer = check_optimizer_options(self)
+        samples = self.hparams.posterior_samples
+        if samples and optimizer is not None and not hasattr(optimizer, "sampled_params"):
+            raise ConfigError(
+                f"model.init_args.posterior_samples: {samples} needs a Bayesian optimizer to sample the posterior "
+                f"from (IVON, BSAM), but the optimizer is {type(optimizer).__name__}; set posterior_samples: 0"
+            )
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_configuration()
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         found = getattr(dm, "num_classes", None)
         if found is not None and found != self.hparams.num_classes:
@@ -158,12 +225,7 @@ class ClassificationTask(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = _unpack(batch)
         logits = self._logits(x)
-        loss = self._training_loss(logits, y, batch)
-        if not torch.isfinite(loss) and self.trainer.precision != "16-mixed":  # fp16: the grad scaler skips it
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at step {self.global_step}; lower the learning rate or "
-                "check the inputs"
-            )
+        loss = self._training_loss(logits, y, batch)  # a non-finite one stops the run (NonFiniteGuard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self._update_metrics("train", logits, y)
         return loss

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
+from aipflow.data import check_finite_features
+
 SETTINGS = ("two_sample", "one_sample")
 
 
@@ -90,6 +92,7 @@ def load_labelled(
         if not numeric:
             raise ValueError(f"{dataset!r} has no numeric feature columns; name one with data.feature_column")
         x = np.stack([np.asarray(data[c], dtype=np.float32) for c in numeric], axis=1)
+    check_finite_features(x, repr(dataset), columns=[feature_column] if feature_column else numeric)
     return x, y.astype(np.int64)
 
 

@@ -31,6 +31,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
+from aipflow_weaksup._callbacks import guard_callbacks
 from aipflow_weaksup._distributed import share_rows, whole_split
 from aipflow_weaksup.data import EpochShuffleSampler, IndexedTensorDataset, WeakLabelDataModule
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_complementary_prior, check_transition
@@ -273,6 +274,9 @@ class WeakMulticlassTask(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         batch = whole_split(self, batch, logits=self(batch["x"]))
         self.log("test/acc", (batch["logits"].argmax(1) == batch["y"]).float().mean(), batch_size=len(batch["y"]))
+
+    def configure_callbacks(self) -> list:
+        return guard_callbacks(self.trainer)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from aipflow_weaksup._callbacks import guard_callbacks
 from aipflow_weaksup._distributed import whole_split
 from aipflow_weaksup.prior import METHODS, PriorEstimate, estimate_prior
 from aipflow_weaksup.risks.binary import BinaryWeakRisk
@@ -151,6 +152,9 @@ class WeakBinaryTask(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         batch = whole_split(self, batch, scores=self(batch["x"]))
         self.log("test/error", _error(batch["scores"], batch["y"]), batch_size=len(batch["y"]))
+
+    def configure_callbacks(self) -> list:
+        return guard_callbacks(self.trainer)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

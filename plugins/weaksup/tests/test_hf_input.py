@@ -95,3 +95,41 @@ def test_weak_labels_from_a_column_are_checked_against_the_convention(tmp_path):
         WeakDigitsDataModule(weak="partial", weak_column="nope", **common).setup()
     with pytest.raises(ValueError, match="needs a Hugging Face data.dataset"):
         WeakDigitsDataModule(weak="partial", weak_column="cands").setup()
+
+
+def test_a_non_finite_cell_is_refused_with_its_rows(wine, tmp_path, capsys):
+    # one NaN and one inf cell in a user CSV: one line naming the count, the rows and the columns, nothing trained
+    import datasets as hf
+
+    from aipflow.cli import main
+
+    root, raw = wine
+    data = raw.data.copy()
+    data[5, 2], data[40, 7] = np.nan, np.inf
+    columns = {f"f{i}": data[:, i].tolist() for i in range(13)} | {"target": raw.target.tolist()}
+    path = tmp_path / "dirty.csv"
+    hf.Dataset.from_dict(columns).to_csv(str(path))
+    with pytest.raises(ValueError) as info:
+        PUDigitsDataModule(dataset=str(path), label_column="target", positive_classes=[0], n_labeled=20).setup()
+    message = str(info.value)
+    assert "2 non-finite feature values (NaN or inf) in 2 rows in columns ['f2', 'f7'] (first rows: 5, 40)" in message
+    capsys.readouterr()
+    code = main(
+        [
+            "fit",
+            "--config",
+            "weaksup/pu_nnpu",
+            f"--data.init_args.dataset={path}",
+            "--data.init_args.label_column=target",
+            "--data.init_args.positive_classes=[0]",
+            "--data.init_args.n_labeled=20",
+            "--model.init_args.model=MLP",
+            "--model.init_args.model.init_args.in_features=13",
+            "--model.init_args.model.init_args.num_classes=1",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("aipflow: error: ValueError: data: ") and "Traceback" not in err
+    assert "2 non-finite feature values" in err and len(err.splitlines()) == 2
