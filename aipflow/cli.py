@@ -44,13 +44,31 @@ def _build_cli_class():
                 default=True,
                 help="after fit, test the best checkpoint (or the final weights) and print a summary",
             )
+            parser.add_argument(
+                "--predictions_file",
+                type=str | None,
+                default=None,
+                help="predict: where to write the predictions (.csv or .parquet); predictions.csv in the log folder "
+                "when omitted",
+            )
 
         def instantiate_trainer(self, **kwargs):
             from aipflow.lightning.checkpoint import complete_callbacks
 
             trainer = super().instantiate_trainer(**kwargs)
             complete_callbacks(trainer)
+            if self.subcommand == "predict":
+                from aipflow.lightning.predictions import PredictionWriter
+
+                trainer.callbacks.append(PredictionWriter(self.config["predict"].get("predictions_file")))
             return trainer
+
+        def after_predict(self) -> None:
+            from aipflow.lightning.predictions import PredictionWriter
+
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, PredictionWriter) and callback.written is not None:
+                    print(f"aipflow predict: {callback.rows} rows written to {callback.written}")
 
         def _check_before_data(self) -> None:
             # bad optimizer options and impossible combinations are refused before any data is read
@@ -304,24 +322,33 @@ def condense_parser_error(message: str) -> str:
     return f"{text}\n  {hint}" if hint else text
 
 
-_NESTED_UNKNOWN = re.compile(
-    r'Parser key "([\w.]+)".*?Problem with given class_path \'([\w.]+)\':\s*Option \'([\w.]+)\' is not accepted', re.S
-)
+_NESTING = re.compile(r'Parser key "([\w.]+)"|class_path \'([\w.]+)\'|Option \'([\w.]+)\' is not accepted')
 
 
 def _unknown_component_key(message: str) -> str | None:
-    """``model.init_args.optimiser: ClassificationTask takes no option 'optimiser'; did you mean ...?``"""
-    nested = _NESTED_UNKNOWN.search(message)
-    if not nested:
-        return None
-    field, class_path, option = nested.groups()
-    key = option.split(".")[0]
-    valid = _init_parameters(class_path)
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    name = class_path.rsplit(".", 1)[-1]
-    hint = f"; did you mean {', '.join(f'{field}.init_args.{c}' for c in close)}?" if close else ""
-    valid_text = f" (it takes: {', '.join(valid)})" if valid and not close else ""
-    return f"{field}.init_args.{key}: {name} takes no option {key!r}{hint}{valid_text}"
+    """``model.init_args.model.init_args.widht: SmallCNN takes no option 'widht'; did you mean ...width?``
+
+    jsonargparse nests one 'Parser key "k"' / 'class_path 'C'' pair per component level above the unknown option:
+    walking them in order gives the field's full path and the class that refused it."""
+    parts: list[str] = []
+    class_path = None
+    for match in _NESTING.finditer(message):
+        key, cls, option = match.groups()
+        if key:
+            parts.append(key)
+        elif cls:
+            parts.append("init_args")
+            class_path = cls
+        elif class_path:
+            name = option.split(".")[0]
+            prefix = ".".join(parts)
+            valid = _init_parameters(class_path)
+            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+            short = class_path.rsplit(".", 1)[-1]
+            hint = f"; did you mean {', '.join(f'{prefix}.{c}' for c in close)}?" if close else ""
+            valid_text = f" (it takes: {', '.join(valid)})" if valid and not close else ""
+            return f"{prefix}.{name}: {short} takes no option {name!r}{hint}{valid_text}"
+    return None
 
 
 def _did_you_mean(message: str) -> str | None:

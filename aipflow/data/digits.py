@@ -61,6 +61,9 @@ class DigitsDataModule(L.LightningDataModule):
             when omitted.
         flatten: give ``(64,)`` vectors instead of ``(1, 8, 8)`` images.
         shuffle_seed: seed of the per-epoch training order (``seed + epoch``; resumable).
+        predict_file: what ``aipflow predict`` predicts: the test split when omitted, else a ``.csv`` (64 numeric
+            columns, a header row allowed) or ``.npy`` file (``(N, 64)`` or ``(N, 8, 8)``) of raw digit images on
+            scikit-learn's 0-16 scale, scaled exactly as the training data.
     """
 
     num_classes = 10
@@ -80,6 +83,7 @@ class DigitsDataModule(L.LightningDataModule):
         flatten: bool = False,
         shuffle_seed: int = 0,
         num_workers: int = 0,
+        predict_file: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -117,6 +121,7 @@ class DigitsDataModule(L.LightningDataModule):
         )
         mean = x[train_idx].mean(0, keepdims=True)
         std = x[train_idx].std(0, keepdims=True) + 0.1  # border pixels are nearly constant
+        self._scale = (mean, std)
         x = (x - mean) / std
         x = torch.from_numpy(x).reshape(-1, 64) if hp.flatten else torch.from_numpy(x).unsqueeze(1)
         y = torch.from_numpy(y)
@@ -142,17 +147,55 @@ class DigitsDataModule(L.LightningDataModule):
         self.setup()
         return len(self.train_set)
 
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        # keyword arguments only: Lightning re-creates loaders (predict, DDP) from their keyword arguments
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.hparams.num_workers)
+
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(len(self.train_set), self.hparams.shuffle_seed)
-        return DataLoader(
-            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
-        )
+        return self._loader(self.train_set, self.hparams.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, 4 * self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        return self._loader(self.val_set, 4 * self.hparams.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, 4 * self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        return self._loader(self.test_set, 4 * self.hparams.batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        """The test split (with its labels), or ``predict_file``'s rows."""
+        self.setup()
+        if self.hparams.predict_file is None:
+            return self.test_dataloader()
+        return self._loader(self._read_predict_file(self.hparams.predict_file), 4 * self.hparams.batch_size)
+
+    def _read_predict_file(self, path: str) -> Dataset:
+        from pathlib import Path
+
+        from aipflow.data.checks import check_finite_features
+
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"data.predict_file: {path!r}: no such file")
+        if file.suffix == ".npy":
+            raw = np.load(file, allow_pickle=False)
+        elif file.suffix == ".csv":
+            import pandas as pd
+
+            frame = pd.read_csv(file, header=None)
+            if not np.issubdtype(frame.iloc[0].to_numpy().dtype, np.number):  # a header row
+                frame = pd.read_csv(file)
+            raw = frame.select_dtypes("number").to_numpy()
+        else:
+            raise ValueError(f"data.predict_file: {path!r} must be a .csv or .npy file")
+        raw = np.asarray(raw, dtype=np.float32)
+        if raw.ndim < 2 or raw[0].size != 64:
+            raise ValueError(
+                f"data.predict_file: {path!r} holds rows of {raw[0].size if raw.ndim else 0} values; digits need 64 "
+                "(8x8 pixels on the 0-16 scale)"
+            )
+        check_finite_features(raw, f"predict_file {path!r}")
+        mean, std = self._scale
+        x = (raw.reshape(-1, 8, 8) / 16.0 - mean) / std
+        x = torch.from_numpy(x.astype(np.float32))
+        x = x.reshape(-1, 64) if self.hparams.flatten else x.unsqueeze(1)
+        return IndexedDataset(x, torch.full((len(x),), -1, dtype=torch.long))

@@ -284,10 +284,12 @@ class ClassificationTask(L.LightningModule):
                     return opt
         return self._evaluation_optimizer
 
-    def _update_posterior_metrics(self, metrics, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _posterior_log_predictive(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``log (1/S) sum_s p(y | x, theta_s)`` over ``posterior_samples`` draws from the optimizer's posterior
+        (fixed seed), or ``None`` without a Bayesian optimizer."""
         opt = self._bayesian_optimizer()
         if opt is None:
-            return
+            return None
         if self._posterior_generator is None:
             self._posterior_generator = torch.Generator(device=self.device).manual_seed(self.hparams.posterior_seed)
         samples = self.hparams.posterior_samples
@@ -296,15 +298,45 @@ class ClassificationTask(L.LightningModule):
             with opt.sampled_params(generator=self._posterior_generator):
                 log_probs.append(self(x).float().log_softmax(1))
         # log of the average predictive probability, by log-sum-exp (stable when probabilities underflow)
-        log_mean = torch.logsumexp(torch.stack(log_probs), 0) - math.log(samples)
+        return torch.logsumexp(torch.stack(log_probs), 0) - math.log(samples)
+
+    def _update_posterior_metrics(self, metrics, x: torch.Tensor, y: torch.Tensor) -> None:
+        log_mean = self._posterior_log_predictive(x)
+        if log_mean is None:
+            return
         probs = log_mean.exp()
         metrics["pp_acc"].update(probs, y)
         metrics["pp_ece"].update(probs, y)
         metrics["pp_nll"].update(-log_mean.gather(1, y[:, None]).squeeze(1))
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, _ = _unpack(batch) if isinstance(batch, (dict, list, tuple)) else (batch, None)
-        return self(x).softmax(1)
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Columns of ``aipflow predict``'s file: ``index`` and ``label`` (when the batch has them; -1 for none),
+        ``predicted`` and the class probabilities ``prob``; with a Bayesian optimizer and ``posterior_samples``,
+        also the posterior predictive ``pp_predicted``, ``pp_prob`` and its entropy ``pp_entropy`` (nats)."""
+        if isinstance(batch, dict):
+            x = batch["x"]
+        elif isinstance(batch, (list, tuple)):
+            x = batch[0]
+        else:
+            x = batch
+        probs = self(x).float().softmax(1)
+        out: dict[str, torch.Tensor] = {}
+        if isinstance(batch, dict) and "index" in batch:
+            out["index"] = batch["index"]
+        if isinstance(batch, dict) and "y" in batch:
+            out["label"] = batch["y"]
+        out["predicted"] = probs.argmax(1)
+        out["prob"] = probs
+        log_mean = self._posterior_log_predictive(x) if self.hparams.posterior_samples else None
+        if log_mean is not None:
+            pp = log_mean.exp()
+            out["pp_predicted"] = pp.argmax(1)
+            out["pp_prob"] = pp
+            out["pp_entropy"] = -(pp * log_mean).sum(1)
+        return out
+
+    def on_predict_epoch_start(self) -> None:
+        self._posterior_generator = None
 
     def on_test_epoch_end(self) -> None:
         if not self._test_probs or not self.trainer.is_global_zero:

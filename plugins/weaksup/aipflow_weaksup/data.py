@@ -253,6 +253,11 @@ class WeakLabelDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=512)
 
+    def predict_dataloader(self) -> DataLoader:
+        """``aipflow predict`` predicts the test split (its rows' ``index`` and true labels go into the file)."""
+        self.setup()
+        return self.test_dataloader()
+
 
 class PUDigitsDataModule(WeakLabelDataModule):
     """Digits as a PU task: positives are ``positive_classes`` (even digits by default), ``n_labeled`` of them

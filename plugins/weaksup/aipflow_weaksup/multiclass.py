@@ -275,6 +275,15 @@ class WeakMulticlassTask(L.LightningModule):
         batch = whole_split(self, batch, logits=self(batch["x"]))
         self.log("test/acc", (batch["logits"].argmax(1) == batch["y"]).float().mean(), batch_size=len(batch["y"]))
 
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``aipflow predict``'s columns: ``index``, the true ``label`` when the batch has it, ``predicted`` and the
+        class probabilities ``prob``."""
+        probs = self(batch["x"]).float().softmax(1)
+        out = {"index": batch["index"]} if "index" in batch else {}
+        if "y" in batch:
+            out["label"] = batch["y"]
+        return out | {"predicted": probs.argmax(1), "prob": probs}
+
     def configure_callbacks(self) -> list:
         return guard_callbacks(self.trainer)
 

@@ -153,6 +153,15 @@ class WeakBinaryTask(L.LightningModule):
         batch = whole_split(self, batch, scores=self(batch["x"]))
         self.log("test/error", _error(batch["scores"], batch["y"]), batch_size=len(batch["y"]))
 
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``aipflow predict``'s columns: ``index``, the true ``label`` (+1 / -1) when the batch has it, the
+        classifier's ``score``, ``prob_positive`` = sigmoid(score) and the ``predicted`` label (+1 / -1)."""
+        scores = self(batch["x"]).float()
+        out = {"index": batch["index"]} if "index" in batch else {}
+        if "y" in batch:
+            out["label"] = batch["y"]
+        return out | {"score": scores, "prob_positive": scores.sigmoid(), "predicted": (scores > 0).long() * 2 - 1}
+
     def configure_callbacks(self) -> list:
         return guard_callbacks(self.trainer)
 
