@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import traceback
+from pathlib import Path
 
 INFO_COMMANDS = ("plugins", "recipes", "env")
 DEBUG_ENV = "AIPFLOW_DEBUG"
@@ -70,9 +71,14 @@ def _build_cli_class():
                 if isinstance(callback, PredictionWriter) and callback.written is not None:
                     print(f"aipflow predict: {callback.rows} rows written to {callback.written}")
 
+        recipe: str | None = None  # the --config given, to name the run in plots and summaries
+
         def _check_before_data(self) -> None:
             # bad optimizer options and impossible combinations are refused before any data is read
             from aipflow.tasks.classification import check_optimizer_options
+
+            if self.recipe and hasattr(self.model, "run_label"):
+                self.model.run_label = self.recipe
 
             check = getattr(self.model, "check_configuration", None)
             if callable(check):
@@ -197,11 +203,14 @@ def run(argv: list[str]):
         from aipflow.lightning.checkpoint import check_checkpoint_file
 
         check_checkpoint_file(ckpt_path)
+    configs = _option_values(argv, "--config") + _option_values(argv, "-c")
     argv = rewrite_argv(argv)
     saved_argv = sys.argv
     sys.argv = ["aipflow", *argv]  # LightningCLI reads sys.argv; args= beside a real command line warns
     try:
-        return _build_cli_class()(
+        cli_class = _build_cli_class()
+        cli_class.recipe = Path(configs[0]).stem if configs and "\n" not in configs[0] else None
+        return cli_class(
             model_class=None,
             datamodule_class=None,
             subclass_mode_model=True,

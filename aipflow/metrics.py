@@ -62,9 +62,39 @@ def log_mean_exp_nll(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def plot_reliability_diagram(
-    probs: torch.Tensor, labels: torch.Tensor, path: str | Path, n_bins: int = DEFAULT_ECE_BINS, title: str = ""
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | Path,
+    n_bins: int = DEFAULT_ECE_BINS,
+    title: str = "",
+    probabilities: str = "softmax of the network's logits",
 ) -> Path:
-    """Write a reliability diagram (accuracy vs confidence per bin, with the gap shaded and a histogram)."""
+    """Write :func:`reliability_figure` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = reliability_figure(probs, labels, n_bins, title, probabilities)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def reliability_figure(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    n_bins: int = DEFAULT_ECE_BINS,
+    title: str = "",
+    probabilities: str = "softmax of the network's logits",
+):
+    """A reliability diagram that reads correctly whichever way a bin is off (a matplotlib figure).
+
+    Per non-empty bin: the accuracy as a bar from 0, the mean confidence as a marker, and the gap between them as a
+    vertical segment (red where over-confident, confidence above accuracy; blue where under-confident, the usual
+    case under label noise). Nothing is drawn over the accuracy bar, so it is never hidden. The diagonal is perfect
+    calibration; the lower panel counts the samples per bin (numbers on the bars, empty bins left blank); the
+    legend sits outside the axes; the title names the run, the ECE with its bin count and which probabilities were
+    binned."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,30 +104,37 @@ def plot_reliability_diagram(
     centers = ((bins.edges[:-1] + bins.edges[1:]) / 2).numpy()
     width = 1.0 / n_bins
     nonempty = (bins.count > 0).numpy()
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ax.bar(centers[nonempty], bins.accuracy.numpy()[nonempty], width=width, edgecolor="k", label="accuracy")
+    acc, conf, count = bins.accuracy.numpy(), bins.confidence.numpy(), bins.count.numpy()
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(6.8, 5.6), gridspec_kw={"height_ratios": [3, 1.1]}, sharex=True, layout="constrained"
+    )
     ax.bar(
         centers[nonempty],
-        (bins.confidence - bins.accuracy).numpy()[nonempty],
-        bottom=bins.accuracy.numpy()[nonempty],
-        width=width,
-        color="tab:red",
-        alpha=0.35,
-        edgecolor="tab:red",
-        label="gap to confidence",
+        acc[nonempty],
+        width=width * 0.9,
+        color="tab:blue",
+        alpha=0.55,
+        edgecolor="tab:blue",
+        label="accuracy in the bin",
     )
+    over = nonempty & (conf > acc)
+    under = nonempty & (conf <= acc)
+    ax.vlines(centers[over], acc[over], conf[over], colors="tab:red", lw=2.5, label="gap: over-confident")
+    ax.vlines(centers[under], conf[under], acc[under], colors="navy", lw=2.5, label="gap: under-confident")
+    ax.plot(centers[nonempty], conf[nonempty], "D", color="black", ms=4.5, label="mean confidence in the bin")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{title}  ECE={bins.ece:.4f} ({n_bins} bins)".strip())
-    ax.legend(loc="upper left", fontsize=8)
-    hist.bar(centers, bins.count.numpy(), width=width, edgecolor="k", color="tab:gray")
-    hist.set_xlabel("confidence")
-    hist.set_ylabel("count")
-    hist.set_xlim(0, 1)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    ax.set_ylabel("accuracy / confidence")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, 1)
+    heading = f"{title}: " if title else ""
+    ax.set_title(f"{heading}ECE = {bins.ece:.4f} ({n_bins} bins)\n{probabilities}", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    hist.bar(centers[nonempty], count[nonempty], width=width * 0.9, color="tab:gray", edgecolor="k")
+    for x, c in zip(centers[nonempty], count[nonempty], strict=True):
+        hist.annotate(
+            f"{int(c)}", (x, c), ha="center", va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points"
+        )
+    hist.set_ylim(0, max(count.max(), 1) * 1.25)
+    hist.set_xlabel("top-label confidence")
+    hist.set_ylabel("samples")
+    return fig

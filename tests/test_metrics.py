@@ -65,6 +65,34 @@ def test_reliability_diagram_is_written(tmp_path):
     assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_reliability_diagram_draws_nothing_over_the_accuracy_bars():
+    # under-confident bins (the usual case under label noise): a gap bar stacked on the accuracy bar made the
+    # accuracy seem to sit on the diagonal. Every bar now starts at 0 and is the bin's accuracy; the confidence
+    # is a marker at the bin's mean confidence
+    import matplotlib.pyplot as plt
+
+    from aipflow.metrics import reliability_figure
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (400,), generator=g)
+    logits = 0.3 * torch.randn(400, 10, generator=g)
+    logits[torch.arange(400), y] += 2.5  # right almost always, with confidences ~0.6
+    bins = calibration_bins(logits.softmax(1), y, 15)
+    fig = reliability_figure(logits.softmax(1), y, 15, title="run", probabilities="softmax")
+    top = fig.axes[0]
+    bars = [p for p in top.patches]
+    nonempty = bins.count > 0
+    assert len(bars) == int(nonempty.sum())
+    assert all(bar.get_y() == 0 for bar in bars)
+    assert [round(bar.get_height(), 9) for bar in bars] == [round(a, 9) for a in bins.accuracy[nonempty].tolist()]
+    markers = [line for line in top.get_lines() if line.get_marker() == "D"][0]
+    assert list(markers.get_ydata()) == pytest.approx(bins.confidence[nonempty].tolist())
+    assert "run: ECE = " in top.get_title() and "softmax" in top.get_title()
+    labels = [t.get_text() for t in fig.axes[1].texts]
+    assert labels == [str(int(c)) for c in bins.count[nonempty].tolist()]  # the counts are written on the bars
+    plt.close(fig)
+
+
 def test_shape_errors():
     with pytest.raises(ValueError, match="probs must be"):
         calibration_bins(torch.rand(3), torch.zeros(3, dtype=torch.long))

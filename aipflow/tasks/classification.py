@@ -160,6 +160,14 @@ class ClassificationTask(L.LightningModule):
         self._test_probs: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
         self.reliability_diagram_path: Path | None = None
+        #: names the run in plots (the ``aipflow`` command sets the recipe's name)
+        self.run_label: str | None = None
+
+    @property
+    def probabilities_description(self) -> str:
+        """Which probabilities test/acc, test/nll, test/ece and the reliability diagram are computed from."""
+        loss = type(self.loss_fn).__name__
+        return f"softmax of the network's logits (point estimate; trained with {loss})"
 
     def configure_callbacks(self) -> list:
         # multi-pass optimizers need the integration (every Trainer gets it through aipflow's entry point; here too
@@ -347,7 +355,8 @@ class ClassificationTask(L.LightningModule):
             torch.cat(self._test_labels),
             folder / "reliability_test.png",
             self.hparams.ece_bins,
-            title=f"test ({os.path.basename(str(folder))})",
+            title=f"{self.run_label or os.path.basename(str(folder))}, test split",
+            probabilities=self.probabilities_description,
         )
         self._test_probs.clear()
         self._test_labels.clear()
