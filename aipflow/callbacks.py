@@ -59,24 +59,38 @@ class LabelNoiseMonitor(Callback):
 
 class TransitionMatrixEstimation(Callback):
     """Patrini et al. (2017)'s two stages in one run: train ``warmup_epochs`` with the correction's T at the
-    identity (plain CE), then estimate T from the model's noisy-class posteriors on the training set by anchor
-    points (``percentile`` 97 is their robust variant; ``None``: argmax) and hand it to the loss
-    (``ForwardCorrection``, ``BackwardCorrection`` or ``TRevision``: anything with ``set_transition_matrix``).
-    The estimate is kept in ``estimate`` and logged as its distance to the realised T when the data module
-    records one (``noise_report``)."""
+    identity (plain CE), then estimate T from the model's noisy-class posteriors on the training set and hand it to
+    the loss (``ForwardCorrection``, ``BackwardCorrection`` or ``TRevision``: anything with
+    ``set_transition_matrix``). The estimate is kept in ``estimate`` and logged as its largest and mean absolute
+    distance to the realised T when the data module records one (``noise_report``).
 
-    def __init__(self, warmup_epochs: int = 10, percentile: float | None = 97.0, batch_size: int = 512) -> None:
+    ``method``: ``"anchor"`` (Patrini et al.: the posterior of the sample at the ``percentile`` of each class's
+    confidence; 97 is their robust variant, ``None`` the argmax) or ``"confident_joint"`` (Northcutt et al. 2021;
+    uses the training labels, ignores ``percentile``). Measured on digits with 20 % symmetric noise after a
+    10-epoch warm-up (2 seeds): anchors max error 0.16-0.17 (diagonal ~0.89 for 0.80: the extreme tail of the
+    network's confidence), confident joint 0.05-0.06."""
+
+    def __init__(
+        self,
+        warmup_epochs: int = 10,
+        percentile: float | None = 97.0,
+        batch_size: int = 512,
+        method: str = "anchor",
+    ) -> None:
         if warmup_epochs < 1:
             raise ValueError(f"warmup_epochs must be >= 1, got {warmup_epochs}")
+        if method not in ("anchor", "confident_joint"):
+            raise ValueError(f"method must be 'anchor' or 'confident_joint', got {method!r}")
         self.warmup_epochs = warmup_epochs
         self.percentile = percentile
         self.batch_size = batch_size
+        self.method = method
         self.estimate: torch.Tensor | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 != self.warmup_epochs:
             return
-        from aipflow.losses import estimate_transition_matrix
+        from aipflow.losses import estimate_transition_matrix, estimate_transition_matrix_confident_joint
 
         loss = getattr(pl_module, "loss_fn", None)
         if not hasattr(loss, "set_transition_matrix"):
@@ -86,17 +100,20 @@ class TransitionMatrixEstimation(Callback):
             )
         was_training = pl_module.training
         pl_module.eval()
+        posteriors, labels = [], []
         with torch.no_grad():
-            probs = torch.cat(
-                [
-                    pl_module(batch["x"].to(pl_module.device)).float().softmax(1).cpu()
-                    for batch in DataLoader(trainer.datamodule.train_set, self.batch_size)
-                ]
-            )
+            for batch in DataLoader(trainer.datamodule.train_set, self.batch_size):
+                posteriors.append(pl_module(batch["x"].to(pl_module.device)).float().softmax(1).cpu())
+                labels.append(batch["y"])  # the noisy training labels
+        probs = torch.cat(posteriors)
         pl_module.train(was_training)
-        self.estimate = estimate_transition_matrix(probs, self.percentile)
+        if self.method == "anchor":
+            self.estimate = estimate_transition_matrix(probs, self.percentile)
+        else:
+            self.estimate = estimate_transition_matrix_confident_joint(probs, torch.cat(labels))
         loss.set_transition_matrix(self.estimate.to(loss.transition_matrix.device))
         report = getattr(trainer.datamodule, "noise_report", None)
         if report is not None:
-            error = (self.estimate - report.transition_matrix.float()).abs().max()
-            pl_module.log("train/transition_estimate_max_error", error)
+            error = (self.estimate - report.transition_matrix.float()).abs()
+            pl_module.log("train/transition_estimate_max_error", error.max())
+            pl_module.log("train/transition_estimate_mean_error", error.mean())

@@ -25,6 +25,7 @@ def fit_and_predict(recipe, root, *predict_args):
     ckpt = root / "checkpoints" / "last.ckpt"
     out = root / "predictions.csv"
     argv = ["predict", "--config", recipe, f"--ckpt_path={ckpt}", f"--predictions_file={out}", *TINY, *predict_args]
+    argv.append(f"--trainer.default_root_dir={root}")  # LightningCLI saves its config.yaml there, not in the cwd
     assert main(argv) == 0
     return ckpt, pd.read_csv(out)
 

@@ -7,6 +7,7 @@ from aipflow.losses.correction import (
     backward_corrected_loss,
     check_transition_matrix,
     estimate_transition_matrix,
+    estimate_transition_matrix_confident_joint,
     forward_corrected_loss,
 )
 from aipflow.losses.elr import ELR
@@ -60,6 +61,7 @@ __all__ = [
     "bootstrap_soft_loss",
     "check_transition_matrix",
     "estimate_transition_matrix",
+    "estimate_transition_matrix_confident_joint",
     "forward_corrected_loss",
     "gce_loss",
     "label_smoothing_loss",

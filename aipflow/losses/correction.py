@@ -5,6 +5,9 @@
 - backward correction (same paper): ``(T^{-1} l)_y~`` with ``l_k = -log p_k`` (unbiased, can go negative);
 - T estimated from anchor points (same paper): row i of T is the noisy-class posterior of the sample most
   confidently in class i, or of the sample at the ``percentile`` of that confidence (their robust variant, 97);
+- T estimated from the confident joint (Northcutt, Jiang & Chuang, JAIR 2021, "Confident Learning"): per-class
+  thresholds at the mean self-confidence make it insensitive to how confident the model is overall, where the
+  anchors read the extreme tail of that confidence;
 - T-Revision (Xia et al., NeurIPS 2019): importance reweighting ``w = p_y~ / (p^T T)_y~`` (no gradient) of the
   forward-corrected loss, with ``T = T_hat + dT`` and the slack ``dT`` learned with the network.
 """
@@ -72,6 +75,48 @@ def estimate_transition_matrix(noisy_posteriors: Tensor, percentile: float | Non
             anchor = int(torch.nonzero(column >= threshold)[(column[column >= threshold]).argmin()].squeeze())
         t[i] = probs[anchor]
     return (t / t.sum(1, keepdim=True)).float()
+
+
+def estimate_transition_matrix_confident_joint(noisy_posteriors: Tensor, noisy_labels: Tensor) -> Tensor:
+    """T from the confident joint of Confident Learning (Northcutt, Jiang & Chuang, JAIR 2021, Sec. 3.1), written
+    from the paper.
+
+    With ``p_j(x)`` the predicted probability of noisy class j and ``X_i`` the samples labelled i:
+
+    - thresholds ``t_j = mean_{x in X_j} p_j(x)`` (each class's expected self-confidence);
+    - confident joint ``C[i, j] = |{x in X_i : p_j(x) >= t_j}|``, a sample above several thresholds counted once,
+      for the class of its largest such ``p_j``; samples above none are not counted;
+    - calibrated joint ``Q[i, j] = C[i, j] / sum_j C[i, j] * |X_i|``, normalised to sum to 1
+      (an estimate of ``P(noisy = i, clean = j)``);
+    - ``T[j, i] = P(noisy = i | clean = j) = Q[i, j] / sum_i Q[i, j]`` (aipflow's convention: rows are clean).
+
+    Returns a row-stochastic ``(K, K)`` fp32 T. A clean class that no sample is confidently assigned to gets the
+    identity row (no evidence of noise)."""
+    probs = torch.as_tensor(noisy_posteriors, dtype=torch.float64)
+    labels = torch.as_tensor(noisy_labels, dtype=torch.long)
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(
+            f"noisy_posteriors must be (N, K) and noisy_labels (N,), got {tuple(probs.shape)}, {tuple(labels.shape)}"
+        )
+    k = probs.shape[1]
+    counts = torch.bincount(labels, minlength=k).double()
+    if (counts == 0).any():
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"every class needs labelled samples for its threshold; none are labelled {missing}")
+    thresholds = torch.stack([probs[labels == j, j].mean() for j in range(k)])
+    above = probs >= thresholds
+    confident_class = torch.where(above, probs, torch.full_like(probs, -1.0)).argmax(1)
+    counted = above.any(1)
+    joint = torch.zeros(k, k, dtype=torch.float64)
+    joint.index_put_(
+        (labels[counted], confident_class[counted]), torch.ones(int(counted.sum()), dtype=torch.float64), True
+    )
+    calibrated = joint / joint.sum(1, keepdim=True).clamp_min(1) * counts[:, None]
+    calibrated = calibrated / calibrated.sum()
+    column = calibrated.sum(0, keepdim=True)
+    identity = torch.eye(k, dtype=torch.float64)
+    noisy_given_clean = torch.where(column > 0, calibrated / column.clamp_min(1e-300), identity)
+    return noisy_given_clean.T.float()
 
 
 class _Corrected(_Loss):

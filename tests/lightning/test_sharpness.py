@@ -108,12 +108,37 @@ def test_accumulation_equals_full_batch_sam():
     trainer(max_epochs=3, accumulate_grad_batches=4).fit(accumulated, loader(x, y, 4))
     for a, b in zip(full.parameters(), accumulated.parameters()):
         assert torch.allclose(a, b, atol=1e-5, rtol=0)
-    # without aipflow's replay only the last micro-batch would be re-evaluated: make sure that differs
+
+
+def test_accumulated_step_replays_every_micro_batch_not_only_the_last():
+    # one SAM step over 4 micro-batches, written out: e from the accumulated gradient, the descent gradient
+    # summed over all 4 micro-batches at w + e. Lightning alone re-evaluates only the last micro-batch there.
+    from torch.func import functional_call
+
+    x, y = regression_data(16)
     torch.manual_seed(0)
-    naive = CountingModule(sam_factory())
-    naive_trainer = trainer(max_epochs=3, accumulate_grad_batches=4)
-    naive_trainer.fit(naive, loader(x, y, 4))
-    assert naive.counts["training_step"] == 3 * 8 + 3 * 2 * 4  # 8 micro-batches per epoch + 4 replays per step
+    model = CountingModule(sam_factory())
+    names = [n for n, _ in model.net.named_parameters()]
+    w0 = [p.detach().clone() for p in model.parameters()]
+
+    def grad(weights, rows):
+        params = [w.clone().requires_grad_(True) for w in weights]
+        out = functional_call(model.net, dict(zip(names, params)), (x[rows],))
+        return torch.autograd.grad(torch.nn.functional.mse_loss(out, y[rows]) / 4, params)
+
+    micro = [slice(4 * j, 4 * j + 4) for j in range(4)]
+    g = [sum(parts) for parts in zip(*(grad(w0, rows) for rows in micro))]
+    norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+    perturbed = [w + 0.05 * gi / norm for w, gi in zip(w0, g)]
+    every = [sum(parts) for parts in zip(*(grad(perturbed, rows) for rows in micro))]
+    last_only = grad(perturbed, micro[-1])
+    want = [w - 0.05 * d for w, d in zip(w0, every)]  # SGD, first step: the momentum buffer is the gradient
+    naive = [w - 0.05 * d for w, d in zip(w0, last_only)]
+
+    trainer(max_steps=1, accumulate_grad_batches=4).fit(model, loader(x, y, 4))
+    got = [p.detach() for p in model.parameters()]
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=0) for a, b in zip(got, want))
+    assert max((a - b).abs().max().item() for a, b in zip(got, naive)) > 1e-3
 
 
 def test_bsam_and_ivon_read_the_training_set_size():
