@@ -39,9 +39,36 @@ def test_formulas():
     a = np_unbiased(z, c)
     assert complementary_loss(logits, comp, "unbiased", "free")[1].item() == pytest.approx(a.sum())
     assert complementary_loss(logits, comp, "unbiased", "max")[0].item() == pytest.approx(np.maximum(a, 0).sum())
-    objective, risk = complementary_loss(logits, comp, "unbiased", "ga")
-    if (a < 0).any():
-        assert objective.item() == pytest.approx(-a[a < 0].sum())
+
+
+def test_gradient_ascent_acts_exactly_when_a_partial_risk_is_negative():
+    # built so that A_0 < 0 for sure: every complementary label is 0 and class 0 is far less likely than the rest,
+    # A_0 = mean l_0 - (K - 1) / n * sum_{c_i = 0} l_0 = (1 - (K - 1)) mean l_0 < 0, while A_1, A_2 > 0
+    k = 3
+    logits = torch.tensor([[-4.0, 1.0, 0.5], [-3.0, 0.2, 0.9], [-5.0, 0.4, 0.1], [-4.5, 1.2, 0.3]], dtype=torch.float64)
+    comp = torch.zeros(4, dtype=torch.long)
+    a = np_unbiased(logits.numpy(), comp.numpy())
+    assert a[0] < 0 and (a[1:] > 0).all()
+    leaf = logits.clone().requires_grad_(True)
+    objective, risk = complementary_loss(leaf, comp, "unbiased", "ga")
+    assert objective.item() == pytest.approx(-a[0])  # ascent on the negative part only
+    assert risk.item() == pytest.approx(np.maximum(a, 0).sum())
+    objective.backward()
+    # the objective is -A_0: its gradient is minus A_0's, found independently by finite differences
+    eps, numeric = 1e-6, torch.zeros_like(logits)
+    for i in range(4):
+        for j in range(k):
+            up, down = logits.clone(), logits.clone()
+            up[i, j] += eps
+            down[i, j] -= eps
+            numeric[i, j] = -(np_unbiased(up.numpy(), comp.numpy())[0] - np_unbiased(down.numpy(), comp.numpy())[0])
+    assert torch.allclose(leaf.grad, numeric / (2 * eps), atol=1e-6)
+    # with every A_k positive (balanced labels, flat logits) it is the plain risk
+    flat, balanced = torch.zeros(6, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    a = np_unbiased(flat.numpy(), balanced.numpy())
+    assert (a > 0).all()
+    objective, risk = complementary_loss(flat, balanced, "unbiased", "ga")
+    assert objective.item() == pytest.approx(a.sum()) == risk.item()
 
 
 def test_unbiased_estimator_is_unbiased_for_the_ordinary_risk():

@@ -62,3 +62,24 @@ def test_pcomp_is_unbiased_for_the_pn_risk(correction):
     out = pcomp_risk(g(x1), g(x2), prior, correction=correction)
     assert out.risk.item() == pytest.approx(pn, abs=0.01)  # both parts are positive here: corrections agree
     assert out.positive.item() > 0 and out.negative.item() > 0
+
+
+def np_sigmoid_loss(z, t):
+    return 1 / (1 + np.exp(t * z))
+
+
+@pytest.mark.parametrize("correction", ["relu", "abs"])
+def test_pcomp_corrections_act_on_a_negative_partial_risk(correction):
+    # with A = l(x, +1) ~ 0.1 and B = l(x', +1) ~ 0.43 (sigmoid loss, l(z, -1) = 1 - l(z, +1)): the positive part
+    # A - pi_N B ~ -0.07 < 0 and the negative part (1 - B) - pi_P (1 - A) ~ +0.03 > 0
+    prior = 0.6
+    first = torch.tensor([2.1, 2.2, 2.3], dtype=torch.float64, requires_grad=True)
+    second = torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)
+    x, x2 = first.detach().numpy(), second.numpy()
+    pos = np_sigmoid_loss(x, 1).mean() - (1 - prior) * np_sigmoid_loss(x2, 1).mean()
+    neg = np_sigmoid_loss(x2, -1).mean() - prior * np_sigmoid_loss(x, -1).mean()
+    assert pos < 0 < neg
+    want = (max(pos, 0) if correction == "relu" else abs(pos)) + neg
+    out = pcomp_risk(first, second, prior, correction=correction)
+    assert out.risk.item() == pytest.approx(want) and out.risk.item() != pytest.approx(pos + neg)
+    assert torch.autograd.gradcheck(lambda f: pcomp_risk(f, second, prior, correction=correction).objective, (first,))

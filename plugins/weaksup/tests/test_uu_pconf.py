@@ -66,3 +66,22 @@ def test_pconf_matches_numpy_and_gradients():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("correction", ["relu", "abs"])
+def test_nnuu_corrections_act_on_a_negative_partial_risk(correction):
+    # u scored far positive, u2 near 0: the positive part a E_U l(+1) - c E_U' l(+1) ~ -c / 2 < 0, the negative
+    # part d E_U' l(-1) - b E_U l(-1) ~ d / 2 - b > 0
+    th, th2, pi = 0.8, 0.3, 0.5
+    gap = th - th2
+    a, b, c, d = (1 - th2) * pi / gap, th2 * (1 - pi) / gap, (1 - th) * pi / gap, th * (1 - pi) / gap
+    u = torch.tensor([6.0, 7.0, 5.5], dtype=torch.float64, requires_grad=True)
+    u2 = torch.tensor([0.1, -0.2, 0.0, 0.3], dtype=torch.float64)
+    zu, zu2 = u.detach().numpy(), u2.numpy()
+    pos = a * sig(zu, 1).mean() - c * sig(zu2, 1).mean()
+    neg = d * sig(zu2, -1).mean() - b * sig(zu, -1).mean()
+    assert pos < 0 < neg  # the case the correction exists for
+    want = (max(pos, 0) if correction == "relu" else abs(pos)) + neg
+    out = uu_risk(u, u2, th, th2, pi, correction=correction)
+    assert out.risk.item() == pytest.approx(want) and out.risk.item() != pytest.approx(pos + neg)
+    assert torch.autograd.gradcheck(lambda x: uu_risk(x, u2, th, th2, pi, correction=correction).objective, (u,))
