@@ -66,9 +66,19 @@ class TransitionMatrixEstimation(Callback):
 
     ``method``: ``"anchor"`` (Patrini et al.: the posterior of the sample at the ``percentile`` of each class's
     confidence; 97 is their robust variant, ``None`` the argmax) or ``"confident_joint"`` (Northcutt et al. 2021;
-    uses the training labels, ignores ``percentile``). Measured on digits with 20 % symmetric noise after a
-    10-epoch warm-up (2 seeds): anchors max error 0.16-0.17 (diagonal ~0.89 for 0.80: the extreme tail of the
-    network's confidence), confident joint 0.05-0.06."""
+    uses the training labels, ignores ``percentile``).
+
+    ``cross_fit_folds`` (>= 2): the posteriors come out of sample, as Confident Learning prescribes. Before
+    training, fresh copies of the task's network (re-initialised; the run's RNG is untouched) are trained for
+    ``warmup_epochs`` with plain cross-entropy and the task's optimizer, each on all folds but one, and predict the
+    fold they did not see; T is set before the first epoch and the run itself needs no warm-up. In-sample, a
+    network that has begun to fit its noisy labels counts them as clean, so T's diagonal comes out too high and
+    the forward-corrected model under-confident. Measured on digits with 20 % symmetric noise (T's diagonal 0.80):
+    anchors in-sample after 10 epochs 0.89 (max error 0.16-0.17), the confident joint in-sample 0.83 (0.05-0.06),
+    out of 2 folds after 10 epochs 0.78-0.79 (mean error 0.008). 0 (default): the paper's in-run two stages.
+
+    The estimate is kept in ``estimate``, saved in checkpoints (a resumed run does not estimate again) and logged
+    as its largest and mean absolute distance to the realised T when the data module records one."""
 
     def __init__(
         self,
@@ -76,28 +86,78 @@ class TransitionMatrixEstimation(Callback):
         percentile: float | None = 97.0,
         batch_size: int = 512,
         method: str = "anchor",
+        cross_fit_folds: int = 0,
+        cross_fit_batch_size: int = 64,
+        cross_fit_seed: int = 0,
     ) -> None:
         if warmup_epochs < 1:
             raise ValueError(f"warmup_epochs must be >= 1, got {warmup_epochs}")
         if method not in ("anchor", "confident_joint"):
             raise ValueError(f"method must be 'anchor' or 'confident_joint', got {method!r}")
+        if cross_fit_folds == 1 or cross_fit_folds < 0:
+            raise ValueError(f"cross_fit_folds must be 0 (off) or >= 2, got {cross_fit_folds}")
         self.warmup_epochs = warmup_epochs
         self.percentile = percentile
         self.batch_size = batch_size
         self.method = method
+        self.cross_fit_folds = cross_fit_folds
+        self.cross_fit_batch_size = cross_fit_batch_size
+        self.cross_fit_seed = cross_fit_seed
         self.estimate: torch.Tensor | None = None
+        self.errors: dict[str, float] = {}  # against the realised T, when the data module records it
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch + 1 != self.warmup_epochs:
-            return
-        from aipflow.losses import estimate_transition_matrix, estimate_transition_matrix_confident_joint
+    def state_dict(self) -> dict:
+        return {"estimate": self.estimate}
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.estimate = state_dict.get("estimate")
+
+    @staticmethod
+    def _loss_of(pl_module: L.LightningModule):
         loss = getattr(pl_module, "loss_fn", None)
         if not hasattr(loss, "set_transition_matrix"):
             raise ValueError(
                 "TransitionMatrixEstimation needs a loss with set_transition_matrix (ForwardCorrection, "
                 f"BackwardCorrection, TRevision), got {type(loss).__name__}"
             )
+        return loss
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.cross_fit_folds or self.estimate is not None:  # off, or resumed with its estimate
+            return
+        from lightning.pytorch.utilities import rank_zero_info
+
+        self._loss_of(pl_module)
+        rank_zero_info(
+            f"[aipflow] estimating the noise transition matrix ({self.method}): {self.cross_fit_folds}-fold cross-fit, "
+            f"{self.warmup_epochs} epochs per fold"
+        )
+        x, labels = _training_inputs(trainer.datamodule.train_set)
+        probs = out_of_fold_posteriors(
+            pl_module,
+            x,
+            labels,
+            self.cross_fit_folds,
+            self.warmup_epochs,
+            self.cross_fit_batch_size,
+            self.cross_fit_seed,
+            progress=trainer.progress_bar_callback is not None,
+        )
+        self._set(trainer, pl_module, probs, labels)
+        if self.errors:
+            rank_zero_info(
+                f"[aipflow] estimated T: max error {self.errors['max']:.3f}, mean {self.errors['mean']:.4f} "
+                "against the realised T"
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.cross_fit_folds:
+            if trainer.current_epoch == 0 and self.errors:  # estimated before training, logged with its first epoch
+                self._log_errors(pl_module)
+            return
+        if trainer.current_epoch + 1 != self.warmup_epochs:
+            return
+        self._loss_of(pl_module)
         was_training = pl_module.training
         pl_module.eval()
         posteriors, labels = [], []
@@ -105,15 +165,112 @@ class TransitionMatrixEstimation(Callback):
             for batch in DataLoader(trainer.datamodule.train_set, self.batch_size):
                 posteriors.append(pl_module(batch["x"].to(pl_module.device)).float().softmax(1).cpu())
                 labels.append(batch["y"])  # the noisy training labels
-        probs = torch.cat(posteriors)
         pl_module.train(was_training)
+        self._set(trainer, pl_module, torch.cat(posteriors), torch.cat(labels))
+        if self.errors:
+            self._log_errors(pl_module)
+
+    def _log_errors(self, pl_module: L.LightningModule) -> None:
+        pl_module.log("train/transition_estimate_max_error", self.errors["max"])
+        pl_module.log("train/transition_estimate_mean_error", self.errors["mean"])
+
+    def _set(self, trainer: L.Trainer, pl_module: L.LightningModule, probs: torch.Tensor, labels: torch.Tensor):
+        from aipflow.losses import estimate_transition_matrix, estimate_transition_matrix_confident_joint
+
+        loss = self._loss_of(pl_module)
         if self.method == "anchor":
             self.estimate = estimate_transition_matrix(probs, self.percentile)
         else:
-            self.estimate = estimate_transition_matrix_confident_joint(probs, torch.cat(labels))
+            self.estimate = estimate_transition_matrix_confident_joint(probs, labels)
         loss.set_transition_matrix(self.estimate.to(loss.transition_matrix.device))
         report = getattr(trainer.datamodule, "noise_report", None)
         if report is not None:
             error = (self.estimate - report.transition_matrix.float()).abs()
-            pl_module.log("train/transition_estimate_max_error", error.max())
-            pl_module.log("train/transition_estimate_mean_error", error.mean())
+            self.errors = {"max": float(error.max()), "mean": float(error.mean())}
+
+
+def _training_inputs(train_set) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [train_set[i] for i in range(len(train_set))]
+    return torch.stack([r["x"] for r in rows]), torch.stack([r["y"] for r in rows])
+
+
+def out_of_fold_posteriors(
+    pl_module: L.LightningModule,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    folds: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``P(noisy label | x)`` for every row from a copy of the task's network that never saw it: ``folds`` copies,
+    each re-initialised and trained with cross-entropy on the noisy labels of the other folds, with the task's
+    optimizer (``optimizer_factory``; AdamW 1e-3 when the task has none), then evaluated on its own fold. The
+    caller's RNG streams and the task's weights are untouched."""
+    import copy
+
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    network = getattr(pl_module, "model", None)
+    if not isinstance(network, torch.nn.Module):
+        raise ValueError("cross-fitting needs the task's network as pl_module.model (ClassificationTask has it)")
+    device = next(network.parameters()).device
+    n = len(labels)
+    probs = torch.zeros(n, _num_classes(pl_module, labels))
+    with isolate_rng():
+        generator = torch.Generator().manual_seed(seed)
+        fold_of = torch.randperm(n, generator=generator) % folds
+        bar = _progress(folds * epochs, progress)
+        for k in range(folds):
+            torch.manual_seed(seed * 1000 + k)
+            copy_ = copy.deepcopy(network).to(device)
+            for m in copy_.modules():
+                if hasattr(m, "reset_parameters") and m is not copy_:
+                    m.reset_parameters()
+            fit_rows = torch.nonzero(fold_of != k).flatten()
+            held_rows = torch.nonzero(fold_of == k).flatten()
+            factory = getattr(pl_module, "optimizer_factory", None)
+            opt = factory(copy_.parameters()) if factory else torch.optim.AdamW(copy_.parameters(), lr=1e-3)
+            if getattr(opt, "train_size", 0) is None:  # bSAM / IVON: the dataset size scales the posterior
+                opt.train_size = len(fit_rows)
+            copy_.train()
+            for _ in range(epochs):
+                order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
+                for start in range(0, len(order), batch_size):
+                    rows = order[start : start + batch_size]
+                    xb, yb = x[rows].to(device), labels[rows].to(device)
+
+                    def closure(xb=xb, yb=yb, opt=opt, net=copy_):
+                        opt.zero_grad()
+                        loss = torch.nn.functional.cross_entropy(net(xb), yb)
+                        loss.backward()
+                        return loss
+
+                    opt.step(closure)
+                bar.update(1)
+            copy_.eval()
+            with torch.no_grad():
+                for start in range(0, len(held_rows), 512):
+                    rows = held_rows[start : start + 512]
+                    probs[rows] = copy_(x[rows].to(device)).float().softmax(1).cpu()
+        bar.close()
+    return probs
+
+
+def _num_classes(pl_module: L.LightningModule, labels: torch.Tensor) -> int:
+    hparams = getattr(pl_module, "hparams", {})
+    return int(hparams.get("num_classes", int(labels.max()) + 1))
+
+
+def _progress(total: int, enabled: bool):
+    class _Silent:
+        def update(self, n: int) -> None: ...
+
+        def close(self) -> None: ...
+
+    if not enabled:
+        return _Silent()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="cross-fit warm-up (fold epochs)", leave=False)

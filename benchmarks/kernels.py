@@ -39,6 +39,7 @@ from torch import nn
 from aipflow.optim import BSAM, SAM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import provenance_markdown
 from optim_step import Davda54StyleSAM  # noqa: E402  (the same baseline as the CPU benchmark)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -265,6 +266,7 @@ def main(argv: list[str] | None = None) -> Path:
             f"ratio {e2e['SAM'] / e2e['plain']:.2f}"
         )
     md = out / f"kernels_{slug}.md"
+    lines += ["", provenance_markdown()]
     md.write_text("\n".join(lines) + "\n")
     if not args.smoke:
         RESULTS.mkdir(exist_ok=True)

@@ -19,6 +19,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _provenance import provenance_markdown
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = [("symmetric", 0.2), ("symmetric", 0.4), ("symmetric", 0.6), ("pair", 0.4), ("classmap", 0.4)]
 METHODS = {
@@ -117,6 +119,7 @@ def main() -> None:
             times += [r["time"] for r in rows]
         lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {statistics.fmean(times):.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    lines += ["", provenance_markdown()]
     (RESULTS / "noisy_labels_digits.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     _memorisation_plot(results, args)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _provenance import provenance_markdown
+
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,6 +119,7 @@ def main() -> None:
                 )
         lines.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    lines += ["", provenance_markdown()]
     (RESULTS / "optimizers_digits.md").write_text("\n".join(lines) + "\n")
     _diagram_grid(results, args)
     print("\n".join(lines))

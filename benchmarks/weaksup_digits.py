@@ -21,6 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _provenance import provenance_markdown
+
 RESULTS = Path(__file__).resolve().parent / "results"
 RISK = "--model.init_args.risk.init_args"
 LOSS = "--model.init_args.loss.init_args"
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{sum(e <= 0.05 for e in err)}/{len(err)} | {covers}/{len(ps)} | "
                 f"{statistics.mean(p['seconds'] for p in ps):.1f} |"
             )
+    lines += ["", provenance_markdown()]
     (RESULTS / "weaksup_digits.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

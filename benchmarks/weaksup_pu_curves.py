@@ -17,6 +17,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from _provenance import provenance_markdown
+
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {"nnPU": "pu_nnpu", "uPU": "pu_upu"}
 CURVES = {"val/error": "clean validation error %", "train/negative_part": "R_U^- - pi R_P^- (training)"}
@@ -80,13 +82,18 @@ def main(argv: list[str] | None = None) -> None:
     fig.suptitle(f"PU on digits (even vs odd, 100 labelled positives), mean +- std over seeds {args.seeds}")
     fig.tight_layout()
     fig.savefig(RESULTS / "weaksup_pu_curves.png", dpi=120)
+    summary = ["# PU learning curves on digits (weaksup_pu_curves.csv / .png)", ""]
     for name, per_seed in runs.items():
         last = [c["val/error"][-1] for c in per_seed]
         lowest = [min(c["train/negative_part"]) for c in per_seed]
-        print(
+        line = (
             f"{name}: last-epoch validation error {statistics.mean(last):.1f} %, "
             f"lowest negative part {statistics.mean(lowest):+.3f}"
         )
+        print(line)
+        summary.append(f"- {line}")
+    summary += ["", provenance_markdown()]
+    (RESULTS / "weaksup_pu_curves.md").write_text("\n".join(summary))
 
 
 if __name__ == "__main__":
