@@ -144,6 +144,12 @@ def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
     for key, value in sorted(metrics.items()):
         if key not in ("test/acc", "test/nll", "test/ece"):
             lines.append(f"  {key:<12} {value:.4f}")
+    described = getattr(model, "probabilities_description", None)
+    if described and "test/ece" in metrics:
+        lines.append(f"  acc / nll / ece from: {described}")
+        if "test/pp_ece" in metrics:
+            samples = model.hparams.get("posterior_samples") if hasattr(model, "hparams") else None
+            lines.append(f"  pp_*: the posterior predictive over {samples} samples of the optimizer's posterior")
     report = getattr(datamodule, "noise_report", None)
     if report is not None and report.kind != "none":
         lines.append(f"  training labels: {report.summary()}")

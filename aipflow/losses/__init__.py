@@ -28,6 +28,7 @@ from aipflow.losses.robust import (
     bootstrap_soft_loss,
     gce_loss,
     label_smoothing_loss,
+    log1m_softmax,
     mae_loss,
     nce_loss,
     nce_mae_loss,
@@ -37,6 +38,7 @@ from aipflow.losses.robust import (
     rce_loss,
     sce_loss,
     truncated_gce_loss,
+    upcast,
 )
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "forward_corrected_loss",
     "gce_loss",
     "label_smoothing_loss",
+    "log1m_softmax",
     "mae_loss",
     "nce_loss",
     "nce_mae_loss",
@@ -74,4 +77,5 @@ __all__ = [
     "rce_loss",
     "sce_loss",
     "truncated_gce_loss",
+    "upcast",
 ]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from aipflow.losses import forward_corrected_loss
+from aipflow.losses import forward_corrected_loss, log1m_softmax, upcast
 
 KINDS = ("scl_nl", "scl_exp", "pc", "forward", "unbiased", "ub_exp", "ub_log")
 MULTIPLE_KINDS = ("unbiased", "ub_exp", "ub_log")
@@ -86,11 +86,13 @@ def complementary_loss(
     if comp.ndim == 2 or kind in ("ub_exp", "ub_log"):
         return multiple_complementary_loss(logits, comp, kind, correction)
     _check(logits, comp)
+    logits = upcast(logits)  # half precision is scored in fp32: per-class sums of ~1e4 losses overflow fp16
     k = logits.shape[1]
     log_p = logits.log_softmax(1)
     p_c = log_p.exp().gather(1, comp[:, None]).squeeze(1)
     if kind == "scl_nl":
-        value = -torch.log1p(-p_c.clamp(max=1 - 1e-7)).mean()
+        # -log(1 - p_c) in log space: exact where p_c rounds to 1 (a clamp at 1 - 1e-7 is 1 in fp16 / bf16)
+        value = -log1m_softmax(logits).gather(1, comp[:, None]).mean()
     elif kind == "scl_exp":
         value = p_c.exp().mean()
     elif kind == "pc":
@@ -148,6 +150,7 @@ def multiple_complementary_loss(
             f"sample {i} has {int(d[i])} complementary labels; each sample needs 1 to K - 1 = {k - 1} of them "
             "(with all K classes excluded no label is possible)"
         )
+    logits = upcast(logits)
     log_p = logits.log_softmax(1)
     if kind in ("ub_exp", "ub_log"):
         # log of the probability mass on the classes not excluded

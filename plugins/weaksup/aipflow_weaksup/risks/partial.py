@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from aipflow.losses import upcast
 from aipflow.passes import in_extra_pass
 
 KINDS = ("cc", "proden", "rc", "lws")
@@ -34,7 +35,7 @@ def _check(logits: Tensor, candidates: Tensor) -> None:
 
 def cc_loss(logits: Tensor, candidates: Tensor) -> Tensor:
     _check(logits, candidates)
-    log_p = logits.log_softmax(1)
+    log_p = upcast(logits).log_softmax(1)
     return -torch.logsumexp(log_p.masked_fill(candidates == 0, float("-inf")), 1).mean()
 
 
@@ -74,6 +75,7 @@ class PartialLabelLoss(nn.Module):
             self.weights[index[fresh]] = _normalised_parts(
                 torch.ones_like(mask[fresh]), mask[fresh], self.kind == "lws"
             )
+        logits = upcast(logits)  # half precision is scored in fp32, as the core's losses
         log_p = logits.log_softmax(1)
         weights = self.weights[index].to(log_p.dtype)
         if self.kind == "lws":

@@ -4,6 +4,9 @@
 - logistic: ``log(1 + exp(-t z))``;
 - squared: ``(t z - 1)^2 / 4`` (du Plessis et al. 2015's convex PU choice);
 - zero_one: ``1[t z <= 0]`` (for reporting only: no gradient).
+
+Half-precision margins are scored in fp32 (the core's ``upcast``): a risk averages and subtracts losses that, at
+fp16 margins of 3e4, overflow fp16 (mean -> inf, inf - inf -> NaN).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from aipflow.losses import upcast
 
 
 def _sigmoid(z: Tensor, t: float) -> Tensor:
@@ -35,4 +40,5 @@ SURROGATES = {"sigmoid": _sigmoid, "logistic": _logistic, "squared": _squared, "
 def surrogate(name: str):
     if name not in SURROGATES:
         raise ValueError(f"loss must be one of {sorted(SURROGATES)}, got {name!r}")
-    return SURROGATES[name]
+    loss = SURROGATES[name]
+    return lambda z, t: loss(upcast(z), t)
