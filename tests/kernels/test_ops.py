@@ -3,19 +3,13 @@ torch.optim itself), through Triton's CPU interpreter: fp32 <= 1e-6, fp16 within
 
 import pytest
 
-pytest.importorskip("triton", reason="aipflow's kernels need the triton package (Linux x86-64)")
-from aipflow.kernels import interpreting  # noqa: E402
+from tests.kernels._requirements import require_triton_interpreter
 
-if not interpreting():
-    pytest.skip(
-        "these tests run the kernels on CPU tensors through Triton's interpreter: set TRITON_INTERPRET=1 before "
-        "triton is imported (tests/conftest.py does); tests/gpu runs them compiled",
-        allow_module_level=True,
-    )
+require_triton_interpreter()
 
-import torch  # noqa: E402
+import torch
 
-from aipflow.kernels import _multi_tensor as mt  # noqa: E402
+from aipflow.kernels import _multi_tensor as mt
 from aipflow.kernels import bsam, descent, ivon, noise, norm, sam
 from aipflow.optim import _functional as F
 

@@ -7,20 +7,14 @@ import io
 
 import pytest
 
-pytest.importorskip("triton", reason="aipflow's kernels need the triton package (Linux x86-64)")
-from aipflow.kernels import interpreting  # noqa: E402
+from tests.kernels._requirements import require_triton_interpreter
 
-if not interpreting():
-    pytest.skip(
-        "these tests run the kernels on CPU tensors through Triton's interpreter: set TRITON_INTERPRET=1 before "
-        "triton is imported (tests/conftest.py does); tests/gpu runs them compiled",
-        allow_module_level=True,
-    )
+require_triton_interpreter()
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from aipflow.optim import ASAM, BSAM, IVON, SAM  # noqa: E402
+from aipflow.optim import ASAM, BSAM, IVON, SAM
 
 
 def problem(dtype=torch.float32, unused=False):

@@ -59,7 +59,9 @@ def loader(x, y, batch_size):
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
 
 
-def trainer(callbacks=(), **kwargs):
+def trainer(callbacks=(), configure_integration=True, **kwargs):
+    """A quiet CPU Trainer; without callbacks it configures SharpnessAwareTraining itself unless
+    ``configure_integration=False`` (then only what the entry point adds to every Trainer)."""
     from aipflow.lightning import SharpnessAwareTraining
 
     defaults = dict(
@@ -72,5 +74,5 @@ def trainer(callbacks=(), **kwargs):
         max_epochs=1,
     )
     defaults.update(kwargs)
-    cbs = list(callbacks) or [SharpnessAwareTraining()]
+    cbs = list(callbacks) or ([SharpnessAwareTraining()] if configure_integration else [])
     return L.Trainer(callbacks=cbs, **defaults)

@@ -202,22 +202,14 @@ def test_per_micro_batch_accumulation_matches_hand_computation():
 @pytest.mark.parametrize("name", ["SAM", "IVON"])
 def test_joins_a_plain_lightning_module_without_configuration(name):
     # no callbacks given: the lightning.pytorch.callbacks_factory entry point adds the integration to every Trainer
-    import lightning as L
 
     from aipflow.lightning.sharpness import _SharpnessAwarePrecision
 
     x, y = regression_data(64)
     model = CountingModule(FACTORIES[name])
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, loader(x, y, 16))
-    assert isinstance(trainer.precision_plugin, _SharpnessAwarePrecision)
+    t = trainer(configure_integration=False, max_steps=3)
+    t.fit(model, loader(x, y, 16))
+    assert isinstance(t.precision_plugin, _SharpnessAwarePrecision)
     assert model.counts["training_step"] == PASSES[name] * 3
     assert model.counts["before_optimizer_step"] == 3 and model.counts["log"] == 3
 
@@ -235,19 +227,11 @@ def test_a_configured_integration_takes_over_from_the_automatic_one():
 
 
 def test_without_the_integration_a_multi_pass_optimizer_says_what_is_missing(monkeypatch):
-    import lightning as L
 
     monkeypatch.setattr(
         "lightning.pytorch.trainer.connectors.callback_connector._load_external_callbacks", lambda group: []
     )
     x, y = regression_data(32)
-    t = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    t = trainer(configure_integration=False, max_steps=1)
     with pytest.raises(RuntimeError, match="needs aipflow's SharpnessAwareTraining callback"):
         t.fit(CountingModule(FACTORIES["SAM"]), loader(x, y, 16))
