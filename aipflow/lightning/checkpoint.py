@@ -160,7 +160,7 @@ class RNGStateCheckpoint(Callback):
 def complete_callbacks(trainer: L.Trainer) -> None:
     """What every ``aipflow`` run gets: the RNG state in its checkpoints, a stop at the first non-finite loss or
     monitored metric, and a true ``last.ckpt`` every epoch from its (first) checkpoint callback, whether the recipe
-    configured one or Lightning added its default."""
+    configured one or Lightning added its default (unless the recipe says ``save_last: false``)."""
     from aipflow.lightning.guards import NonFiniteGuard
 
     for kind in (NonFiniteGuard, RNGStateCheckpoint):
@@ -171,7 +171,7 @@ def complete_callbacks(trainer: L.Trainer) -> None:
     first = trainer.checkpoint_callbacks[0]
     if type(first) is _LightningModelCheckpoint:
         first.__class__ = ModelCheckpoint  # adds behaviour only (no state): last.ckpt at every trigger
-    if isinstance(first, ModelCheckpoint) and not first.save_last:
+    if isinstance(first, ModelCheckpoint) and first.save_last is None:  # unset; an explicit false is respected
         first.save_last = True
 
 

@@ -50,3 +50,25 @@ def test_resumed_recipe_equals_the_uninterrupted_run(recipe, tmp_path, monkeypat
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{recipe}: resumed weights differ in {different}"
+
+
+def test_every_run_gets_a_true_last_checkpoint_and_its_rng_unless_told_otherwise():
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint as LightningCheckpoint
+
+    from aipflow.lightning import ModelCheckpoint, NonFiniteGuard, RNGStateCheckpoint
+    from aipflow.lightning.checkpoint import complete_callbacks
+
+    def completed(*callbacks):
+        trainer = L.Trainer(logger=False, callbacks=list(callbacks), enable_progress_bar=False)
+        complete_callbacks(trainer)
+        return trainer
+
+    default = completed()  # Lightning's own default checkpoint callback
+    assert type(default.checkpoint_callback) is ModelCheckpoint and default.checkpoint_callback.save_last is True
+    assert any(isinstance(c, RNGStateCheckpoint) for c in default.callbacks)
+    assert any(isinstance(c, NonFiniteGuard) for c in default.callbacks)
+    configured = completed(LightningCheckpoint(monitor="val/nll"))
+    assert type(configured.checkpoint_callback) is ModelCheckpoint and configured.checkpoint_callback.save_last
+    refused = completed(LightningCheckpoint(monitor="val/nll", save_last=False))
+    assert refused.checkpoint_callback.save_last is False
