@@ -32,98 +32,7 @@ LightningCLI's own help follows.
 
 
 def _build_cli_class():
-    from lightning.pytorch.cli import LightningCLI
-
-    class AipflowCLI(LightningCLI):
-        """LightningCLI with aipflow's defaults: model and data in subclass mode, optimizers injected into the
-        model (so wrappers like SAM take their base optimizer from YAML), and a test + summary after ``fit``."""
-
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument(
-                "--test_after_fit",
-                type=bool,
-                default=True,
-                help="after fit, test the best checkpoint (or the final weights) and print a summary",
-            )
-            parser.add_argument(
-                "--predictions_file",
-                type=str | None,
-                default=None,
-                help="predict: where to write the predictions (.csv or .parquet); predictions.csv in the log folder "
-                "when omitted",
-            )
-
-        def instantiate_trainer(self, **kwargs):
-            from aipflow.lightning.checkpoint import complete_callbacks
-
-            trainer = super().instantiate_trainer(**kwargs)
-            complete_callbacks(trainer)
-            if self.subcommand == "predict":
-                from aipflow.lightning.predictions import PredictionWriter
-
-                trainer.callbacks.append(PredictionWriter(self.config["predict"].get("predictions_file")))
-            return trainer
-
-        def after_predict(self) -> None:
-            from aipflow.lightning.predictions import PredictionWriter
-
-            for callback in self.trainer.callbacks:
-                if isinstance(callback, PredictionWriter) and callback.written is not None:
-                    print(f"aipflow predict: {callback.rows} rows written to {callback.written}")
-
-        recipe: str | None = None  # the --config given, to name the run in plots and summaries
-
-        def _check_before_data(self) -> None:
-            # bad optimizer options and impossible combinations are refused before any data is read
-            from aipflow.tasks.classification import check_optimizer_options
-
-            if self.recipe and hasattr(self.model, "run_label"):
-                self.model.run_label = self.recipe
-
-            check = getattr(self.model, "check_configuration", None)
-            if callable(check):
-                check()
-            else:
-                check_optimizer_options(self.model)
-
-        def before_fit(self) -> None:
-            self._check_before_data()
-
-        def before_validate(self) -> None:
-            self._check_before_data()
-
-        def before_test(self) -> None:
-            self._check_before_data()
-
-        def before_predict(self) -> None:
-            self._check_before_data()
-
-        def _run_subcommand(self, subcommand: str) -> None:
-            # a bad --ckpt_path gets one line naming the file and what is wrong, before and during the restore
-            from aipflow.lightning.checkpoint import check_checkpoint_file, explain_restore_error
-
-            ckpt_path = self.config[subcommand].get("ckpt_path")
-            if ckpt_path:
-                check_checkpoint_file(ckpt_path)
-            try:
-                super()._run_subcommand(subcommand)
-            except Exception as exc:
-                explained = explain_restore_error(exc, ckpt_path, self.model) if ckpt_path else None
-                if explained is None:
-                    raise
-                raise explained from exc
-
-        def after_fit(self) -> None:
-            if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
-                return
-            datamodule = self.datamodule
-            if datamodule is None or not _has_test_data(datamodule):
-                return
-            ckpt = self.trainer.checkpoint_callback
-            ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
-            self.trainer.test(self.model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-            if self.trainer.is_global_zero:
-                print(run_summary(self.trainer, self.model, datamodule, ckpt_path))
+    from aipflow._lightning_cli import AipflowCLI
 
     return AipflowCLI
 
@@ -134,8 +43,9 @@ def _has_test_data(datamodule) -> bool:
     return is_overridden("test_dataloader", datamodule)
 
 
-def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
-    """The lines printed at the end of ``aipflow fit``."""
+def run_summary(trainer, model, datamodule, ckpt_path: str | None, log_dir: str | None = None) -> str:
+    """The lines printed at the end of ``aipflow fit``. ``log_dir``: ``trainer.log_dir``, read by the caller on
+    every rank (it is a collective under DDP) before printing on rank 0."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     lines = ["", "=" * 60, "aipflow run summary"]
     for key in ("test/acc", "test/nll", "test/ece"):
@@ -158,8 +68,8 @@ def run_summary(trainer, model, datamodule, ckpt_path: str | None) -> str:
     last = getattr(ckpt, "last_model_path", "") if ckpt else ""
     if last:
         lines.append(f"  last:       {last}  (resume with --ckpt_path)")
-    if trainer.log_dir:
-        lines.append(f"  logs:       {trainer.log_dir}")
+    if log_dir:
+        lines.append(f"  logs:       {log_dir}")
     diagram = getattr(model, "reliability_diagram_path", None)
     if diagram:
         lines.append(f"  reliability diagram: {diagram}")
@@ -212,7 +122,9 @@ def run(argv: list[str]):
     configs = _option_values(argv, "--config") + _option_values(argv, "-c")
     argv = rewrite_argv(argv)
     saved_argv = sys.argv
-    sys.argv = ["aipflow", *argv]  # LightningCLI reads sys.argv; args= beside a real command line warns
+    # LightningCLI reads sys.argv (args= beside a real command line warns). argv[0] stays the real program: DDP's
+    # subprocess launcher re-runs `python <argv[0]> <argv[1:]>` for the other ranks ("aipflow" alone is no file)
+    sys.argv = [saved_argv[0] if saved_argv else "aipflow", *argv]
     try:
         cli_class = _build_cli_class()
         cli_class.recipe = Path(configs[0]).stem if configs and "\n" not in configs[0] else None

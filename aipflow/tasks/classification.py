@@ -347,12 +347,21 @@ class ClassificationTask(L.LightningModule):
         self._posterior_generator = None
 
     def on_test_epoch_end(self) -> None:
-        if not self._test_probs or not self.trainer.is_global_zero:
+        if not self._test_probs:
             return
+        # every rank takes part in the collectives (log_dir is a broadcast; each rank holds its shard), rank 0 plots
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        probs, labels = torch.cat(self._test_probs), torch.cat(self._test_labels)
+        if self.trainer.world_size > 1:  # the distributed sampler gives every rank the same number of rows
+            probs = self.all_gather(probs.to(self.device)).reshape(-1, probs.shape[1]).cpu()
+            labels = self.all_gather(labels.to(self.device)).reshape(-1).cpu()
+        if not self.trainer.is_global_zero:
+            self._test_probs.clear()
+            self._test_labels.clear()
+            return
         self.reliability_diagram_path = plot_reliability_diagram(
-            torch.cat(self._test_probs),
-            torch.cat(self._test_labels),
+            probs,
+            labels,
             folder / "reliability_test.png",
             self.hparams.ece_bins,
             title=f"{self.run_label or os.path.basename(str(folder))}, test split",

@@ -1,0 +1,104 @@
+"""The ``aipflow`` command's LightningCLI subclass. A module-level class in a module of its own: ``ddp_spawn`` pickles
+the trainer's run and everything it reaches (a class defined inside a function cannot be pickled), and
+``aipflow plugins | recipes | env`` never import this module, so they never import Lightning."""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from aipflow.cli import _has_test_data, run_summary
+
+__all__ = ["AipflowCLI"]
+
+
+class AipflowCLI(LightningCLI):
+    """LightningCLI with aipflow's defaults: model and data in subclass mode, optimizers injected into the
+    model (so wrappers like SAM take their base optimizer from YAML), and a test + summary after ``fit``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after fit, test the best checkpoint (or the final weights) and print a summary",
+        )
+        parser.add_argument(
+            "--predictions_file",
+            type=str | None,
+            default=None,
+            help="predict: where to write the predictions (.csv or .parquet); predictions.csv in the log folder "
+            "when omitted",
+        )
+
+    def instantiate_trainer(self, **kwargs):
+        from aipflow.lightning.checkpoint import complete_callbacks
+
+        trainer = super().instantiate_trainer(**kwargs)
+        complete_callbacks(trainer)
+        if self.subcommand == "predict":
+            from aipflow.lightning.predictions import PredictionWriter
+
+            trainer.callbacks.append(PredictionWriter(self.config["predict"].get("predictions_file")))
+        return trainer
+
+    def after_predict(self) -> None:
+        from aipflow.lightning.predictions import PredictionWriter
+
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, PredictionWriter) and callback.written is not None:
+                print(f"aipflow predict: {callback.rows} rows written to {callback.written}")
+
+    recipe: str | None = None  # the --config given, to name the run in plots and summaries
+
+    def _check_before_data(self) -> None:
+        # bad optimizer options and impossible combinations are refused before any data is read
+        from aipflow.tasks.classification import check_optimizer_options
+
+        if self.recipe and hasattr(self.model, "run_label"):
+            self.model.run_label = self.recipe
+
+        check = getattr(self.model, "check_configuration", None)
+        if callable(check):
+            check()
+        else:
+            check_optimizer_options(self.model)
+
+    def before_fit(self) -> None:
+        self._check_before_data()
+
+    def before_validate(self) -> None:
+        self._check_before_data()
+
+    def before_test(self) -> None:
+        self._check_before_data()
+
+    def before_predict(self) -> None:
+        self._check_before_data()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # a bad --ckpt_path gets one line naming the file and what is wrong, before and during the restore
+        from aipflow.lightning.checkpoint import check_checkpoint_file, explain_restore_error
+
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path:
+            check_checkpoint_file(ckpt_path)
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as exc:
+            explained = explain_restore_error(exc, ckpt_path, self.model) if ckpt_path else None
+            if explained is None:
+                raise
+            raise explained from exc
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
+            return
+        datamodule = self.datamodule
+        if datamodule is None or not _has_test_data(datamodule):
+            return
+        ckpt = self.trainer.checkpoint_callback
+        ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+        self.trainer.test(self.model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank reads it
+        if self.trainer.is_global_zero:
+            print(run_summary(self.trainer, self.model, datamodule, ckpt_path, log_dir))

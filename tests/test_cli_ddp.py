@@ -1,0 +1,56 @@
+"""Two CPU processes (gloo) through the installed ``aipflow`` command, as a user runs it: fit, the test after fit,
+one summary and one reliability diagram (rank 0), every collective called on every rank. The ``ddp`` case is
+docker/README.md's multi-GPU command (``fit --config quickstart --trainer.strategy=ddp``) with
+``--trainer.accelerator=cpu --trainer.devices=2``.
+
+Broken before (all six fail on the old code): ``ddp`` relaunched ``<cwd>/aipflow`` (sys.argv[0] was overwritten),
+``ddp_spawn`` could not pickle a CLI class defined in a function, and the test after fit hung up the other rank
+(``trainer.log_dir``, a collective, was called on rank 0 only)."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+TINY = [
+    "--trainer.devices=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+# a short cross-fit for the quickstart's T estimate: the point here is the processes, not the estimate
+SHORT = {"quickstart": ["--trainer.callbacks.init_args.warmup_epochs=1"]}
+
+
+def run_cli(recipe, strategy, root):
+    exe = shutil.which("aipflow")
+    assert exe, "the aipflow console script is not installed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [exe, "fit", "--config", recipe, f"--trainer.strategy={strategy}", *TINY, *SHORT.get(recipe, [])]
+    argv += [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
+    return subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=400, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "recipe, strategy",
+    [
+        ("quickstart", "ddp"),
+        ("sam", "ddp"),
+        ("bsam", "ddp"),
+        ("weaksup/pu_nnpu", "ddp"),
+        ("quickstart", "ddp_spawn"),
+        ("quickstart", "ddp_fork"),
+    ],
+)
+def test_fit_and_test_on_two_processes(recipe, strategy, tmp_path):
+    done = run_cli(recipe, strategy, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("aipflow run summary") == 1, done.stdout[-2000:]
+    diagrams = 0 if recipe.startswith("weaksup/") else 1  # the classification task draws one, on rank 0
+    assert len(list(tmp_path.rglob("reliability_test.png"))) == diagrams
