@@ -54,3 +54,41 @@ def test_fit_and_test_on_two_processes(recipe, strategy, tmp_path):
     assert done.stdout.count("aipflow run summary") == 1, done.stdout[-2000:]
     diagrams = 0 if recipe.startswith("weaksup/") else 1  # the classification task draws one, on rank 0
     assert len(list(tmp_path.rglob("reliability_test.png"))) == diagrams
+
+
+@pytest.mark.slow
+def test_predict_on_two_processes_writes_every_row_once(tmp_path):
+    import pandas as pd
+
+    from aipflow.cli import main
+
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    fit = ["fit", "--config", "sgd", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    assert main([*fit, *tiny, "--test_after_fit=false", "--trainer.enable_progress_bar=false"]) == 0
+    exe = shutil.which("aipflow")
+    out = tmp_path / "predictions.csv"
+    done = subprocess.run(
+        [
+            exe,
+            "predict",
+            "--config",
+            "sgd",
+            f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+            "--trainer.strategy=ddp",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            f"--predictions_file={out}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("rows written") == 1
+    table = pd.read_csv(out)
+    assert list(table["index"]) == list(range(360))  # the sampler's padding rows dropped, both ranks' rows kept
