@@ -79,3 +79,85 @@ def test_ddp_two_processes(name, tmp_path, monkeypatch):
             assert c["ddp_buckets"] == 2 * steps  # the perturbation then uses the global gradient
         else:
             assert c["ddp_buckets"] == 0 and c["explicit_in_steps"] == steps  # one flat all-reduce of (g, h) per step
+
+
+class Saver(CountingModule):
+    def __init__(self, factory, out_dir):
+        super().__init__(factory)
+        self.out_dir = out_dir
+
+    def on_train_end(self):
+        rank = self.trainer.global_rank
+        torch.save([p.detach().clone() for p in self.parameters()], os.path.join(self.out_dir, f"e{rank}.pt"))
+
+
+def ddp_weights(factory, tmp_path, steps=1):
+    torch.manual_seed(0)
+    model = Saver(factory, str(tmp_path))
+    strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
+    x, y = regression_data(64)
+    trainer(strategy=strategy, devices=2, max_steps=steps).fit(model, loader(x, y, 8))
+    return torch.load(tmp_path / "e0.pt", weights_only=True)
+
+
+def rank_rows(step, batch=8, n=64, world=2):
+    """The rows each rank trains on at ``step`` of epoch 0: Lightning's DistributedSampler shuffles the training
+    set with seed 0 (checked against the rows the ranks received)."""
+    from torch.utils.data import DistributedSampler, TensorDataset
+
+    rows = []
+    for rank in range(world):
+        sampler = DistributedSampler(TensorDataset(torch.zeros(n)), num_replicas=world, rank=rank, seed=0)
+        sampler.set_epoch(0)
+        rows.append(torch.tensor(list(sampler)[step * batch : (step + 1) * batch]))
+    return rows
+
+
+@pytest.mark.slow
+def test_ddp_sgd_equals_one_process_with_the_global_batch(tmp_path):
+    # 2 processes x batch 8 against 1 process x batch 16 over the same rows (DDP averages the two batch means)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    sgd = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    two = ddp_weights(sgd, tmp_path, steps=2)
+    torch.manual_seed(0)
+    single = CountingModule(sgd)
+    x, y = regression_data(64)
+    batches = [torch.cat(rank_rows(step)).tolist() for step in range(2)]
+    trainer(max_steps=2).fit(single, DataLoader(TensorDataset(x, y), batch_sampler=batches))
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=0) for a, b in zip(two, single.parameters()))
+
+
+@pytest.mark.slow
+def test_ddp_sam_is_m_sharpness_with_one_perturbation_per_rank(tmp_path):
+    # documented behaviour: each rank perturbs with its own gradient (no all-reduce in the first pass), the gradients
+    # at the ranks' perturbed points are averaged by DDP's all-reduce: written out here in float64
+    from torch.func import functional_call
+
+    sam = functools.partial(SAM, base_optimizer=functools.partial(torch.optim.SGD, lr=0.1), rho=0.05)
+    got = ddp_weights(sam, tmp_path)
+    torch.manual_seed(0)
+    reference = CountingModule(sam).double()
+    names = [n for n, _ in reference.net.named_parameters()]
+    w0 = [p.detach().clone() for p in reference.net.parameters()]
+    x, y = (t.double() for t in regression_data(64))
+
+    def grad(weights, rows):
+        params = [w.clone().requires_grad_(True) for w in weights]
+        out = functional_call(reference.net, dict(zip(names, params)), (x[rows],))
+        return torch.autograd.grad(torch.nn.functional.mse_loss(out, y[rows]), params)
+
+    descent = []
+    for rows in rank_rows(0):  # each rank's first batch
+        g = grad(w0, rows)
+        norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+        descent.append(grad([w + 0.05 * gi / norm for w, gi in zip(w0, g)], rows))
+    want = [w - 0.1 * (a + b) / 2 for w, a, b in zip(w0, *descent)]
+    assert all(torch.allclose(a.double(), b, atol=1e-6, rtol=0) for a, b in zip(got, want))
+    # and not the global-gradient perturbation (sync_first_pass), which a single process with batch 16 would take
+    rows = torch.cat(rank_rows(0))
+    g = grad(w0, rows)
+    norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+    global_descent = grad([w + 0.05 * gi / norm for w, gi in zip(w0, g)], rows)
+    other = [w - 0.1 * d for w, d in zip(w0, global_descent)]
+    assert max((a.double() - b).abs().max().item() for a, b in zip(got, other)) > 1e-5
