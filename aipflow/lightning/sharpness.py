@@ -75,9 +75,12 @@ class SharpnessAwareTraining(Callback):
         plugin._aipflow_options = self
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sharded = _shards_parameters(trainer.strategy)
         for optimizer in trainer.optimizers:
             if not isinstance(optimizer, MultiPassOptimizer):
                 continue
+            if isinstance(optimizer, SAM):  # SAM's norm spans the shards: one all-reduce of the squared sum
+                optimizer.set_sharded(_all_reduce_sum if sharded else None)
             if not isinstance(optimizer, SAM) and trainer.accumulate_grad_batches > 1:
                 raise ValueError(
                     f"{type(optimizer).__name__} with trainer.accumulate_grad_batches="
@@ -137,6 +140,22 @@ class AutomaticSharpnessAwareTraining(SharpnessAwareTraining):
     ) -> None:
         if self.active:
             super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+
+def _shards_parameters(strategy) -> bool:
+    """Whether each rank's optimizer holds shards of the parameters (FSDP, FSDP2 through ModelParallelStrategy)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    try:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+    except ImportError:  # older Lightning
+        ModelParallelStrategy = ()  # noqa: N806
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+def _all_reduce_sum(tensor: Tensor) -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
 
 
 def _train_size(trainer: L.Trainer, optimizer) -> int:

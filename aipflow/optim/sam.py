@@ -82,6 +82,7 @@ class SAM(MultiPassOptimizer):
         self.impl = impl
         self.steps = 0
         self._backups: dict[Tensor, Tensor] = {}  # one buffer per parameter (w + e, or a copy of w); not checkpointed
+        self._sum_over_shards: Callable[[Tensor], None] | None = None
         self._perturbed: list[tuple[str, list[Tensor], list[Tensor]]] = []
 
     def _resolved_impl(self) -> str:
@@ -115,7 +116,7 @@ class SAM(MultiPassOptimizer):
             rho, adaptive, eta = group["rho"], group["adaptive"], group["eta"]
             grads = [p.grad for p in params]
             buffers = [self._backup_for(p) for p in params]
-            if all(F.owns_storage(p) for p in params):
+            if self._sum_over_shards is None and all(F.owns_storage(p) for p in params):
                 _, originals = F.sam_perturb_swap(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
                 self._perturbed.append(("swap", params, originals))
             else:
@@ -125,8 +126,25 @@ class SAM(MultiPassOptimizer):
             self.zero_grad()
         return norm
 
+    def set_sharded(self, all_reduce_sum: Callable[[Tensor], None] | None) -> None:
+        """The parameters are shards of the model (FSDP, FSDP2): the squared gradient norm of the local shards is
+        summed over the shards by ``all_reduce_sum`` (in place; e.g. ``torch.distributed.all_reduce``), one
+        collective of one number per step, so that e uses the whole model's norm; and the perturbation is written
+        in place (the sharding wrapper owns the parameters' storage: with Lightning's FSDP, use_orig_params, pointing
+        a parameter at another buffer left FSDP computing the second pass at the unperturbed weights, 0.018 off
+        the global-batch step; in place, 3e-8). aipflow's Lightning integration sets it for ``FSDPStrategy`` and
+        ``ModelParallelStrategy``; ``None`` turns it off."""
+        self._sum_over_shards = all_reduce_sum
+
+    def _global_squared_norm(self, groups: list[tuple[dict, list[Tensor]]], impl: str) -> Tensor:
+        squared = self._local_squared_norm(groups, impl)
+        if self._sum_over_shards is not None:
+            squared = squared.clone()
+            self._sum_over_shards(squared)
+        return squared
+
     @staticmethod
-    def _global_squared_norm(groups: list[tuple[dict, list[Tensor]]], impl: str) -> Tensor:
+    def _local_squared_norm(groups: list[tuple[dict, list[Tensor]]], impl: str) -> Tensor:
         by_scaling: dict[tuple[bool, float], list[Tensor]] = {}
         for group, params in groups:
             key = (bool(group["adaptive"]), float(group["eta"]) if group["adaptive"] else 0.0)
