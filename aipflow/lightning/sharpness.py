@@ -81,6 +81,12 @@ class SharpnessAwareTraining(Callback):
                 continue
             if isinstance(optimizer, SAM):  # SAM's norm spans the shards: one all-reduce of the squared sum
                 optimizer.set_sharded(_all_reduce_sum if sharded else None)
+            elif sharded:
+                raise ValueError(
+                    f"{type(optimizer).__name__} with {type(trainer.strategy).__name__} is not supported yet: its "
+                    "per-rank noise and its one flat all-reduce of (g, h) assume every rank holds every parameter; "
+                    "use strategy ddp (data parallel) for bSAM / IVON, or SAM / ASAM with FSDP"
+                )
             if not isinstance(optimizer, SAM) and trainer.accumulate_grad_batches > 1:
                 raise ValueError(
                     f"{type(optimizer).__name__} with trainer.accumulate_grad_batches="

@@ -67,3 +67,15 @@ def test_fsdp_sam_equals_the_unsharded_step(name, tmp_path):
     got = torch.load(tmp_path / "w0.pt", weights_only=True)
     want = unsharded_step(factory, adaptive=name == "ASAM", rho=0.05 if name == "SAM" else 0.5)
     assert max((a.double() - b).abs().max().item() for a, b in zip(got, want)) <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["BSAM", "IVON"])
+def test_bayesian_optimizers_under_fsdp_are_refused_clearly(name, tmp_path):
+    from aipflow.optim import BSAM, IVON
+
+    factory = {"BSAM": functools.partial(BSAM, lr=0.05, seed=0), "IVON": functools.partial(IVON, lr=0.05, seed=0)}
+    x, y = regression_data(32)
+    strategy = CPUFSDPStrategy(process_group_backend="gloo")
+    with pytest.raises(Exception, match=f"{name} with CPUFSDPStrategy is not supported yet"):
+        trainer(strategy=strategy, devices=2, max_steps=1).fit(CountingModule(factory[name]), loader(x, y, 8))
