@@ -66,7 +66,7 @@ def test_predict_on_two_processes_writes_every_row_once(tmp_path):
     fit = ["fit", "--config", "sgd", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
     assert main([*fit, *tiny, "--test_after_fit=false", "--trainer.enable_progress_bar=false"]) == 0
     exe = shutil.which("aipflow")
-    out = tmp_path / "predictions.csv"
+    out = tmp_path / "predictions.parquet"  # the installed script, two processes, parquet
     done = subprocess.run(
         [
             exe,
@@ -90,5 +90,5 @@ def test_predict_on_two_processes_writes_every_row_once(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("rows written") == 1
-    table = pd.read_csv(out)
+    table = pd.read_parquet(out)
     assert list(table["index"]) == list(range(360))  # the sampler's padding rows dropped, both ranks' rows kept

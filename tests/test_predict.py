@@ -1,8 +1,5 @@
 """``aipflow predict --config R --ckpt_path C`` writes one row per input with the checkpoint's predictions."""
 
-import shutil
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,32 +83,3 @@ def test_weaksup_predictions(tmp_path):
     assert {"index", "label", "score", "prob_positive", "predicted"} <= set(table.columns)
     assert set(table["predicted"]) <= {-1, 1} and set(table["label"]) <= {-1, 1}
     assert np.allclose(table["prob_positive"], 1 / (1 + np.exp(-table["score"])), atol=1e-6)
-
-
-@pytest.mark.slow
-def test_installed_command_writes_parquet(tmp_path):
-    # the installed console script, as a user runs it
-    exe = shutil.which("aipflow")
-    assert exe, "the aipflow console script is not installed"
-    fit = ["fit", "--config", "sgd", f"--trainer.default_root_dir={tmp_path}", "--test_after_fit=false", *TINY]
-    assert main(fit) == 0
-    out = tmp_path / "p.parquet"
-    done = subprocess.run(
-        [
-            exe,
-            "predict",
-            "--config",
-            "sgd",
-            f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
-            f"--predictions_file={out}",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"360 rows written to {out}" in done.stdout
-    assert len(pd.read_parquet(out)) == 360
