@@ -162,6 +162,7 @@ class ClassificationTask(L.LightningModule):
         self.reliability_diagram_path: Path | None = None
         #: names the run in plots (the ``aipflow`` command sets the recipe's name)
         self.run_label: str | None = None
+        self._configuration_checked = False
 
     @property
     def probabilities_description(self) -> str:
@@ -183,6 +184,9 @@ class ClassificationTask(L.LightningModule):
         optimizer's options, and ``posterior_samples`` without a Bayesian optimizer to sample from."""
         from aipflow.config import ConfigError
 
+        if self._configuration_checked:  # the command checks before any data is read; setup need not again
+            return
+        self._configuration_checked = True
         optimizer = check_optimizer_options(self)
         samples = self.hparams.posterior_samples
         if samples and optimizer is not None and not hasattr(optimizer, "sampled_params"):
