@@ -92,3 +92,64 @@ def test_predict_on_two_processes_writes_every_row_once(tmp_path):
     assert done.stdout.count("rows written") == 1
     table = pd.read_parquet(out)
     assert list(table["index"]) == list(range(360))  # the sampler's padding rows dropped, both ranks' rows kept
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TORCHRUN_ARGS = [
+    "-m",
+    "aipflow.cli",
+    "fit",
+    "--config",
+    "quickstart",
+    "--trainer.strategy=ddp",
+    "--trainer.accelerator=cpu",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_progress_bar=false",
+    *SHORT["quickstart"],
+]
+
+
+def torchrun(launch: list[str], root, extra: list[str]) -> subprocess.Popen:
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "torch.distributed.run", *launch, *TORCHRUN_ARGS, *extra]
+    argv += [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
+    return subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_torchrun_one_node_two_processes(tmp_path):
+    # docker/README.md's torchrun form (`torchrun ... -m aipflow.cli fit ...`): Lightning reads torchrun's environment
+    process = torchrun(["--nproc_per_node=2", f"--master_port={free_port()}"], tmp_path, ["--trainer.devices=2"])
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err[-3000:]
+    assert out.count("aipflow run summary") == 1 and len(list(tmp_path.rglob("reliability_test.png"))) == 1
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_on_the_loopback(tmp_path):
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        root = tmp_path / f"node{rank}"
+        root.mkdir()
+        launch = ["--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1"]
+        nodes.append(
+            torchrun([*launch, f"--master_port={port}"], root, ["--trainer.devices=1", "--trainer.num_nodes=2"])
+        )
+    outputs = [node.communicate(timeout=400) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    assert [out.count("aipflow run summary") for out, _ in outputs] == [1, 0]  # written once, by global rank 0
+    assert len(list(tmp_path.rglob("reliability_test.png"))) == 1

@@ -235,3 +235,17 @@ def test_without_the_integration_a_multi_pass_optimizer_says_what_is_missing(mon
     t = trainer(configure_integration=False, max_steps=1)
     with pytest.raises(RuntimeError, match="needs aipflow's SharpnessAwareTraining callback"):
         t.fit(CountingModule(FACTORIES["SAM"]), loader(x, y, 16))
+
+
+def test_the_trainer_entry_point_imports_nothing_when_loaded():
+    # Lightning loads it at every Trainer construction without catching errors: its module must stay trivial
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from importlib.metadata import entry_points; "
+        "[ep] = [e for e in entry_points(group='lightning.pytorch.callbacks_factory') if e.name == 'aipflow']; "
+        "ep.load(); print(sorted(m for m in sys.modules if m.startswith(('aipflow', 'torch', 'lightning'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert loaded.stdout.strip() == "['aipflow', 'aipflow._entry']"
