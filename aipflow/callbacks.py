@@ -264,13 +264,6 @@ def _num_classes(pl_module: L.LightningModule, labels: torch.Tensor) -> int:
 
 
 def _progress(total: int, enabled: bool):
-    class _Silent:
-        def update(self, n: int) -> None: ...
-
-        def close(self) -> None: ...
-
-    if not enabled:
-        return _Silent()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="cross-fit warm-up (fold epochs)", leave=False)
+    return tqdm(total=total, desc="cross-fit warm-up (fold epochs)", leave=False, disable=not enabled)

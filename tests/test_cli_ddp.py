@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
+# a short run on CPU processes; the device count is each launch's own
 TINY = [
-    "--trainer.devices=2",
     "--trainer.accelerator=cpu",
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
@@ -27,13 +27,17 @@ TINY = [
 SHORT = {"quickstart": ["--trainer.callbacks.init_args.warmup_epochs=1"]}
 
 
+def offline_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def run_cli(recipe, strategy, root):
     exe = shutil.which("aipflow")
     assert exe, "the aipflow console script is not installed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    argv = [exe, "fit", "--config", recipe, f"--trainer.strategy={strategy}", *TINY, *SHORT.get(recipe, [])]
+    argv = [exe, "fit", "--config", recipe, f"--trainer.strategy={strategy}", "--trainer.devices=2", *TINY]
+    argv += SHORT.get(recipe, [])
     argv += [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
-    return subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=400, env=env)
+    return subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=400, env=offline_env())
 
 
 @pytest.mark.slow
@@ -86,7 +90,7 @@ def test_predict_on_two_processes_writes_every_row_once(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        env=offline_env(),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("rows written") == 1
@@ -109,12 +113,7 @@ TORCHRUN_ARGS = [
     "--config",
     "quickstart",
     "--trainer.strategy=ddp",
-    "--trainer.accelerator=cpu",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=1",
-    "--trainer.enable_progress_bar=false",
+    *TINY,
     *SHORT["quickstart"],
 ]
 
@@ -122,10 +121,10 @@ TORCHRUN_ARGS = [
 def torchrun(launch: list[str], root, extra: list[str]) -> subprocess.Popen:
     import sys
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "torch.distributed.run", *launch, *TORCHRUN_ARGS, *extra]
     argv += [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
-    return subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pipe = subprocess.PIPE
+    return subprocess.Popen(argv, cwd=root, env=offline_env(), stdout=pipe, stderr=pipe, text=True)
 
 
 @pytest.mark.slow

@@ -80,12 +80,10 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def _unique_rows(batches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Each ``index`` once (its first row): the distributed sampler pads the ranks' shards by repeating rows."""
+    import numpy as np
+
     joined = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
-    index = joined["index"]
-    first = torch.zeros_like(index, dtype=torch.bool)
-    seen: set[int] = set()
-    for i, value in enumerate(index.tolist()):
-        if value not in seen:
-            seen.add(value)
-            first[i] = True
-    return [{name: values[first] for name, values in joined.items()}]
+    _, first = np.unique(joined["index"].numpy(), return_index=True)
+    keep = torch.from_numpy(np.sort(first))
+    return [{name: values[keep] for name, values in joined.items()}]
