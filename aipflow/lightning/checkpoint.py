@@ -114,21 +114,30 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 class RNGStateCheckpoint(Callback):
     """Saves every rank's RNG state in each checkpoint and restores it when training resumes, so that a resumed
     run equals the uninterrupted one bit for bit (dropout, augmentation, anything drawing from the global
-    generators).
+    generators, and the noise generators of bSAM / IVON, which differ per rank).
 
     When: the state is taken as the checkpoint is written (end of an epoch's validation or training) and put back
     at ``on_fit_start``. Earlier would be too early: Lightning restores callbacks before ``configure_optimizers``,
     which may draw (an unseeded IVON / bSAM draws its noise seed). Later would be too late: the fit loop creates the
     first train iterator before ``on_train_start``, and that draws the DataLoader's base seed, as the uninterrupted
     run does at the start of the next epoch. The sanity check in between runs under Lightning's ``isolate_rng``.
-    Strategies that restore after setup (``restore_checkpoint_after_setup``) get the state at ``on_train_start``."""
+    Strategies that restore after setup (``restore_checkpoint_after_setup``) get the state at ``on_train_start``.
+    The optimizers' noise goes back at ``on_train_start``, after Lightning loaded the optimizer states: those are
+    rank 0's (DDP saves one copy; FSDP's optimizer state keeps no extra keys), so every rank would otherwise draw
+    rank 0's noise."""
 
     def __init__(self) -> None:
         self._pending: list[Any] | None = None
+        self._pending_noise: list[Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
         # every rank builds the checkpoint (only rank 0 writes it): gather the ranks' states here
         mine = collect_rng_state()
+        trainer = getattr(self, "_trainer", None)
+        mine["optimizer_noise"] = [_noise_state(opt) for opt in (trainer.optimizers if trainer is not None else [])]
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             ranks: list[Any] = [None] * dist.get_world_size()
@@ -138,12 +147,20 @@ class RNGStateCheckpoint(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict["ranks"]
+        self._pending_noise = [rank.get("optimizer_noise", []) for rank in state_dict["ranks"]]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore(trainer)
+        if self._pending_noise is None:
+            return
+        ranks, self._pending_noise = self._pending_noise, None
+        saved = ranks[trainer.global_rank % len(ranks)]
+        for optimizer, state in zip(trainer.optimizers, saved, strict=False):
+            if state is not None and _noise_state(optimizer) is not None:
+                optimizer.noise.load_state_dict(state)
 
     def _restore(self, trainer: L.Trainer) -> None:
         if self._pending is None:
@@ -155,6 +172,14 @@ class RNGStateCheckpoint(Callback):
                 "each rank takes saved state (rank mod saved); the resumed run is not bit-exact"
             )
         restore_rng_state(ranks[trainer.global_rank % len(ranks)])
+
+
+def _noise_state(optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """A Bayesian optimizer's noise generators (:class:`aipflow.optim._base.NoiseGenerators`), else None."""
+    from aipflow.optim._base import NoiseGenerators
+
+    noise = getattr(optimizer, "noise", None)
+    return noise.state_dict() if isinstance(noise, NoiseGenerators) else None
 
 
 def complete_callbacks(trainer: L.Trainer) -> None:

@@ -19,7 +19,11 @@ statistics move on every pass; under DDP every pass all-reduces.
 - keeps BatchNorm running statistics from one pass (``bn_update``: first [default], second or both);
 - under DDP, does not all-reduce the first pass (per-device perturbation, as the original SAM code) unless
   ``sync_first_pass``; SAM's second pass all-reduces through DDP as usual (one all-reduce per step); bSAM and
-  IVON average their descent gradient and curvature in one flat all-reduce per step (``sync``).
+  IVON average their descent gradient and curvature in one flat all-reduce per step (``sync``);
+- under FSDP (each rank's optimizer holds shards; every backward reduce-scatters the averaged gradient): SAM /
+  ASAM take their norm over all shards (one all-reduce of the squared sum per step); bSAM and IVON keep their
+  state per shard and each rank draws the noise of its own shard, so all ranks evaluate one sample of the
+  whole model at the global batch (bSAM's sub-batch k is every rank's k-th slice); no further collective.
 
 Other optimizers pass through untouched, so the callback is safe to add to any run.
 """
@@ -66,6 +70,7 @@ class SharpnessAwareTraining(Callback):
         self.bn_update = bn_update
         self.accumulation = accumulation
         self.sync_first_pass = sync_first_pass
+        self.sharded = False  # set at fit start: whether each rank's optimizer holds shards (FSDP)
         self.micro_batches: list[tuple[Any, int]] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -76,17 +81,12 @@ class SharpnessAwareTraining(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sharded = _shards_parameters(trainer.strategy)
+        self.sharded = sharded
         for optimizer in trainer.optimizers:
             if not isinstance(optimizer, MultiPassOptimizer):
                 continue
             if isinstance(optimizer, SAM):  # SAM's norm spans the shards: one all-reduce of the squared sum
                 optimizer.set_sharded(_all_reduce_sum if sharded else None)
-            elif sharded:
-                raise ValueError(
-                    f"{type(optimizer).__name__} with {type(trainer.strategy).__name__} is not supported yet: its "
-                    "per-rank noise and its one flat all-reduce of (g, h) assume every rank holds every parameter; "
-                    "use strategy ddp (data parallel) for bSAM / IVON, or SAM / ASAM with FSDP"
-                )
             if not isinstance(optimizer, SAM) and trainer.accumulate_grad_batches > 1:
                 raise ValueError(
                     f"{type(optimizer).__name__} with trainer.accumulate_grad_batches="
@@ -233,7 +233,9 @@ class _PassDriver:
             loss = self._replay(sub_batch)
         self._bn_after(index)
         if self.scaler is not None:
-            self.found_inf = self._unscale_and_check(local=index == 0 or not self._ddp_syncs_last_pass)
+            # every rank must agree on skipping: ranks differ after a local pass, and shards always differ
+            local = index == 0 or not self._ddp_syncs_last_pass or self.options.sharded
+            self.found_inf = self._unscale_and_check(local=local)
         return loss
 
     def descent_ready(self) -> None:
@@ -241,6 +243,10 @@ class _PassDriver:
         self.precision._after_closure(self.module, self.optimizer)
 
     def sync(self, tensors: list[Tensor]) -> None:
+        # sharded (FSDP): every backward already averaged the gradient over ranks (reduce-scatter), and each rank's
+        # tensors are its own shard, so there is nothing to average (averaging would mix different parameters)
+        if self.options.sharded:
+            return
         if not torch.distributed.is_available() or not torch.distributed.is_initialized():
             return
         world = torch.distributed.get_world_size()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -21,7 +22,31 @@ class _ForkLauncher(_MultiProcessingLauncher):
         return out
 
 
+def _clone_gathered_states(unflatten):
+    """torch's full FSDP optimizer state dict gathers every state tensor of a flat parameter into one reused
+    buffer and keeps views of it, relying on the offload to CPU (``.cpu()``) to copy them; on CPU that is no copy,
+    so every state ends up holding the last one gathered (IVON's saved ``hess`` read back as its ``momentum``).
+    GPU runs are unaffected; the test strategy copies each gathered state."""
+
+    @functools.wraps(unflatten)
+    def wrapper(fsdp_param_info, output_states, state_name, *args, **kwargs):
+        unflatten(fsdp_param_info, output_states, state_name, *args, **kwargs)
+        for state in output_states.values():
+            if isinstance(state.get(state_name), torch.Tensor):
+                state[state_name] = state[state_name].clone()
+
+    wrapper.clones = True
+    return wrapper
+
+
 class CPUFSDPStrategy(FSDPStrategy):
+    def setup_environment(self) -> None:
+        from torch.distributed.fsdp import _optim_utils
+
+        if not getattr(_optim_utils._unflatten_orig_param_states, "clones", False):
+            _optim_utils._unflatten_orig_param_states = _clone_gathered_states(_optim_utils._unflatten_orig_param_states)
+        super().setup_environment()
+
     def _configure_launcher(self) -> None:
         self._launcher = _ForkLauncher(self, start_method="fork")
 

@@ -1,6 +1,8 @@
-"""SAM and ASAM under FSDP (2 CPU processes, gloo, Lightning's FSDPStrategy running its sharding code): each rank's
-optimizer holds shards, so the perturbation must use one norm over all shards. FSDP synchronises every backward,
-so the step equals the unsharded step on the global batch, written out here in float64."""
+"""SAM, ASAM, bSAM and IVON under FSDP (2 CPU processes, gloo, Lightning's FSDPStrategy running its sharding code):
+each rank's optimizer holds shards, so SAM's perturbation must use one norm over all shards, and bSAM / IVON keep
+their state per shard, each rank drawing the noise of its own shard. FSDP synchronises every backward, so a step
+equals the unsharded step on the global batch at the one sample the ranks assembled, written out here in float64
+(tests/optim/reference.py)."""
 
 import functools
 import os
@@ -10,6 +12,7 @@ import torch
 from torch.func import functional_call
 
 from aipflow.optim import ASAM, SAM
+from tests.optim import reference
 from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
 from tests.lightning.strategies import CPUFSDPStrategy
 from tests.lightning.test_ddp import rank_rows
@@ -22,11 +25,15 @@ class FullWeights(CountingModule):
         super().__init__(factory)
         self.out_dir = out_dir
 
+    def weights(self):
+        # attributes, not parameters(): with use_orig_params=False FSDP holds them as views of its flat parameter
+        return [getattr(self.net[i], name) for i in (0, 2) for name in ("weight", "bias")]
+
     def on_train_end(self):
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         with FullyShardedDataParallel.summon_full_params(self.trainer.strategy.model):
-            weights = [p.detach().clone() for p in self.net.parameters()]
+            weights = [w.detach().clone() for w in self.weights()]
         torch.save(weights, os.path.join(self.out_dir, f"w{self.trainer.global_rank}.pt"))
 
 
@@ -69,13 +76,106 @@ def test_fsdp_sam_equals_the_unsharded_step(name, tmp_path):
     assert max((a.double() - b).abs().max().item() for a, b in zip(got, want)) <= 1e-6
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["BSAM", "IVON"])
-def test_bayesian_optimizers_under_fsdp_are_refused_clearly(name, tmp_path):
-    from aipflow.optim import BSAM, IVON
+class Recorder(FullWeights):
+    """Saves, per rank, the full weights every training_step ran at (FSDP has gathered them by then), and at the
+    end the full weights and the rank's own optimizer state (its shards)."""
 
-    factory = {"BSAM": functools.partial(BSAM, lr=0.05, seed=0), "IVON": functools.partial(IVON, lr=0.05, seed=0)}
-    x, y = regression_data(32)
-    strategy = CPUFSDPStrategy(process_group_backend="gloo")
-    with pytest.raises(Exception, match=f"{name} with CPUFSDPStrategy is not supported yet"):
-        trainer(strategy=strategy, devices=2, max_steps=1).fit(CountingModule(factory[name]), loader(x, y, 8))
+    def __init__(self, factory, out_dir):
+        super().__init__(factory, out_dir)
+        self.points = []
+
+    def training_step(self, batch, batch_idx):
+        self.points.append([w.detach().clone() for w in self.weights()])
+        return super().training_step(batch, batch_idx)
+
+    def on_train_end(self):
+        super().on_train_end()
+        rank = self.trainer.global_rank
+        optimizer = self.trainer.optimizers[0]
+        state = [optimizer.state[p] for group in optimizer.param_groups for p in group["params"]]
+        torch.save({"points": self.points, "state": state}, os.path.join(self.out_dir, f"r{rank}.pt"))
+
+
+def fsdp_run(factory, tmp_path, **fsdp_options):
+    torch.manual_seed(0)
+    model = Recorder(factory, str(tmp_path))
+    x, y = regression_data(64)
+    strategy = CPUFSDPStrategy(process_group_backend="gloo", **fsdp_options)
+    trainer(strategy=strategy, devices=2, max_steps=1).fit(model, loader(x, y, 8))
+    runs = [torch.load(tmp_path / f"r{r}.pt", weights_only=True) for r in range(2)]
+    return runs, torch.load(tmp_path / "w0.pt", weights_only=True)
+
+
+def float64_problem():
+    """The initial weights and the gradient of the global batch's loss (sub-batch k: every rank's k-th half)."""
+    torch.manual_seed(0)
+    reference = CountingModule(SGD).double()
+    names = [n for n, _ in reference.net.named_parameters()]
+    w0 = [p.detach().clone() for p in reference.net.parameters()]
+    x, y = (t.double() for t in regression_data(64))
+    per_rank = rank_rows(0)
+
+    def grad(weights, k):
+        rows = torch.cat([r if k is None else r.tensor_split(2)[k] for r in per_rank])
+        params = [w.clone().requires_grad_(True) for w in weights]
+        out = functional_call(reference.net, dict(zip(names, params)), (x[rows],))
+        return list(torch.autograd.grad(torch.nn.functional.mse_loss(out, y[rows]), params))
+
+    return w0, grad
+
+
+def gathered_state(runs, key, like):
+    """A state from the ranks' shards, as full parameters: rank 0's shards then rank 1's are the flattened
+    parameters in order (flat parameters or original ones alike), then padding."""
+    flat = torch.cat([state[key].reshape(-1) for run in runs for state in run["state"]]).double()
+    return list(torch.split(flat[: sum(w.numel() for w in like)], [w.numel() for w in like]))
+
+
+@pytest.mark.slow
+def test_fsdp_ivon_equals_the_unsharded_step_at_the_assembled_sample(tmp_path):
+    from aipflow.optim import IVON
+
+    ess, lr, h0, wd = 64.0, 0.05, 1.0, 1e-4
+    # flat parameters (use_orig_params=False; bSAM's test runs Lightning's default, True): both ranks' optimizers
+    # hold one shard of 37 numbers, and draw its noise with one shape
+    runs, got = fsdp_run(functools.partial(IVON, lr=lr, ess=ess, seed=0), tmp_path, use_orig_params=False)
+    (theta,) = runs[0]["points"]
+    # one sample of the whole model: each rank drew its own shard's noise, every rank ran at the same point
+    assert all(torch.equal(a, b) for a, b in zip(theta, runs[1]["points"][0]))
+    w0, grad = float64_problem()
+    sigma0 = (ess * (h0 + wd)) ** -0.5
+    eps = [(t.double() - w) / sigma0 for t, w in zip(theta, w0)]
+    flat = torch.cat([e.reshape(-1) for e in eps])
+    half = flat.numel() // 2  # the shards' noise is not the same stream twice, and looks standard normal
+    assert (flat[:half] - flat[half:]).abs().min() > 1e-4 and abs(flat.std().item() - 1) < 0.15
+    noise = iter([eps])
+    want = [w.clone() for w in w0]
+    state = {"g": [torch.zeros_like(w) for w in w0], "h": [torch.full_like(w, h0) for w in w0], "t": 0}
+    reference.ivon_step(want, state, grad, lambda: next(noise), ess, lr, h0, 0.9, 0.99999, wd, samples=1)
+    assert max((a.double() - b).abs().max().item() for a, b in zip(got, want)) <= 1e-6
+    hess = gathered_state(runs, "hess", w0)
+    assert max(((a - b.reshape(-1)).abs() / b.abs().reshape(-1)).max().item() for a, b in zip(hess, state["h"])) <= 1e-5
+
+
+@pytest.mark.slow
+def test_fsdp_bsam_equals_the_unsharded_step_at_the_assembled_samples(tmp_path):
+    from aipflow.optim import BSAM
+
+    n, s0, rho, lr = 64 * 4.0, 1.0, 0.01, 0.05
+    runs, got = fsdp_run(functools.partial(BSAM, lr=lr, train_size=64, num_subbatches=2, seed=0), tmp_path)
+    points = runs[0]["points"]  # noisy point, perturbed point, per sub-batch
+    assert len(points) == 4 and all(
+        torch.equal(a, b) for pa, pb in zip(points, runs[1]["points"]) for a, b in zip(pa, pb)
+    )
+    w0, grad = float64_problem()
+    noise = iter([[(t.double() - w) * (n * s0) ** 0.5 for t, w in zip(points[k], w0)] for k in (0, 2)])
+    want = [w.clone() for w in w0]
+    state = {"gbar": [torch.zeros_like(w) for w in w0], "s": [torch.full_like(w, s0) for w in w0]}
+    reference.bsam_step(want, state, grad, lambda: next(noise), n, 2, lr, rho, 0.9, 0.999, 40.0, 0.1)
+    # the perturbed points the ranks ran at are m + rho g_k / s, g_k the gradient of global sub-batch k
+    for k in (0, 1):
+        g = grad([t.double() for t in points[2 * k]], k)
+        assert all(torch.allclose(p.double(), w + rho * gi / s0, atol=1e-6) for p, w, gi in zip(points[2 * k + 1], w0, g))
+    assert max((a.double() - b).abs().max().item() for a, b in zip(got, want)) <= 1e-6
+    precision = gathered_state(runs, "precision", w0)
+    assert max((a - b.reshape(-1)).abs().max().item() for a, b in zip(precision, state["s"])) <= 1e-6
