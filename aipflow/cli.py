@@ -197,6 +197,8 @@ def _describe(exc: BaseException) -> str:
 
     if isinstance(exc, (ConfigError, PluginError, _UsageError)):
         return str(exc)
+    if getattr(exc, "aipflow_message", None):  # set by a callback that knows what the error means for the run
+        return exc.aipflow_message
     if isinstance(exc, argparse.ArgumentError):
         return condense_parser_error(str(exc))
     # jsonargparse wraps errors raised in a component's __init__; the innermost one says what is wrong

@@ -152,3 +152,33 @@ def test_two_nodes_of_one_process_on_the_loopback(tmp_path):
         assert node.returncode == 0, err[-3000:]
     assert [out.count("aipflow run summary") for out, _ in outputs] == [1, 0]  # written once, by global rank 0
     assert len(list(tmp_path.rglob("reliability_test.png"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_process_stops_the_run_with_one_line_and_last_ckpt_resumes(killed, tmp_path):
+    # SIGKILL one process at step 4 of 6 (epoch 1; last.ckpt holds epoch 0): the survivor's next collective fails,
+    # and the command says what happened and how to resume instead of a gloo traceback; then the resume finishes
+    exe = shutil.which("aipflow")
+    argv = [exe, "fit", "--config", "sgd", "--trainer.strategy=ddp", "--trainer.devices=2", *TINY]
+    argv += ["--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--test_after_fit=false"]
+    argv += [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    kill = ["--trainer.callbacks+=tests.lightning.faults.KillRank", f"--trainer.callbacks.init_args.rank={killed}"]
+    kill += ["--trainer.callbacks.init_args.step=4"]
+    env = {**offline_env(), "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    done = subprocess.run([*argv, *kill], cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode != 0
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    lines = [line for line in done.stderr.splitlines() if line.startswith("aipflow: error:")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert f"process {1 - killed} of 2 stopped at epoch 1, step 4: another process of this run died" in lines[0]
+    assert f"resume with --ckpt_path {last}" in lines[0] and "Traceback" not in done.stderr
+    if killed == 0:
+        return  # the same resume as below
+    resume = [*argv, f"--ckpt_path={last}"]
+    done = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import torch
+
+    resumed = torch.load(last, weights_only=True)
+    assert (resumed["epoch"], resumed["global_step"]) == (1, 6)

@@ -184,11 +184,12 @@ def _noise_state(optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
 
 def complete_callbacks(trainer: L.Trainer) -> None:
     """What every ``aipflow`` run gets: the RNG state in its checkpoints, a stop at the first non-finite loss or
-    monitored metric, and a true ``last.ckpt`` every epoch from its (first) checkpoint callback, whether the recipe
-    configured one or Lightning added its default (unless the recipe says ``save_last: false``)."""
-    from aipflow.lightning.guards import NonFiniteGuard
+    monitored metric, one clear line when another process of the run died, and a true ``last.ckpt`` every epoch
+    from its (first) checkpoint callback, whether the recipe configured one or Lightning added its default (unless
+    the recipe says ``save_last: false``)."""
+    from aipflow.lightning.guards import LostProcessExplainer, NonFiniteGuard
 
-    for kind in (NonFiniteGuard, RNGStateCheckpoint):
+    for kind in (NonFiniteGuard, RNGStateCheckpoint, LostProcessExplainer):
         if not any(isinstance(cb, kind) for cb in trainer.callbacks):
             trainer.callbacks.insert(0, kind())
     if not trainer.checkpoint_callbacks:  # checkpointing disabled

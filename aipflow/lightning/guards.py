@@ -1,15 +1,23 @@
-"""Stop a run at the first non-finite loss or monitored metric, with one line saying where (nothing trained on
-NaN, no model selected on NaN)."""
+"""Stop a run with one line saying what happened: at the first non-finite loss or monitored metric (nothing trained
+on NaN, no model selected on NaN), and when another process of a multi-process run died."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-__all__ = ["NonFiniteGuard"]
+__all__ = ["LostProcessExplainer", "NonFiniteGuard"]
+
+# what a collective raises when a peer process is gone: gloo's TCP transport, NCCL's watchdog, torch's own types
+_LOST_PEER = re.compile(
+    r"Connection (reset|closed) by peer|Broken pipe|NCCL communicator was aborted|Watchdog caught collective|"
+    r"remote process exited|DistNetworkError|DistBackendError",
+    re.IGNORECASE,
+)
 
 
 class NonFiniteGuard(Callback):
@@ -42,3 +50,24 @@ class NonFiniteGuard(Callback):
                     f"the monitored metric {name} is {float(value)} {when}: no model can be selected on it; check the "
                     "validation data for NaN / inf"
                 )
+
+
+class LostProcessExplainer(Callback):
+    """When a collective fails because another process of the run died (killed, out of memory, a lost node),
+    every surviving process raises a transport error ("Connection reset by peer" from gloo, a watchdog abort from
+    NCCL) that names neither the cause nor the way back. This callback attaches to that exception the line the
+    ``aipflow`` command prints instead: which process stopped, and the checkpoint to resume from.
+
+    No hang: gloo sees the closed connection at once, Lightning's ``ddp`` launcher kills the run within 5 s when a
+    child process dies, and NCCL's watchdog aborts after the process-group timeout (``DDPStrategy(timeout=...)``)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.world_size < 2 or not _LOST_PEER.search(f"{type(exception).__name__}: {exception}"):
+            return
+        last = next((cb.last_model_path for cb in trainer.checkpoint_callbacks if cb.last_model_path), "")
+        resume = f"resume with --ckpt_path {last}" if last else "no checkpoint was written yet, so the run starts over"
+        exception.aipflow_message = (  # type: ignore[attr-defined]
+            f"process {trainer.global_rank} of {trainer.world_size} stopped at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}: another process of this run died (killed, out of memory, or its node lost; see "
+            f"its output above); {resume}"
+        )

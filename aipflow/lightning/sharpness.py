@@ -83,8 +83,10 @@ class SharpnessAwareTraining(Callback):
         sharded = _shards_parameters(trainer.strategy)
         self.sharded = sharded
         for optimizer in trainer.optimizers:
+            _refuse_deepspeed(optimizer, trainer.strategy)
             if not isinstance(optimizer, MultiPassOptimizer):
                 continue
+            _refuse_distributed_tensors(optimizer, trainer.strategy)
             if isinstance(optimizer, SAM):  # SAM's norm spans the shards: one all-reduce of the squared sum
                 optimizer.set_sharded(_all_reduce_sum if sharded else None)
             if not isinstance(optimizer, SAM) and trainer.accumulate_grad_batches > 1:
@@ -157,6 +159,37 @@ def _shards_parameters(strategy) -> bool:
     except ImportError:  # older Lightning
         ModelParallelStrategy = ()  # noqa: N806
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+def _refuse_distributed_tensors(optimizer: MultiPassOptimizer, strategy) -> None:
+    """FSDP2 (``fully_shard``, e.g. in ``ModelParallelStrategy``'s ``configure_model``) and tensor parallelism turn
+    parameters into DTensors; the multi-pass steps are written for plain (local) tensors."""
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for group in optimizer.param_groups for p in group["params"]):
+        raise ValueError(
+            f"{type(optimizer).__name__} with {type(strategy).__name__} and DTensor parameters (FSDP2 fully_shard, "
+            "tensor parallel) is not supported: its step works on plain tensors. Use strategy fsdp (FSDPStrategy: "
+            "SAM / ASAM / bSAM / IVON on shards) or ddp"
+        )
+
+
+def _refuse_deepspeed(optimizer, strategy) -> None:
+    """DeepSpeed steps the optimizer itself (``engine.step()``, wrapped in its ZeRO / fp16 optimizer), without a
+    closure, so a multi-pass optimizer inside would take plain steps or fail on its missing closure."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    inner = optimizer
+    for _ in range(3):  # ZeRO / fp16 wrappers keep the client optimizer as .optimizer
+        if isinstance(inner, MultiPassOptimizer):
+            break
+        inner = getattr(inner, "optimizer", None)
+    if isinstance(inner, MultiPassOptimizer) and (inner is not optimizer or isinstance(strategy, DeepSpeedStrategy)):
+        raise ValueError(
+            f"{type(inner).__name__} with {type(strategy).__name__} is not supported: DeepSpeed steps the optimizer "
+            f"itself ({type(optimizer).__name__}) without a closure, and SAM / ASAM / bSAM / IVON need their own "
+            "passes. Use strategy ddp or fsdp with them, or a plain optimizer (AdamW, SGD) with DeepSpeed"
+        )
 
 
 def _all_reduce_sum(tensor: Tensor) -> None:

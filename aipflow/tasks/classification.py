@@ -174,9 +174,9 @@ class ClassificationTask(L.LightningModule):
         # multi-pass optimizers need the integration (every Trainer gets it through aipflow's entry point; here too
         # in case the entry point is not installed), and a resumed run needs the RNG state; only what the trainer
         # lacks (a model callback would replace the trainer's own)
-        from aipflow.lightning import NonFiniteGuard, RNGStateCheckpoint, SharpnessAwareTraining
+        from aipflow.lightning import LostProcessExplainer, NonFiniteGuard, RNGStateCheckpoint, SharpnessAwareTraining
 
-        wanted = (SharpnessAwareTraining, RNGStateCheckpoint, NonFiniteGuard)
+        wanted = (SharpnessAwareTraining, RNGStateCheckpoint, NonFiniteGuard, LostProcessExplainer)
         return [kind() for kind in wanted if not any(isinstance(cb, kind) for cb in self.trainer.callbacks)]
 
     def check_configuration(self) -> None:

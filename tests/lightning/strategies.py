@@ -1,5 +1,6 @@
 """Lightning strategies made to run on CPU processes in tests: Lightning's FSDPStrategy refuses CPU as shipped
-(issue 13 measured it); wrapped with device_id=cpu and launched by fork it runs the real sharding code."""
+(issue 13 measured it); wrapped with device_id=cpu and launched by fork it runs the real sharding code.
+ModelParallelStrategy (FSDP2) runs on CPU as shipped, but relaunches the script: forked here inside pytest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import functools
 import os
 
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 
@@ -43,8 +44,9 @@ class CPUFSDPStrategy(FSDPStrategy):
     def setup_environment(self) -> None:
         from torch.distributed.fsdp import _optim_utils
 
-        if not getattr(_optim_utils._unflatten_orig_param_states, "clones", False):
-            _optim_utils._unflatten_orig_param_states = _clone_gathered_states(_optim_utils._unflatten_orig_param_states)
+        unflatten = _optim_utils._unflatten_orig_param_states
+        if not getattr(unflatten, "clones", False):
+            _optim_utils._unflatten_orig_param_states = _clone_gathered_states(unflatten)
         super().setup_environment()
 
     def _configure_launcher(self) -> None:
@@ -56,3 +58,8 @@ class CPUFSDPStrategy(FSDPStrategy):
         return FullyShardedDataParallel(
             module=model, sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **self.kwargs
         )
+
+
+class ForkedModelParallelStrategy(ModelParallelStrategy):
+    def _configure_launcher(self) -> None:
+        self._launcher = _ForkLauncher(self, start_method="fork")
