@@ -163,15 +163,28 @@ def _shards_parameters(strategy) -> bool:
 
 def _refuse_distributed_tensors(optimizer: MultiPassOptimizer, strategy) -> None:
     """FSDP2 (``fully_shard``, e.g. in ``ModelParallelStrategy``'s ``configure_model``) and tensor parallelism turn
-    parameters into DTensors; the multi-pass steps are written for plain (local) tensors."""
-    from torch.distributed.tensor import DTensor
+    parameters into DTensors. SAM / ASAM work on each rank's part, which must then be a shard on every mesh
+    dimension (the squared norm is summed over all ranks: a replicated part would count twice); bSAM and IVON's
+    state and noise are written for plain tensors (FSDPStrategy shards them)."""
+    from torch.distributed.tensor import DTensor, Shard
 
-    if any(isinstance(p, DTensor) for group in optimizer.param_groups for p in group["params"]):
+    dtensors = [p for group in optimizer.param_groups for p in group["params"] if isinstance(p, DTensor)]
+    if not dtensors:
+        return
+    name = f"{type(optimizer).__name__} with {type(strategy).__name__} and DTensor parameters"
+    if not isinstance(optimizer, SAM):
         raise ValueError(
-            f"{type(optimizer).__name__} with {type(strategy).__name__} and DTensor parameters (FSDP2 fully_shard, "
-            "tensor parallel) is not supported: its step works on plain tensors. Use strategy fsdp (FSDPStrategy: "
-            "SAM / ASAM / bSAM / IVON on shards) or ddp"
+            f"{name} (FSDP2 fully_shard, tensor parallel) is not supported: its state and noise are written for "
+            "plain tensors. Use strategy fsdp (FSDPStrategy shards bSAM / IVON's state) or ddp"
         )
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    for p in dtensors:
+        if not all(isinstance(placement, Shard) for placement in p.placements) or p.device_mesh.size() != world:
+            raise ValueError(
+                f"{name}: a parameter is placed {tuple(p.placements)} on a mesh of {p.device_mesh.size()} of "
+                f"{world} ranks; SAM's norm sums every rank's part, so each must be a distinct shard (fully_shard "
+                "over all ranks; tensor parallel and replicated (HSDP) meshes are not supported)"
+            )
 
 
 def _refuse_deepspeed(optimizer, strategy) -> None:

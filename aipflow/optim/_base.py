@@ -169,6 +169,20 @@ class NoiseGenerators:
         self.set_state(state["generators"])
 
 
+def local_part(t: Tensor) -> Tensor:
+    """This rank's part of a DTensor (FSDP2's ``fully_shard``, tensor parallel), sharing its storage, so that
+    in-place updates reach the parameter; any other tensor as it is. Call under ``torch.no_grad``."""
+    if type(t) is torch.Tensor or type(t) is torch.nn.Parameter:  # the common case, without importing DTensor
+        return t
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def is_distributed_tensor(t: Tensor) -> bool:
+    return local_part(t) is not t
+
+
 def grad_or_zeros(p: Tensor) -> Tensor:
     return p.grad if p.grad is not None else torch.zeros_like(p)
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from aipflow.optim import _functional as F
-from aipflow.optim._base import MultiPassOptimizer, check_positive
+from aipflow.optim._base import MultiPassOptimizer, check_positive, is_distributed_tensor, local_part
 
 
 class SAM(MultiPassOptimizer):
@@ -86,7 +86,7 @@ class SAM(MultiPassOptimizer):
         self._perturbed: list[tuple[str, list[Tensor], list[Tensor]]] = []
 
     def _resolved_impl(self) -> str:
-        return F.resolve_impl(self.impl, [p for g in self.param_groups for p in g["params"]])
+        return F.resolve_impl(self.impl, [local_part(p) for g in self.param_groups for p in g["params"]])
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> Tensor:
@@ -110,11 +110,12 @@ class SAM(MultiPassOptimizer):
             if zero_grad:
                 self.zero_grad()
             return torch.zeros(())
+        # DTensor parameters (FSDP2): e is computed and written on each rank's own part, in place
+        groups = [(g, [local_part(p) for p in params], [local_part(p.grad) for p in params]) for g, params in groups]
         squared_norm = self._global_squared_norm(groups, impl)
         norm = squared_norm.sqrt()
-        for group, params in groups:
+        for group, params, grads in groups:
             rho, adaptive, eta = group["rho"], group["adaptive"], group["eta"]
-            grads = [p.grad for p in params]
             buffers = [self._backup_for(p) for p in params]
             if self._sum_over_shards is None and all(F.owns_storage(p) for p in params):
                 _, originals = F.sam_perturb_swap(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
@@ -136,7 +137,7 @@ class SAM(MultiPassOptimizer):
         ``ModelParallelStrategy``; ``None`` turns it off."""
         self._sum_over_shards = all_reduce_sum
 
-    def _global_squared_norm(self, groups: list[tuple[dict, list[Tensor]]], impl: str) -> Tensor:
+    def _global_squared_norm(self, groups: list[tuple[dict, list[Tensor], list[Tensor]]], impl: str) -> Tensor:
         squared = self._local_squared_norm(groups, impl)
         if self._sum_over_shards is not None:
             squared = squared.clone()
@@ -144,14 +145,16 @@ class SAM(MultiPassOptimizer):
         return squared
 
     @staticmethod
-    def _local_squared_norm(groups: list[tuple[dict, list[Tensor]]], impl: str) -> Tensor:
-        by_scaling: dict[tuple[bool, float], list[Tensor]] = {}
-        for group, params in groups:
+    def _local_squared_norm(groups: list[tuple[dict, list[Tensor], list[Tensor]]], impl: str) -> Tensor:
+        by_scaling: dict[tuple[bool, float], tuple[list[Tensor], list[Tensor]]] = {}
+        for group, params, grads in groups:
             key = (bool(group["adaptive"]), float(group["eta"]) if group["adaptive"] else 0.0)
-            by_scaling.setdefault(key, []).extend(params)
+            ps, gs = by_scaling.setdefault(key, ([], []))
+            ps.extend(params)
+            gs.extend(grads)
         parts = [
-            F.sam_squared_norm(params, [p.grad for p in params], adaptive, eta, impl)
-            for (adaptive, eta), params in by_scaling.items()
+            F.sam_squared_norm(params, grads, adaptive, eta, impl)
+            for (adaptive, eta), (params, grads) in by_scaling.items()
         ]
         if len(parts) == 1:
             return parts[0]
@@ -180,7 +183,7 @@ class SAM(MultiPassOptimizer):
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore ``w`` and take the base step with the gradients at ``w + e``."""
         impl = self._resolved_impl()
-        if impl == "triton" and F.base_step_fusable(self.base_optimizer):
+        if impl == "triton" and F.base_step_fusable(self.base_optimizer) and not self._distributed_tensors():
             F.fused_base_step(self.base_optimizer, self._restore_for_fused_step(), self.max_grad_norm)
         else:
             self.restore()
@@ -205,8 +208,12 @@ class SAM(MultiPassOptimizer):
         self._perturbed.clear()
         return backups
 
+    def _distributed_tensors(self) -> bool:
+        return any(is_distributed_tensor(p) for g in self.param_groups for p in g["params"])
+
     def _base_step(self, impl: str) -> None:
-        if impl == "triton" and F.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
+        fusable = impl == "triton" and not self._distributed_tensors()
+        if fusable and F.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
             return
         if self.max_grad_norm is not None:
             params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]

@@ -12,12 +12,16 @@ import torch
 from torch.func import functional_call
 
 from aipflow.optim import ASAM, SAM
+from aipflow.optim._functional import triton_available as can_use_triton
 from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
 from tests.lightning.strategies import CPUFSDPStrategy
 from tests.lightning.test_ddp import rank_rows
 from tests.optim import reference
 
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
+# the Triton kernels take the shards as they are: 1-D contiguous views of FSDP's flat parameter, some empty
+# (use_orig_params: a rank may hold no part of a parameter); on CPU through Triton's interpreter
+IMPLS = ["foreach", pytest.param("triton", marks=pytest.mark.skipif(not can_use_triton(), reason="no Triton"))]
 
 
 class FullWeights(CountingModule):
@@ -60,11 +64,12 @@ def unsharded_step(factory, adaptive, rho, eta=0.01):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["SAM", "ASAM"])
-def test_fsdp_sam_equals_the_unsharded_step(name, tmp_path):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_fsdp_sam_equals_the_unsharded_step(name, impl, tmp_path):
     factory = (
-        functools.partial(SAM, base_optimizer=SGD, rho=0.05)
+        functools.partial(SAM, base_optimizer=SGD, rho=0.05, impl=impl)
         if name == "SAM"
-        else functools.partial(ASAM, base_optimizer=SGD, rho=0.5)
+        else functools.partial(ASAM, base_optimizer=SGD, rho=0.5, impl=impl)
     )
     torch.manual_seed(0)
     model = FullWeights(factory, str(tmp_path))
@@ -132,13 +137,14 @@ def gathered_state(runs, key, like):
 
 
 @pytest.mark.slow
-def test_fsdp_ivon_equals_the_unsharded_step_at_the_assembled_sample(tmp_path):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_fsdp_ivon_equals_the_unsharded_step_at_the_assembled_sample(impl, tmp_path):
     from aipflow.optim import IVON
 
     ess, lr, h0, wd = 64.0, 0.05, 1.0, 1e-4
     # flat parameters (use_orig_params=False; bSAM's test runs Lightning's default, True): both ranks' optimizers
     # hold one shard of 37 numbers, and draw its noise with one shape
-    runs, got = fsdp_run(functools.partial(IVON, lr=lr, ess=ess, seed=0), tmp_path, use_orig_params=False)
+    runs, got = fsdp_run(functools.partial(IVON, lr=lr, ess=ess, seed=0, impl=impl), tmp_path, use_orig_params=False)
     (theta,) = runs[0]["points"]
     # one sample of the whole model: each rank drew its own shard's noise, every rank ran at the same point
     assert all(torch.equal(a, b) for a, b in zip(theta, runs[1]["points"][0]))
@@ -158,11 +164,12 @@ def test_fsdp_ivon_equals_the_unsharded_step_at_the_assembled_sample(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp_bsam_equals_the_unsharded_step_at_the_assembled_samples(tmp_path):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_fsdp_bsam_equals_the_unsharded_step_at_the_assembled_samples(impl, tmp_path):
     from aipflow.optim import BSAM
 
     n, s0, rho, lr = 64 * 4.0, 1.0, 0.01, 0.05
-    runs, got = fsdp_run(functools.partial(BSAM, lr=lr, train_size=64, num_subbatches=2, seed=0), tmp_path)
+    runs, got = fsdp_run(functools.partial(BSAM, lr=lr, train_size=64, num_subbatches=2, seed=0, impl=impl), tmp_path)
     points = runs[0]["points"]  # noisy point, perturbed point, per sub-batch
     assert len(points) == 4 and all(
         torch.equal(a, b) for pa, pb in zip(points, runs[1]["points"]) for a, b in zip(pa, pb)
@@ -227,27 +234,50 @@ def test_bayesian_resume_on_two_ranks_is_bit_identical(kind, name, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
 
 
-class FullyShardedInConfigureModel(CountingModule):
+class FullyShardedInConfigureModel(FullWeights):
+    """FSDP2: fully_shard in configure_model (ModelParallelStrategy); the parameters become DTensors."""
+
     def configure_model(self):
         from torch.distributed.fsdp import fully_shard
 
         fully_shard(self.net, mesh=self.device_mesh["data_parallel"])
 
+    def on_train_end(self):
+        weights = [p.full_tensor().detach().clone() for p in self.net.parameters()]
+        torch.save(weights, os.path.join(self.out_dir, f"w{self.trainer.global_rank}.pt"))
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["SAM", "IVON"])
-def test_fsdp2_dtensor_parameters_are_refused_clearly(name, tmp_path):
-    # FSDP2 makes the parameters DTensors, whose ops the steps do not handle (SAM's norm fails deep in DTensor's
-    # sharding propagation): one line instead, naming what to use
-    from aipflow.optim import IVON
+
+def fsdp2_fit(factory, tmp_path):
     from tests.lightning.strategies import ForkedModelParallelStrategy
 
-    factory = functools.partial(SAM, base_optimizer=SGD) if name == "SAM" else functools.partial(IVON, ess=32.0)
-    x, y = regression_data(32)
+    torch.manual_seed(0)
+    x, y = regression_data(64)
     strategy = ForkedModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-    model = FullyShardedInConfigureModel(factory)
+    trainer(strategy=strategy, devices=2, max_steps=1).fit(
+        FullyShardedInConfigureModel(factory, str(tmp_path)), loader(x, y, 8)
+    )
+    return torch.load(tmp_path / "w0.pt", weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SAM", "ASAM"])
+def test_fsdp2_sam_equals_the_unsharded_step(name, tmp_path):
+    # each rank perturbs its own part of the DTensor parameters in place, with the norm summed over the parts
+    rho = 0.05 if name == "SAM" else 0.5
+    factory = functools.partial(SAM if name == "SAM" else ASAM, base_optimizer=SGD, rho=rho)
+    got = fsdp2_fit(factory, tmp_path)
+    want = unsharded_step(factory, adaptive=name == "ASAM", rho=rho)
+    assert max((a.double() - b).abs().max().item() for a, b in zip(got, want)) <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["BSAM", "IVON"])
+def test_fsdp2_bayesian_optimizers_are_refused_clearly(name, tmp_path):
+    from aipflow.optim import BSAM, IVON
+
+    factory = functools.partial(IVON, ess=64.0) if name == "IVON" else functools.partial(BSAM, train_size=64)
     with pytest.raises(Exception, match=f"{name} with ForkedModelParallelStrategy and DTensor parameters"):
-        trainer(strategy=strategy, devices=2, max_steps=1).fit(model, loader(x, y, 8))
+        fsdp2_fit(factory, tmp_path)
 
 
 def test_deepspeed_wrapping_a_multi_pass_optimizer_is_refused_clearly():
