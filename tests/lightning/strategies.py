@@ -1,6 +1,7 @@
 """Lightning strategies made to run on CPU processes in tests: Lightning's FSDPStrategy refuses CPU as shipped
 (issue 13 measured it); wrapped with device_id=cpu and launched by fork it runs the real sharding code.
-ModelParallelStrategy (FSDP2) runs on CPU as shipped, but relaunches the script: forked here inside pytest."""
+ModelParallelStrategy (FSDP2) runs on CPU as shipped, but relaunches the script: forked here inside pytest.
+DeepSpeedStrategy refuses CPU too; without its CUDA check, device index and launcher it runs ZeRO 1-3 with gloo."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import functools
 import os
 
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 
@@ -63,3 +64,31 @@ class CPUFSDPStrategy(FSDPStrategy):
 class ForkedModelParallelStrategy(ModelParallelStrategy):
     def _configure_launcher(self) -> None:
         self._launcher = _ForkLauncher(self, start_method="fork")
+
+
+class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+    def _configure_launcher(self) -> None:
+        self._launcher = _ForkLauncher(self, start_method="fork")
+
+    def setup_environment(self) -> None:
+        super(DeepSpeedStrategy, self).setup_environment()  # skips only the "CUDA GPUs only" check
+
+    def setup_distributed(self) -> None:
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
+        import argparse
+
+        import deepspeed
+
+        engine, deepspeed_optimizer, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=self.local_rank),  # Lightning passes the CUDA index (None on CPU)
+            config=self.config,
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            dist_init_required=False,
+        )
+        return engine, deepspeed_optimizer

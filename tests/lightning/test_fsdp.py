@@ -278,23 +278,3 @@ def test_fsdp2_bayesian_optimizers_are_refused_clearly(name, tmp_path):
     factory = functools.partial(IVON, ess=64.0) if name == "IVON" else functools.partial(BSAM, train_size=64)
     with pytest.raises(Exception, match=f"{name} with ForkedModelParallelStrategy and DTensor parameters"):
         fsdp2_fit(factory, tmp_path)
-
-
-def test_deepspeed_wrapping_a_multi_pass_optimizer_is_refused_clearly():
-    # DeepSpeed keeps the configured optimizer inside its ZeRO optimizer and steps it without a closure (deepspeed
-    # is not among the test dependencies: the check is called with the wrapper it would hand Lightning)
-    from lightning.pytorch.strategies import DeepSpeedStrategy
-
-    from aipflow.lightning.sharpness import _refuse_deepspeed
-
-    class DeepSpeedZeroOptimizer:
-        def __init__(self, optimizer):
-            self.optimizer = optimizer
-
-    sam = SAM(torch.nn.Linear(2, 2).parameters(), base_optimizer=SGD)
-    strategy = object.__new__(DeepSpeedStrategy)
-    with pytest.raises(ValueError, match="SAM with DeepSpeedStrategy is not supported: DeepSpeed steps the optimizer"):
-        _refuse_deepspeed(DeepSpeedZeroOptimizer(sam), strategy)
-    with pytest.raises(ValueError, match="SAM with DeepSpeedStrategy"):  # stage 0, fp32: the optimizer itself
-        _refuse_deepspeed(sam, strategy)
-    _refuse_deepspeed(DeepSpeedZeroOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)), strategy)
