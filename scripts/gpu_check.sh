@@ -17,5 +17,10 @@ timeout 240 python -m pytest -q -p no:cacheprovider tests/gpu tests/optim 2>&1 |
 if [ -f benchmarks/kernels.py ]; then
   timeout 240 python benchmarks/kernels.py --out "$out" 2>&1 | tee "$out/kernels.log" || status=1
 fi
+gpus=$(python -c "import torch; print(torch.cuda.device_count())")
+if [ "$gpus" -gt 1 ]; then  # data-parallel scaling needs several GPUs (nccl)
+  timeout 240 python benchmarks/distributed.py --steps 50 2>&1 | tee "$out/distributed.log" || status=1
+  cp benchmarks/results/distributed_gpu.md "$out/" 2>/dev/null
+fi
 echo "gpu_check: results in $out (status $status)"
 exit $status
