@@ -140,6 +140,11 @@ def run(name: str, devices: int, accelerator: str, args) -> dict:
         return json.loads(Path(out, "rank0.json").read_text())
 
 
+def _mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):,.0f} +- {std:,.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="measured steps (after 5 warm-up steps)")
@@ -148,6 +153,7 @@ def main() -> None:
     )
     parser.add_argument("--global-batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=1024, help="hidden width of the MLP (1024: 1.1 M parameters)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (mean +- std)")
     parser.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
     args = parser.parse_args()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -156,31 +162,35 @@ def main() -> None:
     rows = []
     sgd_efficiency = None
     for name in args.optimizers:
-        one = run(name, 1, accelerator, args)
-        many = run(name, devices, accelerator, args)
-        throughput_one = args.global_batch / one["step_s"]
-        throughput_many = args.global_batch / many["step_s"]
-        efficiency = throughput_many / (devices * throughput_one)
+        # repeats alternate 1 and N processes, so that drift of the machine's speed hits both alike
+        ones, manys = [], []
+        for _ in range(args.repeats):
+            ones.append(run(name, 1, accelerator, args))
+            manys.append(run(name, devices, accelerator, args))
+        one_rate = [args.global_batch / r["step_s"] for r in ones]
+        many_rate = [args.global_batch / r["step_s"] for r in manys]
+        efficiency = statistics.mean(many_rate) / (devices * statistics.mean(one_rate))
         if name == "SGD":
             sgd_efficiency = efficiency
+        many = manys[0]
         gradient_bytes = 4 * many["parameters"]
         all_reduced = many["ddp_bytes_per_step"] + many["explicit_bytes_per_step"]
+        versus = f"{efficiency / sgd_efficiency:.2f}" if sgd_efficiency else "-"
         rows.append(
-            f"| {name} | {throughput_one:,.0f} | {throughput_many:,.0f} | {efficiency:.2f} | "
-            f"{efficiency / sgd_efficiency:.2f} | {all_reduced / 1e6:.2f} MB ({all_reduced / gradient_bytes:.2f}x) |"
-            if sgd_efficiency
-            else f"| {name} | {throughput_one:,.0f} | {throughput_many:,.0f} | {efficiency:.2f} | - | "
+            f"| {name} | {_mean_std(one_rate)} | {_mean_std(many_rate)} | {efficiency:.2f} | {versus} | "
             f"{all_reduced / 1e6:.2f} MB ({all_reduced / gradient_bytes:.2f}x) |"
         )
         print(rows[-1], flush=True)
+    one = ones[0]
 
     unit = ("GPU" if devices == 1 else "GPUs") if accelerator == "gpu" else "processes (1 thread each)"
     text = [
         f"# Data-parallel throughput: 1 vs {devices} {unit}",
         "",
         f"MLP 64-{args.width}-{args.width}-10 ({one['parameters']:,} parameters, fp32), random data, global batch "
-        f"{args.global_batch} ({args.global_batch // devices} per process on {devices}), median of {args.steps} "
-        f"steps after {WARMUP} warm-up, Lightning DDPStrategy ({'gloo' if accelerator == 'cpu' else 'nccl'}), "
+        f"{args.global_batch} ({args.global_batch // devices} per process on {devices}), samples/s from the median "
+        f"of {args.steps} steps after {WARMUP} warm-up, mean +- std over {args.repeats} runs, Lightning DDPStrategy "
+        f"({'gloo' if accelerator == 'cpu' else 'nccl'}), "
         "aipflow's SharpnessAwareTraining. Efficiency = throughput(N) / (N x throughput(1)); vs SGD = that "
         "efficiency over SGD's. All-reduced: bytes each process sends into all-reduces per step inside training "
         "(DDP's gradient buckets + explicit all-reduces), and that over the fp32 gradient's size.",
