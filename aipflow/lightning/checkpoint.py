@@ -311,8 +311,11 @@ def _model_difference(checkpoint: dict, model: torch.nn.Module) -> str:
 
 def _optimizer_kind(state: dict) -> str:
     """What a saved optimizer state looks like, from its keys (the class is not recorded by Lightning)."""
-    if "base_optimizer" in state:
+    if "base_optimizer" in state:  # SAM's layout in aipflow <= 0.1.0
         return f"SAM/ASAM around {_optimizer_kind(state['base_optimizer'])}"
+    groups = state.get("param_groups") or [{}]
+    if "sam_steps" in groups[0]:
+        return f"SAM/ASAM around {_optimizer_kind({**state, 'param_groups': [{}]})}"
     per_param = next(iter(state.get("state", {}).values()), {})
     keys = set(per_param)
     for marker, name in (

@@ -252,15 +252,29 @@ class SAM(MultiPassOptimizer):
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
-        return {"base_optimizer": self.base_optimizer.state_dict(), "sam": {"steps": self.steps}}
+        """The base optimizer's state dict, in torch's layout (``state`` + ``param_groups``, so that FSDP and DCP can
+        reshard it), with SAM's step count in each group (``sam_steps``). No backup: SAM is never saved perturbed."""
+        state_dict = self.base_optimizer.state_dict()
+        state_dict["param_groups"] = [{**group, "sam_steps": self.steps} for group in state_dict["param_groups"]]
+        return state_dict
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if "base_optimizer" not in state_dict:
-            raise KeyError(f"{type(self).__name__}.load_state_dict expects keys 'base_optimizer' and 'sam'")
-        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        if "base_optimizer" in state_dict:  # the layout of aipflow <= 0.1.0's checkpoints
+            base, steps = state_dict["base_optimizer"], int(state_dict["sam"]["steps"])
+        elif "param_groups" in state_dict:
+            groups = [dict(group) for group in state_dict["param_groups"]]
+            if groups and "sam_steps" not in groups[0]:  # a plain optimizer's state: resuming SAM from it is a mix-up
+                raise KeyError(f"{type(self).__name__}.load_state_dict: this state was saved by another optimizer")
+            steps = int(groups[0]["sam_steps"]) if groups else 0
+            for group in groups:
+                group.pop("sam_steps", None)
+            base = {**state_dict, "param_groups": groups}
+        else:
+            raise KeyError(f"{type(self).__name__}.load_state_dict expects a state dict with state and param_groups")
+        self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
-        self.steps = int(state_dict["sam"]["steps"])
+        self.steps = steps
         self._perturbed.clear()
 
     def __repr__(self) -> str:

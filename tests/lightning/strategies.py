@@ -51,7 +51,10 @@ class CPUFSDPStrategy(FSDPStrategy):
         super().setup_environment()
 
     def _configure_launcher(self) -> None:
-        self._launcher = _ForkLauncher(self, start_method="fork")
+        if self.cluster_environment is not None and self.cluster_environment.creates_processes_externally:
+            super()._configure_launcher()  # torchrun, SLURM: the processes exist already
+        else:
+            self._launcher = _ForkLauncher(self, start_method="fork")
 
     def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
         from torch.distributed.fsdp import FullyShardedDataParallel

@@ -82,9 +82,25 @@ def test_sam_checkpoint_holds_base_state_and_no_backup():
     opt = SAM(prob.model.parameters(), SGD)
     opt.step(prob.closure(opt, 0))
     sd = opt.state_dict()
-    assert set(sd) == {"base_optimizer", "sam"}
-    assert all("momentum_buffer" in s for s in sd["base_optimizer"]["state"].values())
-    assert sd["sam"] == {"steps": 1}
+    # torch's layout, which FSDP's optimizer state dict requires (it failed on a nested one): the base optimizer's
+    # state, SAM's step count in the groups, no backup of the weights
+    assert set(sd) == {"state", "param_groups"}
+    assert all(set(s) == {"momentum_buffer"} for s in sd["state"].values())
+    assert all(g["sam_steps"] == 1 and g["rho"] == 0.05 for g in sd["param_groups"])
+    again = SAM(prob.model.parameters(), SGD)
+    again.load_state_dict(sd)
+    assert again.steps == 1 and "sam_steps" not in again.param_groups[0]
+    assert again.param_groups is again.base_optimizer.param_groups
+
+
+def test_sam_loads_the_nested_layout_of_earlier_checkpoints():
+    prob = Problem()
+    opt = SAM(prob.model.parameters(), SGD)
+    opt.step(prob.closure(opt, 0))
+    nested = {"base_optimizer": opt.base_optimizer.state_dict(), "sam": {"steps": 1}}
+    again = SAM(prob.model.parameters(), SGD)
+    again.load_state_dict(nested)
+    assert again.steps == 1 and len(again.state) == len(opt.state)
 
 
 def test_zero_gradient_gives_no_perturbation_and_no_nan():
