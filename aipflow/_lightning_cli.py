@@ -49,6 +49,7 @@ class AipflowCLI(LightningCLI):
                 print(f"aipflow predict: {callback.rows} rows written to {callback.written}")
 
     recipe: str | None = None  # the --config given, to name the run in plots and summaries
+    command_line: list[str] = []  # the arguments as the user gave them (before recipes were inlined)
 
     def _check_before_data(self) -> None:
         # bad optimizer options and impossible combinations are refused before any data is read
@@ -96,9 +97,39 @@ class AipflowCLI(LightningCLI):
         datamodule = self.datamodule
         if datamodule is None or not _has_test_data(datamodule):
             return
+        from aipflow.lightning.sharpness import _shards_parameters
+
         ckpt = self.trainer.checkpoint_callback
         ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+        if _shards_parameters(self.trainer.strategy):
+            self._test_in_a_new_run(ckpt)
+            return
         self.trainer.test(self.model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank reads it
         if self.trainer.is_global_zero:
             print(run_summary(self.trainer, self.model, datamodule, ckpt_path, log_dir))
+
+    def _test_in_a_new_run(self, ckpt) -> None:
+        """Lightning cannot test a model that it sharded in the same process: it wraps the already-sharded module
+        again and loads the checkpoint into shard-shaped parameters (Lightning issue #20373). The test runs in a
+        new process instead; this prints its command."""
+        if not self.trainer.is_global_zero:
+            return
+        path = (getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")) if ckpt else ""
+        args, skip = [], False
+        for arg in self.command_line:
+            if skip:
+                skip = False
+                continue
+            if arg in ("--ckpt_path", "--test_after_fit"):
+                skip = True
+                continue
+            if arg.startswith(("--ckpt_path=", "--test_after_fit=")):
+                continue
+            args.append("test" if arg == "fit" and "test" not in args else arg)
+        command = " ".join(["aipflow", *args, f"--ckpt_path={path}"] if path else ["aipflow", *args])
+        strategy = type(self.trainer.strategy).__name__
+        print(
+            f"aipflow: the test after fit runs in a new process under {strategy} (Lightning cannot re-shard a model "
+            f"it sharded in this one): {command}"
+        )

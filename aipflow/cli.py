@@ -120,6 +120,7 @@ def run(argv: list[str]):
 
         check_checkpoint_file(ckpt_path)
     configs = _option_values(argv, "--config") + _option_values(argv, "-c")
+    command_line = list(argv)
     argv = rewrite_argv(argv)
     saved_argv = sys.argv
     # LightningCLI reads sys.argv (args= beside a real command line warns). argv[0] stays the real program: DDP's
@@ -128,6 +129,7 @@ def run(argv: list[str]):
     try:
         cli_class = _build_cli_class()
         cli_class.recipe = Path(configs[0]).stem if configs and "\n" not in configs[0] else None
+        cli_class.command_line = command_line
         return cli_class(
             model_class=None,
             datamodule_class=None,

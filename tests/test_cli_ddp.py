@@ -23,6 +23,7 @@ TINY = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a short cross-fit for the quickstart's T estimate: the point here is the processes, not the estimate
 SHORT = {"quickstart": ["--trainer.callbacks.init_args.warmup_epochs=1"]}
 
@@ -118,13 +119,30 @@ TORCHRUN_ARGS = [
 ]
 
 
-def torchrun(launch: list[str], root, extra: list[str]) -> subprocess.Popen:
+def torchrun(launch: list[str], root, extra: list[str], command: list[str] = TORCHRUN_ARGS) -> subprocess.Popen:
     import sys
 
-    argv = [sys.executable, "-m", "torch.distributed.run", *launch, *TORCHRUN_ARGS, *extra]
+    argv = [sys.executable, "-m", "torch.distributed.run", *launch, *command, *extra]
     argv += [f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}"]
     pipe = subprocess.PIPE
-    return subprocess.Popen(argv, cwd=root, env=offline_env(), stdout=pipe, stderr=pipe, text=True)
+    env = {**offline_env(), "PYTHONPATH": REPOSITORY}  # the tests' CPU strategies, by class path
+    return subprocess.Popen(argv, cwd=root, env=env, stdout=pipe, stderr=pipe, text=True)
+
+
+def two_loopback_nodes(tmp_path, command: list[str]) -> list[tuple[str, str]]:
+    """Runs ``command`` as two nodes of one process each on the loopback (torchrun per node); their output."""
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        root = tmp_path / f"node{rank}"
+        root.mkdir(parents=True, exist_ok=True)
+        launch = ["--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1"]
+        extra = ["--trainer.devices=1", "--trainer.num_nodes=2"]
+        nodes.append(torchrun([*launch, f"--master_port={port}"], root, extra, command))
+    outputs = [node.communicate(timeout=400) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    return outputs
 
 
 @pytest.mark.slow
@@ -138,20 +156,27 @@ def test_torchrun_one_node_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_two_nodes_of_one_process_on_the_loopback(tmp_path):
-    port = free_port()
-    nodes = []
-    for rank in (0, 1):
-        root = tmp_path / f"node{rank}"
-        root.mkdir()
-        launch = ["--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1"]
-        nodes.append(
-            torchrun([*launch, f"--master_port={port}"], root, ["--trainer.devices=1", "--trainer.num_nodes=2"])
-        )
-    outputs = [node.communicate(timeout=400) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs):
-        assert node.returncode == 0, err[-3000:]
+    outputs = two_loopback_nodes(tmp_path, TORCHRUN_ARGS)
     assert [out.count("aipflow run summary") for out, _ in outputs] == [1, 0]  # written once, by global rank 0
     assert len(list(tmp_path.rglob("reliability_test.png"))) == 1
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_loopback_nodes_fits_and_tests_in_a_new_run(tmp_path):
+    # SAM on FSDP (the CPU test strategy, by class path), two nodes: fit, then the test command the fit prints
+    # (Lightning cannot test a model it sharded in the same process), run as printed
+    strategy = [
+        "--trainer.strategy.class_path=tests.lightning.strategies.CPUFSDPStrategy",
+        "--trainer.strategy.init_args.process_group_backend=gloo",
+    ]
+    fit = two_loopback_nodes(tmp_path, ["-m", "aipflow.cli", "fit", "--config", "sam", *strategy, *TINY])
+    lines = [line for line in fit[0][0].splitlines() if line.startswith("aipflow: the test after fit runs")]
+    assert len(lines) == 1 and "new process under CPUFSDPStrategy" in lines[0], fit[0][0][-2000:]
+    test_command = lines[0].split(": aipflow ", 1)[1].split()
+    assert test_command[:3] == ["test", "--config", "sam"] and test_command[-1].startswith("--ckpt_path=")
+    assert "--trainer.devices=1" in test_command and not any(a.startswith("--test_after_fit") for a in test_command)
+    tested = two_loopback_nodes(tmp_path / "test", ["-m", "aipflow.cli", *test_command])
+    assert "test/acc" in tested[0][0]
 
 
 @pytest.mark.slow
@@ -165,7 +190,7 @@ def test_a_killed_process_stops_the_run_with_one_line_and_last_ckpt_resumes(kill
     argv += [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
     kill = ["--trainer.callbacks+=tests.lightning.faults.KillRank", f"--trainer.callbacks.init_args.rank={killed}"]
     kill += ["--trainer.callbacks.init_args.step=4"]
-    env = {**offline_env(), "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    env = {**offline_env(), "PYTHONPATH": REPOSITORY}
     done = subprocess.run([*argv, *kill], cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode != 0
     last = tmp_path / "checkpoints" / "last.ckpt"
