@@ -249,7 +249,9 @@ class _PassDriver:
         self.trainer = module.trainer
         self.lightning_closure = closure
         self.options = options
-        self.scaler = getattr(precision, "scaler", None)
+        scaler = getattr(precision, "scaler", None)
+        # a disabled scaler (FSDP's ShardedGradScaler made for CUDA, on CPU) scales nothing and keeps no state
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.calls = 0
         self.found_inf = False
         self._any_inf = None

@@ -161,3 +161,29 @@ def test_ddp_sam_is_m_sharpness_with_one_perturbation_per_rank(tmp_path):
     global_descent = grad([w + 0.05 * gi / norm for w, gi in zip(w0, g)], rows)
     other = [w - 0.1 * d for w, d in zip(w0, global_descent)]
     assert max((a.double() - b).abs().max().item() for a, b in zip(got, other)) > 1e-5
+
+
+class PoisonedOnRankOne(Saver):
+    """Rank 1's first pass has an inf loss (fp16 overflow there only); rank 0's is clean."""
+
+    def training_step(self, batch, batch_idx):
+        self.inject_inf_on_call = {0} if self.global_rank == 1 else None
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SAM", "IVON"])
+def test_ddp_fp16_overflow_on_one_rank_skips_the_step_on_every_rank(name, tmp_path):
+    # the first pass is local under DDP (no gradient all-reduce), so only rank 1 sees the inf: the skip decision
+    # must be agreed, or rank 0 steps while rank 1 restores and the replicas part for good
+    from tests.lightning.test_sharpness import fp16_on_cpu
+
+    torch.manual_seed(0)
+    model = PoisonedOnRankOne(FACTORIES[name], str(tmp_path))
+    start = [p.detach().clone() for p in model.parameters()]
+    strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
+    x, y = regression_data(64)
+    trainer(strategy=strategy, devices=2, max_steps=1, plugins=[fp16_on_cpu()]).fit(model, loader(x, y, 8))
+    for rank in (0, 1):
+        weights = torch.load(tmp_path / f"e{rank}.pt", weights_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(start, weights)), f"rank {rank} moved"
