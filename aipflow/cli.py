@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-INFO_COMMANDS = ("plugins", "recipes", "env")
+INFO_COMMANDS = ("plugins", "plugin", "recipes", "env")
 DEBUG_ENV = "AIPFLOW_DEBUG"
 
 _EXTRA_HELP = """\
@@ -24,6 +24,8 @@ aipflow: training recipes for sharpness-aware/Bayesian optimizers, noisy and wea
   aipflow fit --config quickstart       train a recipe (name or path), then test the best checkpoint
   aipflow recipes                       list shipped recipes (core and plugins)
   aipflow plugins                       list discovered plugins and their status
+  aipflow plugins --check [NAME]        import every component and parse every recipe of the plugins now
+  aipflow plugin new NAME [--dir D]     write a complete plugin to start from (docs/plugins.md)
   aipflow env                           versions and devices, for bug reports
   add --debug (or AIPFLOW_DEBUG=1) for full tracebacks
 
@@ -98,10 +100,43 @@ def _info_command(argv: list[str]) -> int:
     if rest and rest[0] in ("-h", "--help"):
         print(f"usage: aipflow {command}\n\n{_EXTRA_HELP}")
         return 0
+    if command == "plugin":
+        return _plugin_command(rest)
+    if command == "plugins" and rest and rest[0] == "--check":
+        return _check_plugins(rest[1:])
     if rest:
         raise _UsageError(f"'aipflow {command}' takes no arguments, got {rest}")
     text = {"plugins": envinfo.plugins_report, "recipes": envinfo.recipes_report, "env": envinfo.env_report}
     print(text[command]())
+    return 0
+
+
+def _check_plugins(names: list[str]) -> int:
+    """``aipflow plugins --check [NAME ...]``: one line per problem, exit 1 when there is any."""
+    from aipflow.plugins import get_registry
+    from aipflow.testing import check_plugin
+
+    registry = get_registry()
+    names = names or [record.name for record in registry.records]
+    if not names:
+        print("no plugins installed")
+        return 0
+    problems = [line for name in names for line in check_plugin(name)]
+    for line in problems:
+        print(f"aipflow plugins --check: {line}")
+    if not problems:
+        print(f"aipflow plugins --check: {', '.join(names)}: ok")
+    return 1 if problems else 0
+
+
+def _plugin_command(rest: list[str]) -> int:
+    """``aipflow plugin new NAME [--dir D]``."""
+    from aipflow._template import write_plugin
+
+    if len(rest) not in (2, 4) or rest[0] != "new" or (len(rest) == 4 and rest[2] != "--dir"):
+        raise _UsageError("usage: aipflow plugin new NAME [--dir DIR]")
+    folder = write_plugin(rest[1], Path(rest[3]) if len(rest) == 4 else Path.cwd())
+    print(f"aipflow plugin new: wrote {folder}; next: pip install -e {folder} && pytest {folder}")
     return 0
 
 

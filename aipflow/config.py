@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from aipflow.plugins import Registry, get_registry
+from aipflow.plugins import CORE_SOURCE, Registry, get_registry
 
 
 class ConfigError(Exception):
@@ -92,13 +92,22 @@ def rewrite_short_names(config: Any, registry: Registry | None = None, where: st
     if isinstance(config, list):
         return [rewrite_short_names(v, registry, f"{where}[{i}]", key) for i, v in enumerate(config)]
     if isinstance(config, str) and key in COMPONENT_KEYS and config in registry:
-        return registry.get(config).import_path
+        return _import_path(config, registry)
     return config
+
+
+def _import_path(name: str, registry: Registry) -> str:
+    """The dotted path of a registered component. A plugin's is imported now, so that a target that does not import
+    is one line naming the plugin (jsonargparse would say "Expected a <class 'NoneType'>")."""
+    component = registry.get(name)
+    if component.source != CORE_SOURCE:
+        registry.load(name)
+    return component.import_path
 
 
 def _resolve_class_path(value: str, field: str, registry: Registry) -> str:
     if value in registry:
-        return registry.get(value).import_path
+        return _import_path(value, registry)
     if "." not in value:
         raise ConfigError(registry.unknown_name_message(value, field))
     failed = registry.failed_record_for_module(value)
@@ -149,7 +158,7 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> list[str]
         elif key.endswith(".class_path"):
             value = _resolve_class_path(value, key.lstrip("-"), registry)
         elif key.rsplit(".", 1)[-1].rstrip("+") in COMPONENT_KEYS and value in registry:
-            value = registry.get(value).import_path
+            value = _import_path(value, registry)
         out.extend([f"{key}={value}"] if inline else [key, value])
         i += 1 if inline else 2
     return out

@@ -27,14 +27,15 @@ def plugins_report() -> str:
         head = f"{rec.name:<12} {rec.distribution} {rec.version}"
         if rec.status == "ok":
             comps = registry.names(rec.name)
-            recipes = " +recipes" if rec.plugin.recipes else ""
+            problem = registry.recipes_problem(rec.plugin)
+            recipes = f"\n  {problem}" if problem else (" +recipes" if rec.plugin.recipes else "")
             lines.append(f"{head}  api {rec.plugin.api_version}  ok  components: {', '.join(comps) or '-'}{recipes}")
         elif rec.status == "incompatible":
             lines.append(f"{head}  incompatible: requires api {rec.plugin.api_version}, found {PLUGIN_API_VERSION}")
         else:
             lines.append(f"{head}  broken: {rec.error}")
     for conflict in registry.conflicts:
-        lines.append(f"warning: {conflict}")
+        lines.append(f"name clash: {conflict}")
     return "\n".join(lines)
 
 

@@ -177,25 +177,54 @@ def _load_entry_point(ep: metadata.EntryPoint, dist_name: str, version: str) -> 
 
 
 class Registry:
-    """Short name -> component, over the core and every compatible plugin."""
+    """Short name -> component, over the core and every compatible plugin.
+
+    Names: every plugin component is reachable as ``plugin:Name`` (qualified). The unqualified ``Name`` means the
+    core's component when the core has one (a plugin never shadows the core); otherwise the plugin's, unless two
+    plugins declare it, in which case it is ambiguous and using it is an error naming the qualified forms. Each
+    such clash is reported by ``aipflow plugins`` and fails ``aipflow plugins --check``."""
 
     def __init__(self, plugins: Iterable[Plugin], records: Iterable[PluginRecord] = ()) -> None:
         self.records = list(records)
         self.plugins = list(plugins)
-        self.conflicts: list[str] = []
         self._components: dict[str, Component] = {}
+        self._qualified: dict[str, Component] = {}
+        self._ambiguous: dict[str, list[str]] = {}
+        self._clashes: dict[str, list[str]] = {}
         for plugin in self.plugins:
             source = CORE_SOURCE if plugin.name == CORE_SOURCE else plugin.name
             for name, target in plugin.components.items():
-                if name in self._components:
-                    other = self._components[name].source
-                    # the core wins; between plugins, the first (sorted by name) wins: both are reported
-                    self.conflicts.append(f"'{name}' from {source} shadowed by {other}")
+                component = Component(name, target, source)
+                if source != CORE_SOURCE:
+                    self._qualified[f"{source}:{name}"] = component
+                other = self._components.get(name)
+                if other is None and name not in self._ambiguous:
+                    self._components[name] = component
                     continue
-                self._components[name] = Component(name, target, source)
+                if other is not None and other.source == CORE_SOURCE:
+                    self._clashes.setdefault(source, []).append(
+                        f"component {name!r} has a core name: the core's is used; this one only as '{source}:{name}'"
+                    )
+                    continue
+                holders = self._ambiguous.setdefault(name, [f"{other.source}:{name}"] if other else [])
+                holders.append(f"{source}:{name}")
+                self._components.pop(name, None)
+                for holder in holders:
+                    owner = holder.split(":")[0]
+                    message = f"component {name!r} is also declared by another plugin: use {' or '.join(holders)}"
+                    self._clashes[owner] = [m for m in self._clashes.get(owner, []) if f"{name!r}" not in m]
+                    self._clashes[owner].append(message)
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Every clash, as ``plugin: message`` lines."""
+        return [f"{plugin}: {message}" for plugin, messages in sorted(self._clashes.items()) for message in messages]
+
+    def clashes_of(self, plugin: str) -> list[str]:
+        return list(self._clashes.get(plugin, []))
 
     def __contains__(self, name: str) -> bool:
-        return name in self._components
+        return name in self._components or name in self._qualified or name in self._ambiguous
 
     def names(self, source: str | None = None) -> list[str]:
         return sorted(n for n, c in self._components.items() if source is None or c.source == source)
@@ -203,12 +232,35 @@ class Registry:
     def get(self, name: str) -> Component:
         if name in self._components:
             return self._components[name]
+        if name in self._qualified:
+            return self._qualified[name]
+        if name in self._ambiguous:
+            raise PluginError(
+                f"component {name!r} is declared by several plugins: use {' or '.join(self._ambiguous[name])}"
+            )
         raise PluginError(self.unknown_name_message(name))
+
+    def load(self, name: str):
+        """The object behind a component name; a target that does not import names the plugin, its version, the
+        target and the import error."""
+        component = self.get(name)
+        try:
+            return component.load()
+        except Exception as exc:  # noqa: BLE001 - whatever the plugin's module raises, said in one line
+            if component.source == CORE_SOURCE:
+                raise
+            record = next((r for r in self.records if r.name == component.source), None)
+            version = f" {record.distribution} {record.version}" if record is not None else ""
+            raise PluginError(
+                f"plugin '{component.source}'{version}: component {component.name!r} -> {component.target!r} does "
+                f"not import: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def unknown_name_message(self, name: str, field_name: str | None = None) -> str:
         where = f"{field_name}: " if field_name else ""
-        close = difflib.get_close_matches(name, self._components, n=3, cutoff=0.6)
-        close += [n for n in self._components if n.lower() == name.lower() and n not in close]
+        known = list(self._components) + list(self._qualified)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        close += [n for n in known if n.lower() == name.lower() and n not in close]
         msg = f"{where}unknown component {name!r}"
         msg += f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `aipflow plugins`"
         failed = self.failed_records()
@@ -223,10 +275,26 @@ class Registry:
         top = dotted.split(".")[0]
         return next((r for r in self.failed_records() if top in r.modules), None)
 
+    def recipes_problem(self, plugin: Plugin) -> str | None:
+        """Why a plugin's declared recipes folder gives no recipes (``None`` when it does, or none is declared)."""
+        if not plugin.recipes:
+            return None
+        try:
+            folder = _resolve_folder(plugin.recipes)
+        except Exception as exc:  # noqa: BLE001
+            return f"plugin '{plugin.name}': recipes {plugin.recipes!r} cannot be located: {type(exc).__name__}: {exc}"
+        if not folder.is_dir() or not any(folder.glob("*.yaml")):
+            what = "has no *.yaml files" if folder.is_dir() else "does not exist"
+            return (
+                f"plugin '{plugin.name}': its recipes folder {folder} {what} (a non-editable install ships it only "
+                'with package data: [tool.setuptools.package-data] "<package>" = ["recipes/*.yaml"])'
+            )
+        return None
+
     def recipe_dirs(self) -> list[tuple[str, Path]]:
         out = []
         for plugin in self.plugins:
-            if plugin.recipes:
+            if plugin.recipes and self.recipes_problem(plugin) is None:
                 out.append((plugin.name, _resolve_folder(plugin.recipes)))
         return out
 

@@ -4,10 +4,6 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
-import importlib  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 # lightning's log handler binds sys.stderr when lightning is imported: import it here, with the real stderr, not
 # inside a test's capture that a later test finds closed ("--- Logging error ---")
@@ -15,19 +11,6 @@ import lightning.pytorch  # noqa: E402, F401
 import pytest  # noqa: E402
 
 from aipflow.plugins import reset_registry  # noqa: E402
-
-
-def write_distribution(site: Path, dist: str, version: str, module: str, source: str, entry_point: str) -> None:
-    """Install a real (if minimal) distribution into ``site``: a module plus dist-info with entry-point metadata,
-    exactly what importlib.metadata reads for a pip-installed package."""
-    (site / module).mkdir(parents=True)
-    (site / module / "__init__.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[aipflow.plugins]\n{entry_point} = {module}:plugin\n")
-    (info / "top_level.txt").write_text(module + "\n")
-
 
 OK_PLUGIN = """
     import torch
@@ -71,25 +54,18 @@ INCOMPATIBLE_PLUGIN = """
 """
 
 
+from aipflow.testing import plugin_site  # noqa: E402, F401 - the kit plugin authors use
+
+
 @pytest.fixture
-def plugin_site(tmp_path, monkeypatch):
-    """A site directory holding three installed plugins: ok, broken and incompatible."""
-    site = tmp_path / "site"
-    write_distribution(site, "aipflow-toy-ok", "0.3.1", "aipflow_toy_ok", OK_PLUGIN, "toy")
-    recipes = site / "aipflow_toy_ok" / "recipes"
-    recipes.mkdir()
-    (recipes / "toyrecipe.yaml").write_text("# a toy recipe\nseed_everything: 1\n")
-    write_distribution(site, "aipflow-toy-broken", "0.0.1", "aipflow_toy_broken", BROKEN_PLUGIN, "broken")
-    write_distribution(site, "aipflow-toy-future", "9.0", "aipflow_toy_future", INCOMPATIBLE_PLUGIN, "future")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delenv("AIPFLOW_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("AIPFLOW_PLUGINS", raising=False)
-    importlib.invalidate_caches()
-    reset_registry()
-    yield site
-    for name in [m for m in sys.modules if m.startswith("aipflow_toy")]:
-        del sys.modules[name]
-    reset_registry()
+def toy_plugins(plugin_site):
+    """Three installed plugins: ok (with a recipe), broken and incompatible."""
+    package = plugin_site("aipflow-toy-ok", "0.3.1", "aipflow_toy_ok", OK_PLUGIN, "toy")
+    (package / "recipes").mkdir()
+    (package / "recipes" / "toyrecipe.yaml").write_text("# a toy recipe\nseed_everything: 1\n")
+    plugin_site("aipflow-toy-broken", "0.0.1", "aipflow_toy_broken", BROKEN_PLUGIN, "broken")
+    plugin_site("aipflow-toy-future", "9.0", "aipflow_toy_future", INCOMPATIBLE_PLUGIN, "future")
+    return package.parent
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from aipflow.config import ConfigError, list_recipes, rewrite_short_names
 from aipflow.plugins import PLUGIN_API_VERSION, Plugin, PluginError, Registry, discover, get_registry, is_compatible
 
 
-def test_discovery_reports_ok_broken_incompatible(plugin_site):
+def test_discovery_reports_ok_broken_incompatible(toy_plugins):
     records = {r.entry_point: r for r in discover()}
     assert {"toy", "broken", "future"} <= set(records)
     ok, broken, future = records["toy"], records["broken"], records["future"]
@@ -19,7 +19,7 @@ def test_discovery_reports_ok_broken_incompatible(plugin_site):
     assert registry.get("ToyLoss").source == "toy"
 
 
-def test_plugins_command_lists_statuses(plugin_site, capsys):
+def test_plugins_command_lists_statuses(toy_plugins, capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "aipflow-toy-ok 0.3.1  api 1.0  ok  components: ToyCallback, ToyLoss +recipes" in out
@@ -27,7 +27,7 @@ def test_plugins_command_lists_statuses(plugin_site, capsys):
     assert f"incompatible: requires api 2.0, found {PLUGIN_API_VERSION}" in out
 
 
-def test_disable_autoload_and_allowlist(plugin_site, monkeypatch):
+def test_disable_autoload_and_allowlist(toy_plugins, monkeypatch):
     monkeypatch.setenv("AIPFLOW_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert discover() == []
     monkeypatch.delenv("AIPFLOW_DISABLE_PLUGIN_AUTOLOAD")
@@ -38,7 +38,7 @@ def test_disable_autoload_and_allowlist(plugin_site, monkeypatch):
         discover()
 
 
-def test_short_names_resolve_and_typos_suggest(plugin_site):
+def test_short_names_resolve_and_typos_suggest(toy_plugins):
     cfg = {
         "model": {"init_args": {"loss": {"class_path": "ToyLoss"}, "peer_loss": "ToyLoss"}},
         "callbacks": ["ToyLoss"],
@@ -53,7 +53,7 @@ def test_short_names_resolve_and_typos_suggest(plugin_site):
         rewrite_short_names({"model": {"loss": {"class_path": "ToyLos"}}})
 
 
-def test_component_of_broken_plugin_names_distribution_version_and_error(plugin_site):
+def test_component_of_broken_plugin_names_distribution_version_and_error(toy_plugins):
     with pytest.raises(ConfigError) as info:
         rewrite_short_names({"model": {"class_path": "aipflow_toy_broken.Thing"}})
     msg = str(info.value)
@@ -63,7 +63,7 @@ def test_component_of_broken_plugin_names_distribution_version_and_error(plugin_
         rewrite_short_names({"class_path": "BrokenThing"})
 
 
-def test_plugin_recipes_are_listed(plugin_site):
+def test_plugin_recipes_are_listed(toy_plugins):
     from aipflow.config import resolve_recipe
 
     recipes = list_recipes()
@@ -85,7 +85,7 @@ def _tiny_fit_args(extra):
     ]
 
 
-def test_plugin_component_runs_from_yaml_and_callbacks_are_never_added(plugin_site, tmp_path, monkeypatch, capsys):
+def test_plugin_component_runs_from_yaml_and_callbacks_are_never_added(toy_plugins, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "loss.yaml").write_text(
         "model:\n  init_args:\n    loss:\n      class_path: ToyLoss\n      init_args:\n        scale: 2.0\n"
@@ -97,7 +97,7 @@ def test_plugin_component_runs_from_yaml_and_callbacks_are_never_added(plugin_si
     assert created["callback"] == 0  # an installed plugin adds nothing a recipe did not ask for
 
 
-def test_broken_plugin_does_not_stop_core_runs(plugin_site, tmp_path, monkeypatch):
+def test_broken_plugin_does_not_stop_core_runs(toy_plugins, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(_tiny_fit_args([])) == 0
 
@@ -107,4 +107,87 @@ def test_plugin_value_errors():
         Plugin(name="x", api_version="one")
     assert is_compatible("1.0") and not is_compatible("1.99") and not is_compatible("0.9")
     registry = Registry([Plugin("aipflow", "1.0", {"A": "m:A"}), Plugin("p", "1.0", {"A": "n:A", "B": "n:B"})])
-    assert registry.get("A").target == "m:A" and registry.conflicts == ["'A' from p shadowed by aipflow"]
+    assert registry.get("A").target == "m:A" and registry.get("p:A").target == "n:A"  # the core's; p's qualified
+    assert registry.conflicts == ["p: component 'A' has a core name: the core's is used; this one only as 'p:A'"]
+
+
+def test_two_plugins_with_one_name_make_it_ambiguous():
+    registry = Registry(
+        [Plugin("aipflow", "1.0", {}), Plugin("p", "1.0", {"X": "a:X"}), Plugin("q", "1.0", {"X": "b:X"})]
+    )
+    with pytest.raises(PluginError, match="'X' is declared by several plugins: use p:X or q:X"):
+        registry.get("X")
+    assert registry.get("q:X").target == "b:X"
+    assert (
+        registry.clashes_of("p")
+        == registry.clashes_of("q")
+        == ["component 'X' is also declared by another plugin: use p:X or q:X"]
+    )
+
+
+# ------------------------------------------------------------------ planted faults: one line each, from --check and fit
+FAULTY = """
+    from aipflow.plugins import Plugin
+    plugin = Plugin(
+        name="faulty",
+        api_version="1.0",
+        components={"Nope": "aipflow_faulty:Nope", "GCE": "aipflow_faulty:GCE", "Gone": "aipflow_faulty_gone.x:Y"},
+        recipes="aipflow_faulty:recipes",
+    )
+    class GCE:
+        pass
+"""
+
+
+def check_lines(capsys, *names):
+    code = main(["plugins", "--check", *names])
+    out = capsys.readouterr().out.splitlines()
+    return code, [line.removeprefix("aipflow plugins --check: ") for line in out]
+
+
+def test_check_names_each_fault_in_one_line(plugin_site, capsys):
+    plugin_site("aipflow-faulty", "0.2.0", "aipflow_faulty", FAULTY, "faulty")  # no recipes folder shipped
+    code, lines = check_lines(capsys, "faulty")
+    assert code == 1 and len(lines) == 4, lines
+    assert (
+        "plugin 'faulty': component 'GCE' has a core name: the core's is used; this one only as 'faulty:GCE'" in lines
+    )
+    assert (
+        "plugin 'faulty' aipflow-faulty 0.2.0: component 'Nope' -> 'aipflow_faulty:Nope' does not import: "
+        "AttributeError: module 'aipflow_faulty' has no attribute 'Nope'" in lines
+    )
+    assert any("component 'Gone' -> 'aipflow_faulty_gone.x:Y' does not import: ModuleNotFoundError" in x for x in lines)
+    assert any(x.startswith("plugin 'faulty': its recipes folder") and "does not exist" in x for x in lines)
+    main(["plugins"])
+    out = capsys.readouterr().out
+    assert "does not exist" in out and "+recipes" not in out.split("aipflow-faulty")[1].split("\n")[0]
+
+
+def test_check_reports_broken_and_incompatible_plugins(toy_plugins, capsys):
+    code, lines = check_lines(capsys, "broken", "future")
+    assert code == 1 and len(lines) == 2
+    assert lines[0].startswith("plugin 'broken' from distribution aipflow-toy-broken 0.0.1 failed to load: ")
+    assert (
+        lines[1]
+    assert lines[1] == (
+        "plugin 'future' from distribution aipflow-toy-future 9.0 is incompatible: it requires plugin api 2.0, "
+        f"aipflow provides {PLUGIN_API_VERSION}"
+    )
+    )
+    code, lines = check_lines(capsys, "toy")
+    assert code == 0 and lines == ["toy: ok"]
+
+
+def test_a_fit_using_a_faulty_component_says_it_in_one_line(plugin_site, tmp_path, monkeypatch, capsys):
+    plugin_site("aipflow-faulty", "0.2.0", "aipflow_faulty", FAULTY, "faulty")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loss.yaml").write_text("model:\n  init_args:\n    loss:\n      class_path: Nope\n")
+    assert main(_tiny_fit_args(["--config", str(tmp_path / "loss.yaml")])) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aipflow: error")]
+    assert err == [
+        "aipflow: error: plugin 'faulty' aipflow-faulty 0.2.0: component 'Nope' -> 'aipflow_faulty:Nope' does not "
+        "import: AttributeError: module 'aipflow_faulty' has no attribute 'Nope'"
+    ]
+    # the qualified name reaches the plugin's GCE, the bare one the core's
+    assert rewrite_short_names({"loss": {"class_path": "faulty:GCE"}})["loss"]["class_path"] == "aipflow_faulty.GCE"
+    assert rewrite_short_names({"loss": {"class_path": "GCE"}})["loss"]["class_path"] == "aipflow.losses.robust.GCE"

@@ -1,13 +1,17 @@
 from aipflow.data.checks import check_finite_features
 from aipflow.data.digits import DigitsDataModule, IndexedDataset
 from aipflow.data.noise import NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
+from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
 
 __all__ = [
     "check_finite_features",
     "DigitsDataModule",
+    "EpochShuffleSampler",
     "IndexedDataset",
     "NoisyLabels",
     "apply_label_noise",
+    "feature_scale",
     "pair_flip_noise",
+    "stratified_split",
     "symmetric_noise",
 ]

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aipflow.data.noise import NOISE_KINDS, SYMMETRIC_CONVENTIONS, NoisyLabels, apply_label_noise
+from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
 
 
 class IndexedDataset(Dataset):
@@ -23,24 +24,6 @@ class IndexedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"x": self.x[i], "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation each epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), so the order of any
-    epoch does not depend on what ran before it: a run resumed from a checkpoint sees the same batches."""
-
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
 
 
 class DigitsDataModule(L.LightningDataModule):
@@ -108,20 +91,13 @@ class DigitsDataModule(L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             return
         from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
 
         hp = self.hparams
         digits = load_digits()
         x = digits.images.astype(np.float32) / 16.0
         y = digits.target.astype(np.int64)
-        idx = np.arange(len(y))
-        rest, test_idx = train_test_split(idx, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
-        train_idx, val_idx = train_test_split(
-            rest, test_size=hp.val_fraction / (1 - hp.test_fraction), stratify=y[rest], random_state=hp.split_seed
-        )
-        mean = x[train_idx].mean(0, keepdims=True)
-        std = x[train_idx].std(0, keepdims=True) + 0.1  # border pixels are nearly constant
-        self._scale = (mean, std)
+        train_idx, val_idx, test_idx = stratified_split(y, hp.val_fraction, hp.test_fraction, hp.split_seed)
+        mean, std = self._scale = feature_scale(x, train_idx)  # std + 0.1: border pixels are nearly constant
         x = (x - mean) / std
         x = torch.from_numpy(x).reshape(-1, 64) if hp.flatten else torch.from_numpy(x).unsqueeze(1)
         y = torch.from_numpy(y)

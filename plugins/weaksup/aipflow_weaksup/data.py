@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from aipflow.data import check_finite_features
+from aipflow.data import check_finite_features, feature_scale, stratified_split
 
 SETTINGS = ("two_sample", "one_sample")
 
@@ -107,16 +107,10 @@ def labelled_splits(
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A labelled dataset (:func:`load_labelled`): features standardised with the training split's statistics,
     the class labels, and seeded train / validation / test indices stratified by ``stratify_by(labels)``."""
-    from sklearn.model_selection import train_test_split
-
     x, labels = load_labelled(dataset, feature_column, label_column)
-    strata = stratify_by(labels)
-    idx = np.arange(len(strata))
-    rest, test_idx = train_test_split(idx, test_size=test_fraction, stratify=strata, random_state=split_seed)
-    train_idx, val_idx = train_test_split(
-        rest, test_size=val_fraction / (1 - test_fraction), stratify=strata[rest], random_state=split_seed
-    )
-    x = (x - x[train_idx].mean(0)) / (x[train_idx].std(0) + 0.1)
+    train_idx, val_idx, test_idx = stratified_split(stratify_by(labels), val_fraction, test_fraction, split_seed)
+    mean, scale = feature_scale(x, train_idx)
+    x = (x - mean) / scale
     return x, labels, (train_idx, val_idx, test_idx)
 
 
@@ -188,24 +182,6 @@ class StratifiedBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         return self._num_batches(len(self.sampler))
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A seeded shuffle that depends only on ``(seed, epoch)`` (``set_epoch``, which Lightning calls), so a run
-    resumed from a checkpoint sees the same order as the uninterrupted one (a generator seeded once would
-    restart its stream). Under DDP Lightning swaps it for its distributed sampler, which shuffles the same way."""
-
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def stratified_loader(dataset: Dataset, groups: torch.Tensor, batch_size: int, seed: int) -> DataLoader:

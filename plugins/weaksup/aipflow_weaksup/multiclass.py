@@ -31,9 +31,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
+from aipflow.data import EpochShuffleSampler
 from aipflow_weaksup._callbacks import guard_callbacks
 from aipflow_weaksup._distributed import share_rows, whole_split
-from aipflow_weaksup.data import EpochShuffleSampler, IndexedTensorDataset, WeakLabelDataModule
+from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_complementary_prior, check_transition
 from aipflow_weaksup.risks.partial import PartialLabelLoss, cc_loss
 
