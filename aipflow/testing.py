@@ -1,9 +1,9 @@
 """Testing aipflow plugins: a temporary site to install plugins into, and the conformance suite every plugin should
 pass (weaksup and every in-tree plugin run it in CI; ``aipflow plugin new`` writes a plugin whose tests use it).
 
-In a plugin's ``tests/conftest.py``, the fixture (a temporary site to install plugins into)::
+In a plugin's top-level ``conftest.py`` (beside its pyproject.toml), the fixtures::
 
-    from aipflow.testing import plugin_site  # noqa: F401
+    pytest_plugins = ["aipflow.testing"]
 
 and in a test module::
 

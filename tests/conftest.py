@@ -54,9 +54,6 @@ INCOMPATIBLE_PLUGIN = """
 """
 
 
-from aipflow.testing import plugin_site  # noqa: E402, F401 - the kit plugin authors use
-
-
 @pytest.fixture
 def toy_plugins(plugin_site):
     """Three installed plugins: ok (with a recipe), broken and incompatible."""
