@@ -7,6 +7,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
+__all__ = ["LabelNoiseMonitor", "TransitionMatrixEstimation", "out_of_fold_posteriors"]
+
 
 class LabelNoiseMonitor(Callback):
     """Each epoch, the training set's accuracy against its noisy labels and against the clean ones.

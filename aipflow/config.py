@@ -12,6 +12,8 @@ import yaml
 
 from aipflow.plugins import CORE_SOURCE, Registry, get_registry
 
+__all__ = ["ConfigError", "list_recipes", "resolve_recipe", "rewrite_short_names"]
+
 
 class ConfigError(Exception):
     """A config that cannot run; the message names the field, the value and what was expected."""

@@ -13,6 +13,17 @@ from pathlib import Path
 
 import torch
 
+__all__ = [
+    "DEFAULT_ECE_BINS",
+    "CalibrationBins",
+    "calibration_bins",
+    "expected_calibration_error",
+    "log_mean_exp_nll",
+    "negative_log_likelihood",
+    "plot_reliability_diagram",
+    "reliability_figure",
+]
+
 DEFAULT_ECE_BINS = 15
 
 

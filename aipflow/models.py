@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["MLP", "SmallCNN", "TimmModel"]
+
 
 class MLP(nn.Module):
     """A multilayer perceptron over flattened inputs."""

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+__all__ = ["extra_pass", "in_extra_pass"]
+
 _EXTRA_PASS: ContextVar[bool] = ContextVar("aipflow_extra_pass", default=False)
 
 

@@ -36,6 +36,23 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+__all__ = [
+    "CORE_SOURCE",
+    "DISABLE_AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "ONLY_PLUGINS_ENV",
+    "PLUGIN_API_VERSION",
+    "Component",
+    "Plugin",
+    "PluginError",
+    "PluginRecord",
+    "Registry",
+    "discover",
+    "get_registry",
+    "is_compatible",
+    "reset_registry",
+]
+
 PLUGIN_API_VERSION = "1.0"
 ENTRY_POINT_GROUP = "aipflow.plugins"
 DISABLE_AUTOLOAD_ENV = "AIPFLOW_DISABLE_PLUGIN_AUTOLOAD"

@@ -261,8 +261,10 @@ class PluginConformance:
         assert fit_recipe(recipe, tmp_path / "first", "--trainer.max_steps=-1", "--trainer.max_epochs=1") == 0
         first_last = tmp_path / "first" / "checkpoints" / "last.ckpt"
         assert fit_recipe(recipe, tmp_path / "first", *two_epochs, f"--ckpt_path={first_last}") == 0
-        straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        resumed = torch.load(first_last, weights_only=True)["state_dict"]
+        straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+        resumed = torch.load(first_last, weights_only=True)
+        assert (resumed["epoch"], resumed["global_step"]) == (straight["epoch"], straight["global_step"])
+        straight, resumed = straight["state_dict"], resumed["state_dict"]
         assert straight.keys() == resumed.keys()
         different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
         assert not different, f"{recipe}: resumed from last.ckpt differs from the uninterrupted run in {different}"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["available", "can_run_on", "interpreting"]
+
 
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``, set before importing triton)."""

@@ -11,6 +11,7 @@ from aipflow.losses.correction import (
     forward_corrected_loss,
 )
 from aipflow.losses.elr import ELR
+from aipflow.losses.protocol import IndexedLoss, NoisyLabelLoss, TransitionCorrectedLoss
 from aipflow.losses.robust import (
     GCE,
     MAE,
@@ -42,6 +43,9 @@ from aipflow.losses.robust import (
 )
 
 __all__ = [
+    "IndexedLoss",
+    "NoisyLabelLoss",
+    "TransitionCorrectedLoss",
     "BackwardCorrection",
     "BootstrapHard",
     "BootstrapSoft",
