@@ -166,16 +166,34 @@ def check_plugin(name: str, parse_recipes: bool = True) -> list[str]:
 
 
 def _parse_recipe(recipe: str) -> str | None:
-    """``aipflow fit --config RECIPE --print_config`` in this process: ``None``, or its error line."""
+    """``aipflow fit --config RECIPE --print_config`` in this process, and the printed config parsed again to the
+    same print (a round trip: what a user saves with --print_config runs as it ran); ``None``, or the error line."""
+    import tempfile
+
+    first, error = _print_config(["--config", recipe])
+    if error:
+        return error
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        fh.write(first)
+    try:
+        second, error = _print_config(["--config", fh.name])
+    finally:
+        os.unlink(fh.name)
+    if error:
+        return f"its --print_config output does not parse again: {error}"
+    return None if second == first else "its --print_config output prints differently when parsed again"
+
+
+def _print_config(options: list[str]) -> tuple[str, str | None]:
     from aipflow.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = main(["fit", "--config", recipe, "--print_config"])
+        code = main(["fit", *options, "--print_config"])
     if code == 0:
-        return None
+        return out.getvalue(), None
     lines = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith("(add --debug")]
-    return lines[-1].removeprefix("aipflow: error: ") if lines else f"exit code {code}"
+    return "", (lines[-1].removeprefix("aipflow: error: ") if lines else f"exit code {code}")
 
 
 def discovery_imports(name: str) -> list[str]:
