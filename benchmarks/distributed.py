@@ -199,9 +199,11 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        "SAM, bSAM and IVON add compute (passes) but no communication beyond the table's: SAM all-reduces the "
-        "gradient once per step, bSAM and IVON their gradient and curvature once (2x), so where communication "
-        "costs something their efficiency is at or above SGD's.",
+        "SAM, bSAM and IVON add compute (passes) but no communication beyond the bytes column: SAM all-reduces the "
+        "gradient once per step (its first pass stays local), bSAM and IVON their gradient and curvature once (2x). "
+        "On CPU processes over the loopback (gloo) communication dominates at this size, and the run-to-run spread "
+        "of a shared 2-core machine is large; the GPU target (SAM within 5 % of SGD's efficiency) needs several "
+        "GPUs (scripts/gpu_check.sh runs this when a machine has them).",
         "",
         provenance_markdown(),
     ]

@@ -98,6 +98,7 @@ def bsam_perturbed_point(
             NCOL=p.table.shape[1],
             ALIGNED=p.aligned,
             BLOCK=cfg.block,
+            num_warps=cfg.num_warps,
         )
 
 
@@ -189,4 +190,5 @@ def bsam_update(
             NCOL=p.table.shape[1],
             ALIGNED=p.aligned,
             BLOCK=cfg.block,
+            num_warps=cfg.num_warps,
         )

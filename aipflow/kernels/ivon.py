@@ -115,6 +115,7 @@ def ivon_accumulate(
             NCOL=p.table.shape[1],
             ALIGNED=p.aligned,
             BLOCK=cfg.block,
+            num_warps=cfg.num_warps,
         )
 
 
@@ -241,4 +242,5 @@ def ivon_update(
             NCOL=p.table.shape[1],
             ALIGNED=p.aligned,
             BLOCK=cfg.block,
+            num_warps=cfg.num_warps,
         )

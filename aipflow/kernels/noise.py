@@ -58,6 +58,7 @@ def gaussian_sample(
                 NCOL=p.table.shape[1],
                 ALIGNED=p.aligned,
                 BLOCK=cfg.block,
+                num_warps=cfg.num_warps,
             )
 
 
@@ -80,6 +81,12 @@ def normal_like(tensors: Sequence[Tensor], seed: int, offset: int = 0) -> list[T
         if p.n_chunks:
             cfg = config()
             _normal_kernel[p.grid](
-                p.bases[0], p.table, int(seed), NCOL=p.table.shape[1], ALIGNED=p.aligned, BLOCK=cfg.block
+                p.bases[0],
+                p.table,
+                int(seed),
+                NCOL=p.table.shape[1],
+                ALIGNED=p.aligned,
+                BLOCK=cfg.block,
+                num_warps=cfg.num_warps,
             )
     return out

@@ -1,0 +1,96 @@
+"""Every kernel specialisation the ops launch, compiled ahead of time by Triton's real compiler for sm_80 and
+sm_90 (no GPU needed): a compile error or a register spill fails CI. The specialisations are recorded while the
+ops run in the interpreter with the default launch configuration (BLOCK 1024, 4 warps), so they are the ones the
+dispatcher chooses, flag by flag, for fp32 / fp16 / bf16 and aligned / unaligned tensors."""
+
+import pytest
+
+from tests.kernels._requirements import require_triton_interpreter
+
+require_triton_interpreter()
+
+from aipflow.kernels import _multi_tensor as mt  # noqa: E402
+from aipflow.kernels.aot import (  # noqa: E402
+    TARGETS,
+    Specialization,
+    compile_in_subprocess,
+    exercise_dispatch,
+    recorded_launches,
+)
+
+KERNELS = {
+    "_sum_of_squares_kernel",
+    "_perturb_kernel",
+    "_sgd_kernel",
+    "_adam_kernel",
+    "_perturbed_point_kernel",
+    "_update_kernel",
+    "_accumulate_kernel",
+    "_sample_kernel",
+    "_normal_kernel",
+}
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    defaults = mt.LaunchConfig()
+    with mt.launch_config(defaults.chunk_size, defaults.block, defaults.num_warps), recorded_launches() as seen:
+        exercise_dispatch()
+    specs = sorted(seen, key=lambda s: (s.module, s.label))
+    return specs, compile_in_subprocess(specs, TARGETS)
+
+
+def test_the_dispatch_reaches_every_kernel_with_each_flag_both_ways(compiled):
+    specs, _ = compiled
+    assert {(s.module.rsplit(".", 1)[1], s.kernel) for s in specs} >= {
+        ("ivon", "_update_kernel"),
+        ("bsam", "_update_kernel"),
+    }
+    assert {s.kernel for s in specs} == KERNELS
+    for module, kernel in {(s.module, s.kernel) for s in specs}:
+        flags: dict[str, set] = {}
+        for s in specs:
+            if (s.module, s.kernel) == (module, kernel):
+                for name, value in s.constexprs:
+                    if isinstance(value, bool):
+                        flags.setdefault(name, set()).add(value)
+        one_way = {name: values for name, values in flags.items() if len(values) < 2}
+        if kernel == "_normal_kernel":  # normal_like allocates its outputs: aligned by construction
+            one_way.pop("ALIGNED", None)
+        assert not one_way, f"{module}.{kernel}: flags only ever launched one way: {one_way}"
+    assert all(dict(s.constexprs).get("BLOCK") in (None, 1024) for s in specs)
+
+
+def test_every_specialisation_compiles_for_each_target(compiled):
+    specs, results = compiled
+    errors = [f"{r['label']} sm_{r['arch']}: {r['error']}" for r in results if "error" in r]
+    assert not errors, "\n".join(errors)
+    assert len(results) == len(specs) * len(TARGETS)
+
+
+def test_no_kernel_spills_registers(compiled):
+    _, results = compiled
+    spilled = [r for r in results if r["spill_stores"] or r["spill_loads"]]
+    assert not spilled, [(r["label"], r["arch"], r["spill_stores"], r["spill_loads"]) for r in spilled]
+    assert all(0 < r["registers"] <= 255 for r in results)
+    assert all(any(op.startswith("STG") for op in r["global_memory"]) for r in results)  # the SASS was read
+
+
+def test_a_compile_error_is_reported_not_swallowed():
+    # the check above must be able to fail: a specialisation the compiler rejects comes back with its error
+    good = Specialization(
+        "aipflow.kernels.noise",
+        "_normal_kernel",
+        (
+            ("out_ptr", "*fp32"),
+            ("table_ptr", "*i64"),
+            ("seed", "i32"),
+            ("NCOL", "constexpr"),
+            ("ALIGNED", "constexpr"),
+            ("BLOCK", "constexpr"),
+        ),
+        (("NCOL", 3), ("ALIGNED", True), ("BLOCK", 1000)),  # not a power of two: tl.arange refuses it
+        4,
+    )
+    (result,) = compile_in_subprocess([good], (90,), processes=1)
+    assert "error" in result and "power of 2" in result["error"].lower().replace("two", "2")
