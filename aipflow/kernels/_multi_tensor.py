@@ -168,6 +168,24 @@ def chunk_offset(table_ptr, pid, col: tl.constexpr, NCOL: tl.constexpr, ALIGNED:
 
 
 @triton.jit
+def block_start(start, BLOCK: tl.constexpr):
+    """A block's first element, a multiple of BLOCK by construction (the hint lets aligned accesses vectorise)."""
+    return tl.multiple_of(start, BLOCK)
+
+
+@triton.jit
+def block_mask(idx, n, TAIL: tl.constexpr, BLOCK: tl.constexpr):
+    """All true in a chunk's whole blocks (the compiler may then use 128-bit accesses); ``idx < n`` in its tail.
+    Kernels loop ``for phase in tl.static_range(2)`` over ``[0, full)`` then ``[full, n)``, ``full`` the largest
+    multiple of BLOCK not above n, so that one body serves both."""
+    if TAIL:
+        mask = idx < n
+    else:
+        mask = tl.full([BLOCK], 1, tl.int1)
+    return mask
+
+
+@triton.jit
 def chunk_count(table_ptr, pid, NCOL: tl.constexpr):
     return tl.load(table_ptr + pid * NCOL + NCOL - 1)
 

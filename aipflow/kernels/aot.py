@@ -126,13 +126,10 @@ def recorded_launches() -> Iterator[set[Specialization]]:
                 signature.append((name, _type_of(values[name])))
                 if _divisible_by_16(values[name]):
                     divisible.append(name)
+        warps = int(kwargs.get("num_warps", 4))
         seen.add(
             Specialization(
-                self.fn.__module__,
-                self.fn.__name__,
-                tuple(signature),
-                tuple(constexprs),
-                int(kwargs.get("num_warps", 4)),
+                self.fn.__module__, self.fn.__name__, tuple(signature), tuple(constexprs), warps, tuple(divisible)
             )
         )
         return original(self, *args, grid=grid, warmup=warmup, **kwargs)
@@ -296,7 +293,7 @@ def compile_specialization(spec: Specialization, arch: int) -> dict:
         memory[op] = memory.get(op, 0) + 1
     return {
         "label": spec.label,
-        "kernel": spec.kernel,
+        "kernel": f"{spec.module.rsplit('.', 1)[-1]}.{spec.kernel}",
         "arch": arch,
         "num_warps": spec.num_warps,
         **number,

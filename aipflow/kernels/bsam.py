@@ -12,6 +12,8 @@ from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
     as_flag,
+    block_mask,
+    block_start,
     chunk_count,
     chunk_offset,
     config,
@@ -62,15 +64,17 @@ def _perturbed_point_kernel(
     h_off = chunk_offset(table_ptr, pid, 4, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
     mult = grad_factor(mult_ptr, HAS_MULT)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
-        g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32) * mult
-        s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
-        h = tl.load(h_ptr + h_off + idx, mask=mask, other=0.0)
-        tl.store(h_ptr + h_off + idx, h + tl.sqrt(s) * tl.abs(g), mask=mask)
-        tl.store(p_ptr + p_off + idx, (m + rho * g / s).to(p_ptr.dtype.element_ty), mask=mask)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
+            g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32) * mult
+            s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
+            h = tl.load(h_ptr + h_off + idx, mask=mask, other=0.0)
+            tl.store(h_ptr + h_off + idx, h + tl.sqrt(s) * tl.abs(g), mask=mask)
+            tl.store(p_ptr + p_off + idx, (m + rho * g / s).to(p_ptr.dtype.element_ty), mask=mask)
 
 
 def bsam_perturbed_point(
@@ -134,22 +138,24 @@ def _update_kernel(
         src_off = chunk_offset(table_ptr, pid, 5, NCOL, ALIGNED)
     n = chunk_count(table_ptr, pid, NCOL)
     go = proceed(inf_ptr, HAS_INF)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        upd = mask & (go != 0)
-        m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
-        m = m_raw.to(tl.float32)
-        g = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32)
-        h = tl.load(h_ptr + h_off + idx, mask=upd, other=0.0)
-        gbar = tl.load(gbar_ptr + gb_off + idx, mask=upd, other=0.0)
-        s = tl.load(s_ptr + s_off + idx, mask=upd, other=1.0)
-        gbar = beta1 * gbar + (1.0 - beta1) * (g + delta * m)
-        new_m = (m - lr * gbar / s).to(m_raw.dtype)
-        s = beta2 * s + (1.0 - beta2) * (h + damping + delta)
-        tl.store(gbar_ptr + gb_off + idx, gbar, mask=upd)
-        tl.store(s_ptr + s_off + idx, s, mask=upd)
-        store_weights(p_ptr, p_off, idx, new_m, m_raw, mask, upd, RESTORE)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            upd = mask & (go != 0)
+            m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
+            m = m_raw.to(tl.float32)
+            g = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32)
+            h = tl.load(h_ptr + h_off + idx, mask=upd, other=0.0)
+            gbar = tl.load(gbar_ptr + gb_off + idx, mask=upd, other=0.0)
+            s = tl.load(s_ptr + s_off + idx, mask=upd, other=1.0)
+            gbar = beta1 * gbar + (1.0 - beta1) * (g + delta * m)
+            new_m = (m - lr * gbar / s).to(m_raw.dtype)
+            s = beta2 * s + (1.0 - beta2) * (h + damping + delta)
+            tl.store(gbar_ptr + gb_off + idx, gbar, mask=upd)
+            tl.store(s_ptr + s_off + idx, s, mask=upd)
+            store_weights(p_ptr, p_off, idx, new_m, m_raw, mask, upd, RESTORE)
 
 
 def bsam_update(

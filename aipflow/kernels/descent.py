@@ -20,6 +20,8 @@ from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
     as_flag,
+    block_mask,
+    block_start,
     chunk_count,
     chunk_offset,
     config,
@@ -77,28 +79,30 @@ def _sgd_kernel(
     n = chunk_count(table_ptr, pid, NCOL)
     mult = grad_factor(mult_ptr, HAS_MULT)
     go = proceed(inf_ptr, HAS_INF)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        upd = mask & (go != 0)
-        w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
-        w = w_raw.to(tl.float32)
-        d = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
-        if MAXIMIZE:
-            d = -d
-        d = d + weight_decay * w
-        if HAS_MOMENTUM:
-            if FIRST:
-                buf = d
-            else:
-                buf = tl.load(buf_ptr + b_off + idx, mask=upd, other=0.0) * momentum + (1.0 - dampening) * d
-            tl.store(buf_ptr + b_off + idx, buf, mask=upd)
-            if NESTEROV:
-                d = d + momentum * buf
-            else:
-                d = buf
-        new_w = (w - lr * d).to(w_raw.dtype)
-        store_weights(w_ptr, w_off, idx, new_w, w_raw, mask, upd, RESTORE)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            upd = mask & (go != 0)
+            w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
+            w = w_raw.to(tl.float32)
+            d = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
+            if MAXIMIZE:
+                d = -d
+            d = d + weight_decay * w
+            if HAS_MOMENTUM:
+                if FIRST:
+                    buf = d
+                else:
+                    buf = tl.load(buf_ptr + b_off + idx, mask=upd, other=0.0) * momentum + (1.0 - dampening) * d
+                tl.store(buf_ptr + b_off + idx, buf, mask=upd)
+                if NESTEROV:
+                    d = d + momentum * buf
+                else:
+                    d = buf
+            new_w = (w - lr * d).to(w_raw.dtype)
+            store_weights(w_ptr, w_off, idx, new_w, w_raw, mask, upd, RESTORE)
 
 
 def sgd_step(
@@ -201,28 +205,30 @@ def _adam_kernel(
     mult = grad_factor(mult_ptr, HAS_MULT)
     go = proceed(inf_ptr, HAS_INF)
     step_size = lr / bias_correction1
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        upd = mask & (go != 0)
-        w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
-        w = w_raw.to(tl.float32)
-        g = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
-        if MAXIMIZE:
-            g = -g
-        if DECOUPLED:
-            w = w * (1.0 - lr * weight_decay)
-        else:
-            g = g + weight_decay * w
-        m = tl.load(m_ptr + m_off + idx, mask=upd, other=0.0)
-        v = tl.load(v_ptr + v_off + idx, mask=upd, other=0.0)
-        m = m + (1.0 - beta1) * (g - m)
-        v = v * beta2 + (1.0 - beta2) * g * g
-        tl.store(m_ptr + m_off + idx, m, mask=upd)
-        tl.store(v_ptr + v_off + idx, v, mask=upd)
-        denom = tl.sqrt(v) / sqrt_bias_correction2 + eps
-        new_w = (w - step_size * m / denom).to(w_raw.dtype)
-        store_weights(w_ptr, w_off, idx, new_w, w_raw, mask, upd, RESTORE)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            upd = mask & (go != 0)
+            w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
+            w = w_raw.to(tl.float32)
+            g = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
+            if MAXIMIZE:
+                g = -g
+            if DECOUPLED:
+                w = w * (1.0 - lr * weight_decay)
+            else:
+                g = g + weight_decay * w
+            m = tl.load(m_ptr + m_off + idx, mask=upd, other=0.0)
+            v = tl.load(v_ptr + v_off + idx, mask=upd, other=0.0)
+            m = m + (1.0 - beta1) * (g - m)
+            v = v * beta2 + (1.0 - beta2) * g * g
+            tl.store(m_ptr + m_off + idx, m, mask=upd)
+            tl.store(v_ptr + v_off + idx, v, mask=upd)
+            denom = tl.sqrt(v) / sqrt_bias_correction2 + eps
+            new_w = (w - step_size * m / denom).to(w_raw.dtype)
+            store_weights(w_ptr, w_off, idx, new_w, w_raw, mask, upd, RESTORE)
 
 
 def adam_step(

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
     as_flag,
+    block_mask,
+    block_start,
     chunk_count,
     chunk_global,
     chunk_offset,
@@ -69,17 +71,19 @@ def _accumulate_kernel(
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
     mult = grad_factor(mult_ptr, HAS_MULT)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32) * mult
-        h = tl.load(h_ptr + h_off + idx, mask=mask, other=1.0)
-        eps = tl.randn(seed, first + idx)
-        hh = tl.load(hh_ptr + hh_off + idx, mask=mask, other=0.0)
-        tl.store(hh_ptr + hh_off + idx, hh + g * eps * tl.sqrt(ess * (h + wd)), mask=mask)
-        if SUM_G:
-            gs = tl.load(gs_ptr + gs_off + idx, mask=mask, other=0.0)
-            tl.store(gs_ptr + gs_off + idx, gs + g, mask=mask)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32) * mult
+            h = tl.load(h_ptr + h_off + idx, mask=mask, other=1.0)
+            eps = tl.randn(seed, first + idx)
+            hh = tl.load(hh_ptr + hh_off + idx, mask=mask, other=0.0)
+            tl.store(hh_ptr + hh_off + idx, hh + g * eps * tl.sqrt(ess * (h + wd)), mask=mask)
+            if SUM_G:
+                gs = tl.load(gs_ptr + gs_off + idx, mask=mask, other=0.0)
+                tl.store(gs_ptr + gs_off + idx, gs + g, mask=mask)
 
 
 def ivon_accumulate(
@@ -161,28 +165,30 @@ def _update_kernel(
     n = chunk_count(table_ptr, pid, NCOL)
     mult = grad_factor(mult_ptr, HAS_MULT)
     go = proceed(inf_ptr, HAS_INF)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        upd = mask & (go != 0)
-        m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
-        m = m_raw.to(tl.float32)
-        g_hat = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
-        h = tl.load(h_ptr + h_off + idx, mask=upd, other=1.0)
-        if FUSED_HHAT:
-            h_hat = g_hat * tl.randn(seed, first + idx) * tl.sqrt(ess * (h + wd))
-        else:
-            h_hat = tl.load(hh_ptr + hh_off + idx, mask=upd, other=0.0)
-        mom = beta1 * tl.load(mom_ptr + mom_off + idx, mask=upd, other=0.0) + (1.0 - beta1) * g_hat
-        diff = h - h_hat
-        h = beta2 * h + (1.0 - beta2) * h_hat + 0.5 * (1.0 - beta2) * (1.0 - beta2) * diff * diff / (h + wd)
-        step = (mom * inv_debias + wd * m) / (h + wd)
-        if CLIP:
-            step = tl.minimum(tl.maximum(step, -clip_radius), clip_radius)
-        new_m = (m - lr * step).to(m_raw.dtype)
-        tl.store(mom_ptr + mom_off + idx, mom, mask=upd)
-        tl.store(h_ptr + h_off + idx, h, mask=upd)
-        store_weights(p_ptr, p_off, idx, new_m, m_raw, mask, upd, RESTORE)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            upd = mask & (go != 0)
+            m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
+            m = m_raw.to(tl.float32)
+            g_hat = tl.load(g_ptr + g_off + idx, mask=upd, other=0.0).to(tl.float32) * mult
+            h = tl.load(h_ptr + h_off + idx, mask=upd, other=1.0)
+            if FUSED_HHAT:
+                h_hat = g_hat * tl.randn(seed, first + idx) * tl.sqrt(ess * (h + wd))
+            else:
+                h_hat = tl.load(hh_ptr + hh_off + idx, mask=upd, other=0.0)
+            mom = beta1 * tl.load(mom_ptr + mom_off + idx, mask=upd, other=0.0) + (1.0 - beta1) * g_hat
+            diff = h - h_hat
+            h = beta2 * h + (1.0 - beta2) * h_hat + 0.5 * (1.0 - beta2) * (1.0 - beta2) * diff * diff / (h + wd)
+            step = (mom * inv_debias + wd * m) / (h + wd)
+            if CLIP:
+                step = tl.minimum(tl.maximum(step, -clip_radius), clip_radius)
+            new_m = (m - lr * step).to(m_raw.dtype)
+            tl.store(mom_ptr + mom_off + idx, mom, mask=upd)
+            tl.store(h_ptr + h_off + idx, h, mask=upd)
+            store_weights(p_ptr, p_off, idx, new_m, m_raw, mask, upd, RESTORE)
 
 
 def ivon_update(

@@ -13,7 +13,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from aipflow.kernels._multi_tensor import chunk_count, chunk_global, chunk_offset, config, dtype_groups, plan
+from aipflow.kernels._multi_tensor import (
+    block_mask,
+    block_start,
+    chunk_count,
+    chunk_global,
+    chunk_offset,
+    config,
+    dtype_groups,
+    plan,
+)
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -26,13 +35,15 @@ def _sample_kernel(
     s_off = chunk_offset(table_ptr, pid, 2, NCOL, ALIGNED)
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
-        s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
-        z = tl.randn(seed, first + idx)
-        tl.store(p_ptr + p_off + idx, (m + z / tl.sqrt(scale * (s + shift))).to(p_ptr.dtype.element_ty), mask=mask)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
+            s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
+            z = tl.randn(seed, first + idx)
+            tl.store(p_ptr + p_off + idx, (m + z / tl.sqrt(scale * (s + shift))).to(p_ptr.dtype.element_ty), mask=mask)
 
 
 def gaussian_sample(
@@ -68,9 +79,12 @@ def _normal_kernel(out_ptr, table_ptr, seed, NCOL: tl.constexpr, ALIGNED: tl.con
     o_off = chunk_offset(table_ptr, pid, 0, NCOL, ALIGNED)
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        tl.store(out_ptr + o_off + idx, tl.randn(seed, first + idx), mask=idx < n)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            tl.store(out_ptr + o_off + idx, tl.randn(seed, first + idx), mask=mask)
 
 
 def normal_like(tensors: Sequence[Tensor], seed: int, offset: int = 0) -> list[Tensor]:

@@ -14,6 +14,8 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
+    block_mask,
+    block_start,
     chunk_count,
     chunk_offset,
     config,
@@ -44,14 +46,16 @@ def _sum_of_squares_kernel(
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     if ADAPTIVE:
         w_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32)
-        if ADAPTIVE:
-            w = tl.load(w_ptr + w_off + idx, mask=mask, other=0.0).to(tl.float32)
-            g = (tl.abs(w) + eta) * g
-        acc += g * g
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32)
+            if ADAPTIVE:
+                w = tl.load(w_ptr + w_off + idx, mask=mask, other=0.0).to(tl.float32)
+                g = (tl.abs(w) + eta) * g
+            acc += g * g
     total = tl.sum(acc, axis=0)
     if HAS_MULT:
         m = tl.load(mult_ptr)

@@ -18,6 +18,8 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
+    block_mask,
+    block_start,
     chunk_count,
     chunk_offset,
     config,
@@ -55,21 +57,23 @@ def _perturb_kernel(
     scale = tl.where(norm > 0, rho / tl.maximum(norm, 1e-38), 0.0)
     if HAS_MULT:
         scale = scale * tl.load(mult_ptr)
-    for start in range(0, n, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < n
-        w_raw = tl.load(w_ptr + w_off + idx, mask=mask)
-        w = w_raw.to(tl.float32)
-        e = tl.load(g_ptr + g_off + idx, mask=mask).to(tl.float32) * scale
-        if ADAPTIVE:
-            t = tl.abs(w) + eta
-            e = e * t * t
-        moved = (w + e).to(w_raw.dtype)
-        if SWAP:
-            tl.store(out_ptr + o_off + idx, moved, mask=mask)
-        else:
-            tl.store(out_ptr + o_off + idx, w_raw, mask=mask)
-            tl.store(w_ptr + w_off + idx, moved, mask=mask)
+    full = n - n % BLOCK
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+        for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
+            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
+            mask = block_mask(idx, n, phase == 1, BLOCK)
+            w_raw = tl.load(w_ptr + w_off + idx, mask=mask)
+            w = w_raw.to(tl.float32)
+            e = tl.load(g_ptr + g_off + idx, mask=mask).to(tl.float32) * scale
+            if ADAPTIVE:
+                t = tl.abs(w) + eta
+                e = e * t * t
+            moved = (w + e).to(w_raw.dtype)
+            if SWAP:
+                tl.store(out_ptr + o_off + idx, moved, mask=mask)
+            else:
+                tl.store(out_ptr + o_off + idx, w_raw, mask=mask)
+                tl.store(w_ptr + w_off + idx, moved, mask=mask)
 
 
 def sam_perturb(
