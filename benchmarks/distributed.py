@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (mean +- std)")
     parser.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
     args = parser.parse_args()
+    origin = provenance_markdown()  # before any results file is rewritten (it would read as uncommitted)
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     devices = args.devices or (torch.cuda.device_count() if accelerator == "gpu" else 2)
 
@@ -205,7 +206,7 @@ def main() -> None:
         "of a shared 2-core machine is large; the GPU target (SAM within 5 % of SGD's efficiency) needs several "
         "GPUs (scripts/gpu_check.sh runs this when a machine has them).",
         "",
-        provenance_markdown(),
+        origin,
     ]
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"distributed_{'gpu' if accelerator == 'gpu' else 'cpu'}.md"

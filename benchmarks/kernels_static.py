@@ -58,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
     args = parser.parse_args()
+    origin = provenance_markdown()  # before any results file is rewritten (it would read as uncommitted)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from aipflow.kernels import _multi_tensor as mt
     from aipflow.kernels.aot import compile_in_subprocess, exercise_dispatch, recorded_launches
@@ -142,7 +143,7 @@ def main() -> None:
         "(LDG.E.64 also counts the launch table's int64 entries); the 32-bit and 16-bit accesses left are the masked "
         "tail of each chunk and the unaligned variants.",
         "",
-        provenance_markdown(),
+        origin,
     ]
     if errors:
         lines[-2:-2] = [
