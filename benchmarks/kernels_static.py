@@ -1,9 +1,9 @@
 """Static evidence about aipflow's Triton kernels on real GPUs, from this machine (no GPU): every specialisation the
-ops launch is compiled ahead of time for sm_80 and sm_90 (aipflow.kernels.aot), and ptxas and the SASS say what
+ops launch is compiled ahead of time for sm_80, sm_90 and sm_100 (aipflow.kernels.aot), and ptxas and the SASS say what
 each would use and do: registers, spills, stack, shared memory, an occupancy estimate, and the width of every
 global load and store (32-bit ``LDG.E``, 64-bit ``LDG.E.64``, 128-bit ``LDG.E.128``, 16-bit ``.U16``).
 
-    python benchmarks/kernels_static.py [--arch 80 90]
+    python benchmarks/kernels_static.py [--arch 80 90 100]
 
 Writes benchmarks/results/kernels_static.md (per kernel, pointer dtypes and target) and kernels_static.csv (every
 specialisation). This is the performance evidence until a GPU is lent; scripts/gpu_check.sh measures.
@@ -27,6 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SM = {
     80: {"regs": 65536, "warps": 64, "blocks": 32, "shared": 164 * 1024},
     90: {"regs": 65536, "warps": 64, "blocks": 32, "shared": 228 * 1024},
+    100: {"regs": 65536, "warps": 64, "blocks": 32, "shared": 228 * 1024},
 }
 
 
@@ -56,7 +57,7 @@ def widths(memory: dict[str, int], op: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90, 100])
     args = parser.parse_args()
     origin = provenance_markdown()  # before any results file is rewritten (it would read as uncommitted)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

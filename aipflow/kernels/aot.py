@@ -7,7 +7,7 @@ registers, spills or memory instructions. This module
    dtype of every pointer, the type of every scalar, its constexpr flags and ``num_warps``, exactly as the
    dispatch code chose them; :func:`exercise_dispatch` drives every op through its options (each flag on and off
    from a base call, for fp32 / fp16 / bf16 parameters, aligned and unaligned tensors);
-2. compiles each specialisation with Triton's real compiler for a ``GPUTarget`` (sm_80, sm_90) to PTX and cubin,
+2. compiles each specialisation with Triton's real compiler for a ``GPUTarget`` (sm_80, sm_90, sm_100) to PTX and cubin,
    and reads the cubin with the ``cuobjdump`` shipped in the triton wheel: registers, stack / local memory
    (spills), shared memory, and the width of every global load and store in the SASS.
 
@@ -42,7 +42,7 @@ __all__ = [
     "recorded_launches",
 ]
 
-TARGETS = (80, 90)
+TARGETS = (80, 90, 100)  # A100, H100, B200 (ptxas-blackwell, bundled with triton)
 _TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int64": "i64", "int32": "i32", "uint8": "u8"}
 
 

@@ -1,5 +1,5 @@
-"""Every kernel specialisation the ops launch, compiled ahead of time by Triton's real compiler for sm_80 and
-sm_90 (no GPU needed): a compile error or a register spill fails CI. The specialisations are recorded while the
+"""Every kernel specialisation the ops launch, compiled ahead of time by Triton's real compiler for sm_80, sm_90
+and sm_100 (no GPU needed): a compile error or a register spill fails CI. The specialisations are recorded while the
 ops run in the interpreter with the default launch configuration (BLOCK 1024, 4 warps), so they are the ones the
 dispatcher chooses, flag by flag, for fp32 / fp16 / bf16 and aligned / unaligned tensors."""
 
