@@ -110,8 +110,9 @@ def main() -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         if "error" not in r:
-            dtypes = r["label"].split("[", 1)[1].split("]", 1)[0]
-            groups.setdefault((r["kernel"], dtypes, r["arch"]), []).append(r)
+            dtypes, flags = r["label"].split("[", 1)[1].split("]", 1)
+            aligned = "yes" if "ALIGNED" in flags else "no"
+            groups.setdefault((r["kernel"], dtypes, aligned, r["arch"]), []).append(r)
     targets = ", ".join(f"sm_{a}" for a in args.arch)
     lines = [
         "# Triton kernels compiled ahead of time: static report",
@@ -119,22 +120,24 @@ def main() -> None:
         f"{len(specs)} specialisations (every kernel, as the ops launch it: each flag both ways, fp32 / fp16 / bf16 "
         f"parameters, aligned and unaligned tensors; BLOCK 1024) compiled for {targets} "
         f"by Triton's compiler on a machine without a GPU; {len(errors)} failed to compile. Per kernel, pointer dtypes "
-        "and target, over its flag combinations: registers (ptxas), spill stores + loads, stack frame, occupancy "
+        "and target, over its flag combinations (aligned: every tensor 16-byte aligned, as fresh allocations are; the "
+        "widest variant's accesses shown): registers (ptxas), spill stores + loads, stack frame, occupancy "
         "(resident warps / 64, from registers, shared memory and the block limit), and the global loads / stores "
         "in the SASS by access width (b = bits, x = instructions). Every specialisation: kernels_static.csv.",
         "",
-        "| kernel | pointers | target | variants | registers | spills | stack | occupancy | loads | stores |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| kernel | pointers | aligned | target | variants | registers | spills | stack | occupancy | loads | stores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (kernel, dtypes, arch), rows in sorted(groups.items()):
+    for (kernel, dtypes, aligned, arch), rows in sorted(groups.items()):
         regs = sorted(r["registers"] for r in rows)
         spills = max(r["spill_stores"] + r["spill_loads"] for r in rows)
         stack = max(r["stack"] for r in rows)
         occ = min(occupancy(r) for r in rows)
         widest = max(rows, key=lambda r: sum(r["global_memory"].values()))
         lines.append(
-            f"| {kernel} | {dtypes} | sm_{arch} | {len(rows)} | {regs[0]}-{regs[-1]} | {spills} | {stack} | "
-            f">= {occ:.2f} | {widths(widest['global_memory'], 'LDG')} | {widths(widest['global_memory'], 'STG')} |"
+            f"| {kernel} | {dtypes} | {aligned} | sm_{arch} | {len(rows)} | {regs[0]}-{regs[-1]} | {spills} | "
+            f"{stack} | >= {occ:.2f} | {widths(widest['global_memory'], 'LDG')} | "
+            f"{widths(widest['global_memory'], 'STG')} |"
         )
     lines += [
         "",
