@@ -168,21 +168,17 @@ def chunk_offset(table_ptr, pid, col: tl.constexpr, NCOL: tl.constexpr, ALIGNED:
 
 
 @triton.jit
-def block_start(start, BLOCK: tl.constexpr):
-    """A block's first element, a multiple of BLOCK by construction (the hint lets aligned accesses vectorise)."""
-    return tl.multiple_of(start, BLOCK)
-
-
-@triton.jit
-def block_mask(idx, n, TAIL: tl.constexpr, BLOCK: tl.constexpr):
-    """All true in a chunk's whole blocks (the compiler may then use 128-bit accesses); ``idx < n`` in its tail.
-    Kernels loop ``for phase in tl.static_range(2)`` over ``[0, full)`` then ``[full, n)``, ``full`` the largest
-    multiple of BLOCK not above n, so that one body serves both."""
+def block_indices(start, n, TAIL: tl.constexpr, BLOCK: tl.constexpr):
+    """A block's element indices and mask. ``start`` is a multiple of BLOCK by construction (the hint lets aligned
+    accesses vectorise); the mask is all true in a chunk's whole blocks (the compiler may then use 128-bit
+    accesses) and ``idx < n`` in its tail. Kernels loop ``for phase in tl.static_range(2)`` over ``[0, full)``
+    then ``[full, n)``, ``full`` the largest multiple of BLOCK not above n, so that one body serves both."""
+    idx = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
     if TAIL:
         mask = idx < n
     else:
         mask = tl.full([BLOCK], 1, tl.int1)
-    return mask
+    return idx, mask
 
 
 @triton.jit

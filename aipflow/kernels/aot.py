@@ -174,40 +174,23 @@ def exercise_dispatch() -> None:
         for options in ({}, {"adaptive": True, "eta": 0.01}, {"mode": "copy"}, {"grad_scale": one}):
             sam.sam_perturb(w(), grads, w(), 0.05, **{"squared_norm": one, **options})
 
-        sgd_base = {"lr": 0.1, "momentum": 0.9}
-        sgd_variants = (
-            {},
-            {"momentum": 0.0},
-            {"nesterov": True},
-            {"maximize": True},
-            {"first": True},
-            {"backups": "copy"},
-            {"grad_scale": one},
-            {"found_inf": torch.zeros(1)},
-            {"clip_coef": one},
-        )
-        for variant in sgd_variants:
-            options = {**sgd_base, **variant}
-            if options.get("backups") == "copy":
-                options["backups"] = w()
-            params = w()
-            buffers = state(params) if options["momentum"] else None
-            descent.sgd_step(params, w(), buffers, **options)
-        adam_variants = (
-            {},
-            {"decoupled": False},
-            {"maximize": True},
-            {"backups": "copy"},
-            {"grad_scale": one},
-            {"found_inf": torch.zeros(1)},
-            {"clip_coef": one},
-        )
-        for variant in adam_variants:
-            options = {"lr": 1e-3, "step": 1, "weight_decay": 0.01, **variant}
-            if options.get("backups") == "copy":
-                options["backups"] = w()
-            params = w()
-            descent.adam_step(params, w(), state(params), state(params), **options)
+        # the descent steps: a base call, then each option alone ("copy": fresh tensors like the parameters)
+        amp = ({"grad_scale": one}, {"found_inf": torch.zeros(1)}, {"clip_coef": one})
+        sgd = ({}, {"momentum": 0.0}, {"nesterov": True}, {"maximize": True}, {"first": True}, {"backups": "copy"})
+        adam = ({}, {"decoupled": False}, {"maximize": True}, {"backups": "copy"})
+        for step, base, variants in (
+            (descent.sgd_step, {"lr": 0.1, "momentum": 0.9}, sgd + amp),
+            (descent.adam_step, {"lr": 1e-3, "step": 1, "weight_decay": 0.01}, adam + amp),
+        ):
+            for variant in variants:
+                options = {**base, **variant}
+                if options.get("backups") == "copy":
+                    options["backups"] = w()
+                params = w()
+                if step is descent.sgd_step:
+                    step(params, w(), state(params) if options["momentum"] else None, **options)
+                else:
+                    step(params, w(), state(params), state(params), **options)
 
         noise.normal_like(w(), seed=1)
         params = w()

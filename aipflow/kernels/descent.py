@@ -20,8 +20,7 @@ from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
     as_flag,
-    block_mask,
-    block_start,
+    block_indices,
     chunk_count,
     chunk_offset,
     config,
@@ -80,10 +79,9 @@ def _sgd_kernel(
     mult = grad_factor(mult_ptr, HAS_MULT)
     go = proceed(inf_ptr, HAS_INF)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             upd = mask & (go != 0)
             w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
             w = w_raw.to(tl.float32)
@@ -206,10 +204,9 @@ def _adam_kernel(
     go = proceed(inf_ptr, HAS_INF)
     step_size = lr / bias_correction1
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             upd = mask & (go != 0)
             w_raw = load_weights(w_ptr, w_off, src_ptr, s_off, idx, mask, upd, RESTORE)
             w = w_raw.to(tl.float32)

@@ -14,8 +14,7 @@ from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
     as_flag,
-    block_mask,
-    block_start,
+    block_indices,
     chunk_count,
     chunk_global,
     chunk_offset,
@@ -72,10 +71,9 @@ def _accumulate_kernel(
     n = chunk_count(table_ptr, pid, NCOL)
     mult = grad_factor(mult_ptr, HAS_MULT)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32) * mult
             h = tl.load(h_ptr + h_off + idx, mask=mask, other=1.0)
             eps = tl.randn(seed, first + idx)
@@ -166,10 +164,9 @@ def _update_kernel(
     mult = grad_factor(mult_ptr, HAS_MULT)
     go = proceed(inf_ptr, HAS_INF)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             upd = mask & (go != 0)
             m_raw = load_weights(p_ptr, p_off, src_ptr, src_off, idx, mask, upd, RESTORE)
             m = m_raw.to(tl.float32)

@@ -14,8 +14,7 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
-    block_mask,
-    block_start,
+    block_indices,
     chunk_count,
     chunk_global,
     chunk_offset,
@@ -36,10 +35,9 @@ def _sample_kernel(
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             m = tl.load(m_ptr + m_off + idx, mask=mask).to(tl.float32)
             s = tl.load(s_ptr + s_off + idx, mask=mask, other=1.0)
             z = tl.randn(seed, first + idx)
@@ -80,10 +78,9 @@ def _normal_kernel(out_ptr, table_ptr, seed, NCOL: tl.constexpr, ALIGNED: tl.con
     first = chunk_global(table_ptr, pid, NCOL)
     n = chunk_count(table_ptr, pid, NCOL)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             tl.store(out_ptr + o_off + idx, tl.randn(seed, first + idx), mask=mask)
 
 

@@ -14,8 +14,7 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
-    block_mask,
-    block_start,
+    block_indices,
     chunk_count,
     chunk_offset,
     config,
@@ -47,10 +46,9 @@ def _sum_of_squares_kernel(
     if ADAPTIVE:
         w_off = chunk_offset(table_ptr, pid, 1, NCOL, ALIGNED)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             g = tl.load(g_ptr + g_off + idx, mask=mask, other=0.0).to(tl.float32)
             if ADAPTIVE:
                 w = tl.load(w_ptr + w_off + idx, mask=mask, other=0.0).to(tl.float32)

@@ -18,8 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from aipflow.kernels._multi_tensor import (
-    block_mask,
-    block_start,
+    block_indices,
     chunk_count,
     chunk_offset,
     config,
@@ -58,10 +57,9 @@ def _perturb_kernel(
     if HAS_MULT:
         scale = scale * tl.load(mult_ptr)
     full = n - n % BLOCK
-    for phase in tl.static_range(2):  # whole blocks, then the tail (block_mask)
+    for phase in tl.static_range(2):  # whole blocks, then the tail (block_indices)
         for start in range(0 if phase == 0 else full, full if phase == 0 else n, BLOCK):
-            idx = block_start(start, BLOCK) + tl.arange(0, BLOCK)
-            mask = block_mask(idx, n, phase == 1, BLOCK)
+            idx, mask = block_indices(start, n, phase == 1, BLOCK)
             w_raw = tl.load(w_ptr + w_off + idx, mask=mask)
             w = w_raw.to(tl.float32)
             e = tl.load(g_ptr + g_off + idx, mask=mask).to(tl.float32) * scale
