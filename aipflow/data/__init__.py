@@ -1,6 +1,7 @@
 from aipflow.data.checks import check_finite_features
 from aipflow.data.digits import DigitsDataModule, IndexedDataset
 from aipflow.data.noise import NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
+from aipflow.data.sources import open_dataset
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "NoisyLabels",
     "apply_label_noise",
     "feature_scale",
+    "open_dataset",
     "pair_flip_noise",
     "stratified_split",
     "symmetric_noise",

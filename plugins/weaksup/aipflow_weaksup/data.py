@@ -18,7 +18,6 @@ holds labelled positives in their overall proportion (stratified), so that each 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -26,37 +25,16 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from aipflow.data import check_finite_features, feature_scale, stratified_split
+from aipflow.data import open_dataset as core_open_dataset
 
 SETTINGS = ("two_sample", "one_sample")
 
 
-FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
 def open_dataset(dataset: str):
-    """A Hugging Face dataset: a ``save_to_disk`` folder, a ``.csv`` / ``.json`` / ``.jsonl`` / ``.parquet`` file, or
-    a hub name (``load_dataset``; offline only if it is in the local cache); of a ``DatasetDict`` the ``train``
-    split."""
-    import datasets as hf
-
-    path = Path(dataset)
-    if path.is_dir():
-        data = hf.load_from_disk(str(path))
-    elif path.suffix in FILE_FORMATS:
-        if not path.exists():
-            raise ValueError(f"data.dataset: no file at {dataset!r}")
-        data = hf.load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
-    else:
-        try:
-            data = hf.load_dataset(dataset, split="train")
-        except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
-            raise ValueError(
-                f"data.dataset={dataset!r} is not 'digits', a saved dataset folder, a data file or a loadable hub "
-                f"dataset ({type(err).__name__}: {err})"
-            ) from err
-    if isinstance(data, hf.DatasetDict):
-        data = data["train"] if "train" in data else next(iter(data.values()))
-    return data
+    """The ``train`` split (or the first) of a Hugging Face source, opened by the core's loader
+    (:func:`aipflow.data.open_dataset`: a saved folder, a data file, an image folder or a hub name)."""
+    splits = core_open_dataset(dataset)
+    return splits["train"] if "train" in splits else next(iter(splits.values()))
 
 
 def dataset_column(data, column: str, field: str, dataset: str):

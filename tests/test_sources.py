@@ -1,0 +1,78 @@
+"""aipflow.data.open_dataset: one loader for every Hugging Face source (issue 15's first piece; weaksup reads its
+data through it): files of each format, saved datasets with and without splits, image folders, and the errors."""
+
+import numpy as np
+import pytest
+
+from aipflow.data import open_dataset
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    import datasets as hf
+    from sklearn.datasets import load_wine
+
+    raw = load_wine()
+    root = tmp_path_factory.mktemp("sources")
+    table = hf.Dataset.from_dict({f"f{i}": raw.data[:, i].tolist() for i in range(13)} | {"label": raw.target.tolist()})
+    table.to_csv(str(root / "wine.csv"))
+    table.to_json(str(root / "wine.jsonl"))
+    table.to_parquet(str(root / "wine.parquet"))
+    table.save_to_disk(str(root / "saved"))
+    hf.DatasetDict({"train": table.select(range(150)), "test": table.select(range(150, 178))}).save_to_disk(
+        str(root / "saved_splits")
+    )
+    return root, raw
+
+
+@pytest.mark.parametrize("name", ["wine.csv", "wine.jsonl", "wine.parquet", "saved"])
+def test_files_and_saved_folders_give_the_same_rows(wine, name):
+    root, raw = wine
+    splits = open_dataset(str(root / name))
+    assert list(splits) == ["train"]
+    train = splits["train"]
+    assert np.array_equal(np.asarray(train["label"]), raw.target)
+    assert np.allclose(np.asarray(train["f3"], dtype=np.float64), raw.data[:, 3], rtol=1e-6)
+
+
+def test_a_saved_dataset_dict_keeps_its_splits(wine):
+    root, _ = wine
+    splits = open_dataset(str(root / "saved_splits"))
+    assert {name: len(split) for name, split in splits.items()} == {"train": 150, "test": 28}
+
+
+def test_an_image_folder_gives_lazily_decoded_images_and_class_labels(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for split, rows in (("train", range(0, 60)), ("test", range(60, 80))):
+        for i in rows:
+            folder = tmp_path / "digits" / split / str(digits.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((digits.images[i] * 15.9).astype(np.uint8)).save(folder / f"{i}.png")
+    splits = open_dataset(str(tmp_path / "digits"))
+    assert {name: len(split) for name, split in splits.items()} == {"train": 60, "test": 20}
+    first = splits["train"][0]
+    assert first["image"].size == (8, 8)  # a PIL image, decoded on access
+    names = splits["train"].features["label"].names
+    assert sorted(names) == sorted({str(t) for t in digits.target[:60]})
+
+
+def test_bad_sources_are_one_clear_line(tmp_path, monkeypatch):
+    import datasets as hf
+    import huggingface_hub
+
+    monkeypatch.setattr(hf.config, "HF_HUB_OFFLINE", True)  # no network: fail fast on the unknown hub name
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=r"data.source: no file at '.*missing.csv'"):
+        open_dataset(str(tmp_path / "missing.csv"), field="data.source")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no data here")
+    with pytest.raises(ValueError, match="is a folder but neither a saved dataset .* nor an image folder"):
+        open_dataset(str(tmp_path / "notes"))
+    with pytest.raises(ValueError, match="data.dataset='no-such/dataset-here' is not a saved dataset folder"):
+        open_dataset("no-such/dataset-here")
+    (tmp_path / "empty.csv").write_text("a,label\n")
+    with pytest.raises(ValueError, match="could not be read as csv"):
+        open_dataset(str(tmp_path / "empty.csv"))
