@@ -10,6 +10,7 @@ _CORE_COMPONENTS: dict[str, str] = {
     "ClassificationTask": "aipflow.tasks.classification:ClassificationTask",
     "CoTeachingTask": "aipflow.tasks.coteaching:CoTeachingTask",
     "DigitsDataModule": "aipflow.data.digits:DigitsDataModule",
+    "HFDataModule": "aipflow.data.hf:HFDataModule",
     # networks
     "MLP": "aipflow.models:MLP",
     "SmallCNN": "aipflow.models:SmallCNN",

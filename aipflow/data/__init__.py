@@ -1,5 +1,6 @@
 from aipflow.data.checks import check_finite_features
 from aipflow.data.digits import DigitsDataModule, IndexedDataset
+from aipflow.data.hf import HFDataModule
 from aipflow.data.noise import NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
 from aipflow.data.sources import open_dataset
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
@@ -8,6 +9,7 @@ __all__ = [
     "check_finite_features",
     "DigitsDataModule",
     "EpochShuffleSampler",
+    "HFDataModule",
     "IndexedDataset",
     "NoisyLabels",
     "apply_label_noise",

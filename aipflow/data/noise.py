@@ -44,6 +44,8 @@ class NoisyLabels:
     def summary(self) -> str:
         if self.kind == "none":
             return "clean (no label noise)"
+        if self.kind == "column":
+            return f"a noisy label column, realised rate {self.realised_rate:.4f} against the clean labels"
         return f"{self.kind} noise: requested {self.rate:.3f}, realised {self.realised_rate:.4f}"
 
 

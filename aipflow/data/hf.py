@@ -1,0 +1,325 @@
+"""Classification on your own data: any Hugging Face source (:func:`aipflow.data.open_dataset`: a CSV / JSON /
+parquet / arrow file, a saved dataset, a hub name) with feature columns, a clean label column, and label noise
+either generated (as for digits) or read from a noisy label column (crowd labels, as in CIFAR-10N)."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from aipflow.data.checks import check_finite_features
+from aipflow.data.noise import (
+    NOISE_KINDS,
+    SYMMETRIC_CONVENTIONS,
+    NoisyLabels,
+    apply_label_noise,
+    empirical_transition_matrix,
+)
+from aipflow.data.sources import open_dataset
+from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
+
+__all__ = ["HFDataModule"]
+
+_VALIDATION_NAMES = ("validation", "valid", "val", "dev")
+
+
+class _Rows(Dataset):
+    """Rows as dicts ``x, y, clean_y, index`` (and ``weight`` when a weight column is given)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, clean_y: torch.Tensor, weight: torch.Tensor | None) -> None:
+        self.x, self.y, self.clean_y, self.weight = x, y, clean_y, weight
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = {"x": self.x[i], "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
+        if self.weight is not None:
+            row["weight"] = self.weight[i]
+        return row
+
+
+class HFDataModule(L.LightningDataModule):
+    """Tabular classification over any Hugging Face source.
+
+    Splits: the source's own ``train`` / ``validation`` / ``test`` when present; a missing validation (or test)
+    split is carved from ``train``, seeded and stratified, with the fractions given; the result is recorded in
+    ``split_report``. Features: ``feature_columns`` (numbers, or one column of equal-length lists), or every
+    numeric column but the labels and weights; standardised with the training split's statistics.
+
+    Labels: ``label_column`` holds the clean labels: integer class ids, a ``ClassLabel`` (its names are kept in
+    ``class_names``) or strings (mapped to ids in sorted order). Label noise on the training split either from the
+    core's generators (``noise``, as for digits; validation and test stay clean), or read from
+    ``noisy_label_column``: the training label is that column, the clean column is kept for evaluation and the
+    realised noise rate and transition matrix are computed (``noise_report``). ``weight_column`` passes a per-row
+    weight (e.g. annotator agreement) in each batch as ``weight``.
+
+    Args:
+        source: the data (see :func:`aipflow.data.open_dataset`).
+        num_classes: when given, labels must lie in ``[0, num_classes)``; else it is the number of classes found.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        label_column: str = "label",
+        feature_columns: list[str] | None = None,
+        noisy_label_column: str | None = None,
+        weight_column: str | None = None,
+        num_classes: int | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        noise: str | None = None,
+        noise_rate: float = 0.0,
+        noise_convention: str = "exact",
+        noise_seed: int = 0,
+        noise_class_map: dict[int, int] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if noise is not None and noise not in NOISE_KINDS:
+            raise ValueError(f"data.noise must be one of {NOISE_KINDS} or null, got {noise!r}")
+        if noise is not None and noisy_label_column is not None:
+            raise ValueError("data.noise and data.noisy_label_column exclude each other: the noisy column is the noise")
+        if noise_convention not in SYMMETRIC_CONVENTIONS:
+            raise ValueError(f"data.noise_convention must be one of {SYMMETRIC_CONVENTIONS}, got {noise_convention!r}")
+        if not 0.0 <= noise_rate < 1.0:
+            raise ValueError(f"data.noise_rate must lie in [0, 1), got {noise_rate}")
+        if num_classes is not None and num_classes < 2:
+            raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
+        self.save_hyperparameters()
+        self.noise_report: NoisyLabels | None = None
+        self.class_names: list[str] | None = None
+        self.split_report = ""
+        self.sets: dict[str, _Rows] = {}
+
+    # ------------------------------------------------------------------------------------------------- setup
+    @property
+    def train_size(self) -> int | None:
+        return len(self.sets["train"]) if "train" in self.sets else None
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return self._num_classes
+
+    @property
+    def num_features(self) -> int:
+        self.setup()
+        return int(self.sets["train"].x.shape[1])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.sets:
+            return
+        hp = self.hparams
+        splits = open_dataset(hp.source, "data.source")
+        if "train" not in splits:
+            raise ValueError(f"data.source={hp.source!r} has no train split (splits: {sorted(splits)})")
+        tables = self._assign_splits(splits)
+        labels = self._labels(tables)
+        features = self._features(tables)
+        mean, scale = feature_scale(features["train"], np.arange(len(features["train"])))
+        clean_train = torch.from_numpy(labels["train"])
+        if hp.noisy_label_column is not None:
+            noisy = torch.from_numpy(self._label_ids(tables["train"], hp.noisy_label_column, "noisy_label_column"))
+            self.noise_report = NoisyLabels(
+                noisy=noisy,
+                clean=clean_train,
+                kind="column",
+                rate=float("nan"),
+                realised_rate=float((noisy != clean_train).float().mean()),
+                transition_matrix=empirical_transition_matrix(clean_train, noisy, self._num_classes),
+            )
+        else:
+            x_train = torch.from_numpy(((features["train"] - mean) / scale).astype(np.float32))
+            self.noise_report = apply_label_noise(
+                clean_train,
+                self._num_classes,
+                hp.noise,
+                hp.noise_rate,
+                hp.noise_convention,
+                hp.noise_seed,
+                features=x_train,
+                class_map=hp.noise_class_map,
+            )
+        for name, table in tables.items():
+            x = torch.from_numpy(((features[name] - mean) / scale).astype(np.float32))
+            clean = torch.from_numpy(labels[name])
+            y = self.noise_report.noisy if name == "train" else clean
+            weight = None
+            if hp.weight_column is not None:
+                column = _column(table, hp.weight_column, "weight_column", hp.source)
+                weight = torch.as_tensor(np.asarray(column, dtype=np.float32))
+                check_finite_features(weight.numpy()[:, None], f"data.weight_column={hp.weight_column!r}")
+            self.sets[name] = _Rows(x, y.long(), clean.long(), weight)
+        rank_zero_info(
+            f"[{hp.source}] {self.split_report}; {self._num_classes} classes, {features['train'].shape[1]} features; "
+            f"training labels: {self.noise_report.summary()}; batch {hp.batch_size}, workers {hp.num_workers}, "
+            f"pin_memory {hp.pin_memory}"
+        )
+
+    def _assign_splits(self, splits: dict) -> dict:
+        hp = self.hparams
+        validation = next((splits[n] for n in _VALIDATION_NAMES if n in splits), None)
+        test = splits.get("test")
+        train = splits["train"]
+        carve_val, carve_test = validation is None, test is None
+        parts = {"train": train, "val": validation, "test": test}
+        if carve_val or carve_test:
+            strata = self._label_ids(train, hp.label_column, "label_column", provisional=True)
+            if carve_val and carve_test:
+                rows_train, rows_val, rows_test = stratified_split(
+                    strata, hp.val_fraction, hp.test_fraction, hp.split_seed
+                )
+                parts["val"], parts["test"] = train.select(np.sort(rows_val)), train.select(np.sort(rows_test))
+            else:
+                fraction = hp.val_fraction if carve_val else hp.test_fraction
+                rows_train, rows_held = _carve(strata, fraction, hp.split_seed)
+                parts["val" if carve_val else "test"] = train.select(np.sort(rows_held))
+            parts["train"] = train.select(np.sort(rows_train))
+        own = [n for n, carved in (("validation", carve_val), ("test", carve_test)) if not carved]
+        carved = [n for n, c in (("validation", carve_val), ("test", carve_test)) if c]
+        self.split_report = (
+            f"splits train {len(parts['train'])} / val {len(parts['val'])} / test {len(parts['test'])}"
+            + (f" (the source's own {', '.join(own)})" if own else "")
+            + (f" ({', '.join(carved)} carved from train, stratified, seed {hp.split_seed})" if carved else "")
+        )
+        for name, table in parts.items():
+            if len(table) == 0:
+                raise ValueError(f"data.source={hp.source!r}: the {name} split is empty; change the fractions")
+        return parts
+
+    def _labels(self, tables: dict) -> dict[str, np.ndarray]:
+        hp = self.hparams
+        feature = tables["train"].features.get(hp.label_column)
+        names = getattr(feature, "names", None)
+        if names is None and _is_text(tables["train"], hp.label_column, hp.source):
+            found = set()
+            for table in tables.values():
+                found |= {str(v) for v in _column(table, hp.label_column, "label_column", hp.source)}
+            names = sorted(found)
+        self.class_names = list(names) if names is not None else None
+        labels = {n: self._label_ids(t, hp.label_column, "label_column") for n, t in tables.items()}
+        found_k = int(max(int(v.max()) for v in labels.values())) + 1
+        k = hp.num_classes or (len(names) if names is not None else found_k)
+        for name, values in labels.items():
+            if values.min() < 0 or values.max() >= k:
+                raise ValueError(
+                    f"data.label_column={hp.label_column!r}: the {name} split has class ids in "
+                    f"[{int(values.min())}, {int(values.max())}], expected [0, {k - 1}]"
+                    + (" (data.num_classes)" if hp.num_classes else "")
+                )
+        absent = sorted(set(range(k)) - set(np.unique(labels["train"]).tolist()))
+        if absent:
+            shown = [self.class_names[c] for c in absent] if self.class_names else absent
+            raise ValueError(
+                f"data.label_column={hp.label_column!r}: classes {shown} never occur in the training split"
+            )
+        self._num_classes = k
+        return labels
+
+    def _label_ids(self, table, column: str, field: str, provisional: bool = False) -> np.ndarray:
+        """Integer class ids of ``column``: a ClassLabel's ids, strings by ``class_names``, or integers."""
+        hp = self.hparams
+        values = _column(table, column, field, hp.source)
+        if _is_text(table, column, hp.source):
+            if provisional:  # stratifying before the class names are fixed: any consistent ids will do
+                return np.unique(np.asarray(values, dtype=str), return_inverse=True)[1]
+            index = {name: i for i, name in enumerate(self.class_names or [])}
+            unknown = sorted({str(v) for v in values} - set(index))
+            if unknown:
+                raise ValueError(
+                    f"data.{field}={column!r} holds classes {unknown[:5]} that the clean labels "
+                    f"({hp.label_column!r}) do not have: {self.class_names}"
+                )
+            return np.asarray([index[str(v)] for v in values], dtype=np.int64)
+        array = np.asarray(values)
+        if array.dtype.kind == "f":
+            if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+                raise ValueError(f"data.{field}={column!r} must hold class ids (integers or names), got floats")
+            array = array.astype(np.int64)
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"data.{field}={column!r} must hold class ids (integers or names), got {array.dtype}")
+        return array.astype(np.int64)
+
+    def _features(self, tables: dict) -> dict[str, np.ndarray]:
+        hp = self.hparams
+        train = tables["train"]
+        skip = {hp.label_column, hp.noisy_label_column, hp.weight_column}
+        columns = hp.feature_columns
+        if columns is None:
+            columns = [
+                c
+                for c in train.column_names
+                if c not in skip and getattr(train.features[c], "dtype", "").startswith(("int", "float", "bool"))
+            ]
+            if not columns:
+                raise ValueError(
+                    f"data.source={hp.source!r} has no numeric feature columns (columns: {train.column_names}); "
+                    "name them with data.feature_columns"
+                )
+        out = {}
+        for name, table in tables.items():
+            parts = []
+            for column in columns:
+                values = np.asarray(_column(table, column, "feature_columns", hp.source), dtype=np.float32)
+                parts.append(values.reshape(len(table), -1))
+            x = np.concatenate(parts, axis=1)
+            check_finite_features(x, f"data.source={hp.source!r} ({name} split)", columns=columns)
+            out[name] = x
+        return out
+
+    # ----------------------------------------------------------------------------------------------- loaders
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochShuffleSampler(len(self.sets["train"]), self.hparams.shuffle_seed)
+        return self._loader(self.sets["train"], self.hparams.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.sets["val"], 4 * self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.sets["test"], 4 * self.hparams.batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        self.setup()
+        return self.test_dataloader()
+
+
+def _carve(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows kept and rows held out (``fraction`` of them, stratified, seeded)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"a held-out fraction must lie in (0, 1), got {fraction}")
+    return train_test_split(np.arange(len(strata)), test_size=fraction, stratify=strata, random_state=seed)
+
+
+def _column(table, column: str, field: str, source: str):
+    if column not in table.column_names:
+        raise ValueError(f"data.{field}={column!r} is not a column of {source!r} (columns: {table.column_names})")
+    return table[column]
+
+
+def _is_text(table, column: str, source: str) -> bool:
+    _column(table, column, "label_column", source)
+    return getattr(table.features[column], "dtype", "") in ("string", "large_string")

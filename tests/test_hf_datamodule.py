@@ -1,0 +1,162 @@
+"""HFDataModule: classification on one's own data (a CSV, a saved dataset) with generated label noise or a noisy
+label column; splits, label mapping, scaling, and one clear line for each kind of bad input."""
+
+import functools
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from aipflow.data import HFDataModule
+from aipflow.models import MLP
+from aipflow.tasks import ClassificationTask
+
+NAMES = np.array(["barolo", "grignolino", "barbera"])
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    """Wine as a CSV with class names, a noisy copy of the label (30 % flipped), and an agreement weight."""
+    import datasets as hf
+    from sklearn.datasets import load_wine
+
+    raw = load_wine()
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(raw.target)) < 0.3
+    noisy = np.where(flip, (raw.target + 1) % 3, raw.target)
+    table = {f"f{i}": raw.data[:, i].tolist() for i in range(13)}
+    table |= {
+        "label": NAMES[raw.target].tolist(),
+        "crowd": NAMES[noisy].tolist(),
+        "agreement": rng.random(178).tolist(),
+    }
+    root = tmp_path_factory.mktemp("hfdm")
+    hf.Dataset.from_dict(table).to_csv(str(root / "wine.csv"))
+    ids = {f"f{i}": raw.data[:, i].tolist() for i in range(13)} | {"label": raw.target.tolist()}
+    full = hf.Dataset.from_dict(ids)
+    hf.DatasetDict({"train": full.select(range(0, 178, 2)), "test": full.select(range(1, 178, 2))}).save_to_disk(
+        str(root / "splits")
+    )
+    return root, raw, noisy
+
+
+def test_a_csv_with_class_names_is_split_scaled_and_mapped(wine):
+    root, raw, _ = wine
+    dm = HFDataModule(str(root / "wine.csv"), feature_columns=[f"f{i}" for i in range(13)])
+    dm.setup()
+    assert dm.class_names == sorted(NAMES) and dm.num_classes == 3 and dm.num_features == 13
+    sizes = {name: len(s) for name, s in dm.sets.items()}
+    assert sum(sizes.values()) == 178 and sizes["test"] == pytest.approx(0.2 * 178, abs=1)
+    train = dm.sets["train"]
+    assert torch.allclose(train.x.mean(0), torch.zeros(13), atol=1e-5)  # the training split's statistics
+    index = {name: i for i, name in enumerate(sorted(NAMES))}
+    expected = np.array([index[n] for n in NAMES[raw.target]])
+    # stratified: each split has the class proportions of the whole within one row per class
+    for split in dm.sets.values():
+        counts = np.bincount(split.y.numpy(), minlength=3) / len(split)
+        assert np.allclose(counts, np.bincount(expected) / 178, atol=1.5 / len(split) + 0.02)
+    assert "carved from train" in dm.split_report and torch.equal(train.y, train.clean_y)
+
+
+def test_a_source_with_its_own_test_split_keeps_it(wine):
+    root, _, _ = wine
+    dm = HFDataModule(str(root / "splits"), val_fraction=0.2)
+    dm.setup()
+    assert len(dm.sets["test"]) == 89 and len(dm.sets["train"]) + len(dm.sets["val"]) == 89
+    assert "the source's own test" in dm.split_report and "validation carved from train" in dm.split_report
+
+
+def test_generated_noise_hits_the_training_split_only(wine):
+    root, _, _ = wine
+    dm = HFDataModule(str(root / "wine.csv"), noise="symmetric", noise_rate=0.4, noise_seed=3)
+    dm.setup()
+    train = dm.sets["train"]
+    assert (train.y != train.clean_y).float().mean().item() == pytest.approx(0.4, abs=0.01)
+    assert all(torch.equal(dm.sets[n].y, dm.sets[n].clean_y) for n in ("val", "test"))
+    assert dm.noise_report.realised_rate == pytest.approx(0.4, abs=0.01)
+
+
+def test_a_noisy_label_column_trains_and_the_clean_one_evaluates(wine):
+    root, raw, noisy = wine
+    dm = HFDataModule(str(root / "wine.csv"), noisy_label_column="crowd", weight_column="agreement")
+    dm.setup()
+    train = dm.sets["train"]
+    realised = (train.y != train.clean_y).float().mean().item()
+    assert dm.noise_report.realised_rate == pytest.approx(realised) and 0.2 < realised < 0.4
+    assert torch.allclose(dm.noise_report.transition_matrix.sum(1), torch.ones(3, dtype=torch.float64))
+    assert "noisy label column" in dm.noise_report.summary()
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"x", "y", "clean_y", "index", "weight"} and batch["weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"label_column": "target"}, r"data.label_column='target' is not a column of .* \(columns: \['f0'"),
+        ({"feature_columns": ["f0", "nope"]}, "data.feature_columns='nope' is not a column"),
+        ({"noisy_label_column": "crowd", "noise": "symmetric"}, "exclude each other"),
+        ({"label_column": "f0"}, "data.label_column='f0' must hold class ids"),
+    ],
+)
+def test_bad_options_name_the_field(wine, options, message):
+    root, _, _ = wine
+    with pytest.raises(ValueError, match=message):
+        HFDataModule(str(root / "wine.csv"), **options).setup()
+
+
+def test_bad_data_is_one_clear_line(tmp_path):
+    import datasets as hf
+
+    x = {"a": [0.1, 0.2, 0.3, 0.4] * 10, "b": [1.0, 2.0, 3.0, 4.0] * 10}
+    hf.Dataset.from_dict(x | {"label": [0, 1, 2, 5] * 10}).to_csv(str(tmp_path / "range.csv"))
+    with pytest.raises(ValueError, match=r"class ids in \[0, 5\], expected \[0, 2\]"):
+        HFDataModule(str(tmp_path / "range.csv"), num_classes=3).setup()
+    with pytest.raises(ValueError, match=r"classes \[3, 4\] never occur in the training split"):
+        HFDataModule(str(tmp_path / "range.csv")).setup()
+    hf.Dataset.from_dict({"a": [float("nan")] + [0.5] * 39, "label": [0, 1] * 20}).to_csv(str(tmp_path / "nan.csv"))
+    with pytest.raises(ValueError, match="non-finite"):
+        HFDataModule(str(tmp_path / "nan.csv")).setup()
+    labels = {"label": ["x", "y"] * 20, "crowd": ["x", "z"] * 20}
+    hf.Dataset.from_dict(x | labels).to_csv(str(tmp_path / "classes.csv"))
+    with pytest.raises(ValueError, match=r"data.noisy_label_column='crowd' holds classes \['z'\] that the clean"):
+        HFDataModule(str(tmp_path / "classes.csv"), noisy_label_column="crowd").setup()
+
+
+def fit(root, epochs, ckpt_path=None):
+    torch.manual_seed(0)
+    model = ClassificationTask(
+        MLP(in_features=13, num_classes=3, hidden=(32,), dropout=0.2),
+        optimizer=functools.partial(torch.optim.AdamW, lr=0.01),
+        num_classes=3,
+        reliability_diagram=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        deterministic=True,
+    )
+    features = [f"f{i}" for i in range(13)]
+    dm = HFDataModule(
+        str(root.parent / "wine.csv"), feature_columns=features, noise="symmetric", noise_rate=0.2, batch_size=16
+    )
+    trainer.fit(model, dm, ckpt_path=ckpt_path)
+    return trainer, model, dm
+
+
+def test_trains_and_resumes_bit_for_bit(wine, tmp_path):
+    root, _, _ = wine
+    (root / "a").mkdir(exist_ok=True)
+    (root / "b").mkdir(exist_ok=True)
+    trainer, straight, dm = fit(root / "a", 4)
+    accuracy = trainer.test(straight, dm, verbose=False)[0]["test/acc"]
+    assert accuracy > 0.85  # wine with 20 % noisy training labels, 4 epochs of an MLP
+    first, _, _ = fit(root / "b", 2)
+    ckpt = root / "b" / "two.ckpt"
+    first.save_checkpoint(ckpt)
+    _, resumed, _ = fit(root / "b", 4, ckpt_path=ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
