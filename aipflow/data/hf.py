@@ -96,7 +96,10 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError(f"data.noise_rate must lie in [0, 1), got {noise_rate}")
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
-        self.save_hyperparameters()
+        # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging
+        # and refuses one name with two values (the task's num_classes is the model's)
+        self.save_hyperparameters(ignore=["num_classes"])
+        self.expected_classes = num_classes
         self.noise_report: NoisyLabels | None = None
         self.class_names: list[str] | None = None
         self.split_report = ""
@@ -210,13 +213,13 @@ class HFDataModule(L.LightningDataModule):
         self.class_names = list(names) if names is not None else None
         labels = {n: self._label_ids(t, hp.label_column, "label_column") for n, t in tables.items()}
         found_k = int(max(int(v.max()) for v in labels.values())) + 1
-        k = hp.num_classes or (len(names) if names is not None else found_k)
+        k = self.expected_classes or (len(names) if names is not None else found_k)
         for name, values in labels.items():
             if values.min() < 0 or values.max() >= k:
                 raise ValueError(
                     f"data.label_column={hp.label_column!r}: the {name} split has class ids in "
                     f"[{int(values.min())}, {int(values.max())}], expected [0, {k - 1}]"
-                    + (" (data.num_classes)" if hp.num_classes else "")
+                    + (" (data.num_classes)" if self.expected_classes else "")
                 )
         absent = sorted(set(range(k)) - set(np.unique(labels["train"]).tolist()))
         if absent:
