@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aipflow.data.noise import NOISE_KINDS, SYMMETRIC_CONVENTIONS, NoisyLabels, apply_label_noise
+from aipflow.data.noise import NoisyLabels, apply_label_noise, check_noise_options
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
 
 
@@ -78,12 +78,7 @@ class DigitsDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.val_fraction + data.test_fraction must be < 0.9, got {val_fraction + test_fraction}"
             )
-        if noise is not None and noise not in NOISE_KINDS:
-            raise ValueError(f"data.noise must be one of {NOISE_KINDS} or null, got {noise!r}")
-        if noise_convention not in SYMMETRIC_CONVENTIONS:
-            raise ValueError(f"data.noise_convention must be one of {SYMMETRIC_CONVENTIONS}, got {noise_convention!r}")
-        if not 0.0 <= noise_rate < 1.0:
-            raise ValueError(f"data.noise_rate must lie in [0, 1), got {noise_rate}")
+        check_noise_options(noise, noise_rate, noise_convention)
         self.save_hyperparameters()
         self.noise_report: NoisyLabels | None = None
 

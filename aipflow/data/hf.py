@@ -12,10 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from aipflow.data.checks import check_finite_features
 from aipflow.data.noise import (
-    NOISE_KINDS,
-    SYMMETRIC_CONVENTIONS,
     NoisyLabels,
     apply_label_noise,
+    check_noise_options,
     empirical_transition_matrix,
 )
 from aipflow.data.sources import open_dataset
@@ -86,14 +85,9 @@ class HFDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if noise is not None and noise not in NOISE_KINDS:
-            raise ValueError(f"data.noise must be one of {NOISE_KINDS} or null, got {noise!r}")
+        check_noise_options(noise, noise_rate, noise_convention)
         if noise is not None and noisy_label_column is not None:
             raise ValueError("data.noise and data.noisy_label_column exclude each other: the noisy column is the noise")
-        if noise_convention not in SYMMETRIC_CONVENTIONS:
-            raise ValueError(f"data.noise_convention must be one of {SYMMETRIC_CONVENTIONS}, got {noise_convention!r}")
-        if not 0.0 <= noise_rate < 1.0:
-            raise ValueError(f"data.noise_rate must lie in [0, 1), got {noise_rate}")
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
         # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging

@@ -64,6 +64,16 @@ def _check(labels: torch.Tensor, num_classes: int, rate: float, max_rate: float 
     return labels.long()
 
 
+def check_noise_options(noise: str | None, rate: float, convention: str) -> None:
+    """A data module's label-noise options, each bad one a line naming the field."""
+    if noise is not None and noise not in NOISE_KINDS:
+        raise ValueError(f"data.noise must be one of {NOISE_KINDS} or null, got {noise!r}")
+    if convention not in SYMMETRIC_CONVENTIONS:
+        raise ValueError(f"data.noise_convention must be one of {SYMMETRIC_CONVENTIONS}, got {convention!r}")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"data.noise_rate must lie in [0, 1), got {rate}")
+
+
 def empirical_transition_matrix(clean: torch.Tensor, noisy: torch.Tensor, num_classes: int) -> torch.Tensor:
     counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     counts.index_put_((clean, noisy), torch.ones_like(clean, dtype=torch.float64), accumulate=True)
