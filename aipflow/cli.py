@@ -219,6 +219,20 @@ def main(argv: list[str] | None = None) -> int:
         if not debug:
             print("(add --debug or set AIPFLOW_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2 if _is_input_error(exc) else 1
+    finally:
+        _release_process_group()
+
+
+def _release_process_group() -> None:
+    """Lightning leaves the process group of a multi-process run open; left to interpreter exit, its communication
+    threads were sometimes destroyed while running ("terminate called without an active exception", SIGABRT,
+    exit -6 after a successful run under torchrun). Destroyed here, once the run is over."""
+    if "torch" not in sys.modules:  # info commands never import torch
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _is_input_error(exc: Exception) -> bool:
