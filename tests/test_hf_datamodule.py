@@ -3,7 +3,6 @@ label column; splits, label mapping, scaling, and one clear line for each kind o
 
 import functools
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch
 from aipflow.data import HFDataModule
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
+from tests.lightning.helpers import trainer as quiet_trainer
 
 NAMES = np.array(["barolo", "grignolino", "barbera"])
 
@@ -131,15 +131,7 @@ def fit(root, epochs, ckpt_path=None):
         num_classes=3,
         reliability_diagram=False,
     )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        deterministic=True,
-    )
+    trainer = quiet_trainer(configure_integration=False, max_epochs=epochs, default_root_dir=root, deterministic=True)
     features = [f"f{i}" for i in range(13)]
     dm = HFDataModule(
         str(root.parent / "wine.csv"), feature_columns=features, noise="symmetric", noise_rate=0.2, batch_size=16
@@ -210,16 +202,7 @@ def test_two_processes_share_the_training_split_without_overlap(wine, tmp_path):
     features = [f"f{i}" for i in range(13)]
     dm = HFDataModule(str(root / "wine.csv"), feature_columns=features, batch_size=8)
     strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=2,
-        strategy=strategy,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(configure_integration=False, devices=2, strategy=strategy)
     trainer.fit(RowRecorder(str(tmp_path)), dm)
     rows = [torch.load(tmp_path / f"rows{r}.pt") for r in (0, 1)]
     # each rank its own half: Lightning's distributed sampler (not one rank's copy of the whole); it pads an odd
