@@ -30,6 +30,27 @@ class AipflowCLI(LightningCLI):
             "when omitted",
         )
 
+    _sized_datamodule = None  # the data module set up to size the model, reused for the run
+
+    def before_instantiate_classes(self) -> None:
+        """Fill the model's null sizes from the data (:mod:`aipflow.sizes`), before anything is built."""
+        from aipflow.sizes import DATA_SIZED_ARGUMENTS, data_sizes, fill_from_data
+
+        config = self.config[self.subcommand]
+        if not _has_null(config.get("model"), tuple(DATA_SIZED_ARGUMENTS)) or config.get("data") is None:
+            return
+        self._sized_datamodule = _instantiate(config["data"], "data")
+        filled = fill_from_data(config["model"], data_sizes(self._sized_datamodule))
+        if filled:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(f"aipflow: sizes from the data: {', '.join(filled)}")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self._sized_datamodule is not None:  # the same class and arguments, already set up: not read twice
+            self.datamodule = self._sized_datamodule
+
     def instantiate_trainer(self, **kwargs):
         from aipflow.lightning.checkpoint import complete_callbacks
 
@@ -133,3 +154,29 @@ class AipflowCLI(LightningCLI):
             f"aipflow: the test after fit runs in a new process under {strategy} (Lightning cannot re-shard a model "
             f"it sharded in this one): {command}"
         )
+
+
+def _has_null(node, keys: tuple[str, ...]) -> bool:
+    """Whether a null entry named one of ``keys`` is anywhere in a component config (cheap: no data is read)."""
+    if isinstance(node, list):
+        return any(_has_null(item, keys) for item in node)
+    if not hasattr(node, "__dict__") and not isinstance(node, dict):
+        return False
+    items = node.items() if isinstance(node, dict) else vars(node).items()
+    return any((key in keys and value is None) or _has_null(value, keys) for key, value in items)
+
+
+def _instantiate(component, field: str):
+    """A ``class_path`` / ``init_args`` config made into its object (plain arguments only: a data module)."""
+    import importlib
+
+    class_path = component.get("class_path") if isinstance(component, dict) else component.class_path
+    init_args = component.get("init_args") if isinstance(component, dict) else component.init_args
+    arguments = {} if init_args is None else (dict(init_args) if isinstance(init_args, dict) else init_args.as_dict())
+    if any(isinstance(v, dict) and "class_path" in v for v in arguments.values()):
+        raise ValueError(
+            f"{field}: the model leaves sizes to the data, but this data module's arguments hold components; "
+            "give the model's num_classes / in_features / in_chans"
+        )
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**arguments)

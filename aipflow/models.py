@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from aipflow.sizes import require_size
+
 __all__ = ["MLP", "SmallCNN", "TimmModel"]
 
 
@@ -13,15 +15,16 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        in_features: int = 64,
-        num_classes: int = 10,
+        in_features: int | None = 64,
+        num_classes: int | None = 10,
         hidden: tuple[int, ...] | list[int] = (128, 128),
         dropout: float = 0.0,
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        width = require_size(in_features, "MLP.in_features")
+        num_classes = require_size(num_classes, "MLP.num_classes")
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
         for h in hidden:
             layers.append(nn.Linear(width, h))
             if batch_norm:
@@ -38,10 +41,15 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A small CNN for 8x8 single-channel images (digits): two conv blocks with BatchNorm, then a linear head."""
+    """A small CNN for small images (digits' 8x8, up to about 64x64): three conv blocks with BatchNorm, pooled to
+    2x2, then a linear head."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, dropout: float = 0.1) -> None:
+    def __init__(
+        self, num_classes: int | None = 10, in_channels: int | None = 1, width: int = 32, dropout: float = 0.1
+    ) -> None:
         super().__init__()
+        num_classes = require_size(num_classes, "SmallCNN.num_classes")
+        in_channels = require_size(in_channels, "SmallCNN.in_channels")
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
@@ -52,6 +60,7 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),  # 8x8 -> 4x4
             block(width, 2 * width),
             nn.MaxPool2d(2),  # 4x4 -> 2x2: keeps where strokes are, which global pooling would lose
+            nn.AdaptiveAvgPool2d(2),  # larger images to 2x2 as well (for 8x8 inputs, the identity)
             nn.Flatten(),
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width * 4, num_classes))
@@ -72,8 +81,8 @@ class TimmModel(nn.Module):
     def __init__(
         self,
         name: str,
-        num_classes: int = 10,
-        in_chans: int = 1,
+        num_classes: int | None = 10,
+        in_chans: int | None = 1,
         pretrained: bool = False,
         checkpoint_path: str = "",
         input_size: int | None = None,
@@ -81,6 +90,8 @@ class TimmModel(nn.Module):
         super().__init__()
         import timm
 
+        num_classes = require_size(num_classes, "TimmModel.num_classes")
+        in_chans = require_size(in_chans, "TimmModel.in_chans")
         if not timm.list_models(name) and name not in timm.list_models():
             close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
             raise ValueError(f"model.name: unknown timm model {name!r}; similar: {close}")

@@ -49,7 +49,7 @@ def test_a_csv_with_class_names_is_split_scaled_and_mapped(wine):
     sizes = {name: len(s) for name, s in dm.sets.items()}
     assert sum(sizes.values()) == 178 and sizes["test"] == pytest.approx(0.2 * 178, abs=1)
     train = dm.sets["train"]
-    assert torch.allclose(train.x.mean(0), torch.zeros(13), atol=1e-5)  # the training split's statistics
+    assert torch.allclose(train.inputs.x.mean(0), torch.zeros(13), atol=1e-5)  # the training split's statistics
     index = {name: i for i, name in enumerate(sorted(NAMES))}
     expected = np.array([index[n] for n in NAMES[raw.target]])
     # stratified: each split has the class proportions of the whole within one row per class

@@ -1,16 +1,31 @@
 """Classification on your own data: any Hugging Face source (:func:`aipflow.data.open_dataset`: a CSV / JSON /
-parquet / arrow file, a saved dataset, a hub name) with feature columns, a clean label column, and label noise
-either generated (as for digits) or read from a noisy label column (crowd labels, as in CIFAR-10N)."""
+parquet / arrow file, an image folder, a saved dataset, a hub name) with feature columns, an image column or a text
+column, a clean label column, and label noise either generated (as for digits) or read from a noisy label column
+(crowd labels, as in CIFAR-10N)."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aipflow.data.checks import check_finite_features
+from aipflow.data.images import (
+    STATISTICS_SAMPLE,
+    ImageInputs,
+    ImageSettings,
+    decode_image,
+    image_settings,
+    image_transform,
+    undecoded,
+)
 from aipflow.data.noise import (
     NoisyLabels,
     apply_label_noise,
@@ -26,35 +41,77 @@ _VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 
 
 class _Rows(Dataset):
-    """Rows as dicts ``x, y, clean_y, index`` (and ``weight`` when a weight column is given)."""
+    """Rows as dicts: the inputs of row ``i`` (``x``, or ``text``), then ``y, clean_y, index`` (and ``weight`` when a
+    weight column is given)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, clean_y: torch.Tensor, weight: torch.Tensor | None) -> None:
-        self.x, self.y, self.clean_y, self.weight = x, y, clean_y, weight
+    def __init__(
+        self,
+        inputs: Callable[[int], dict[str, Any]],
+        y: torch.Tensor,
+        clean_y: torch.Tensor,
+        weight: torch.Tensor | None,
+    ) -> None:
+        self.inputs, self.y, self.clean_y, self.weight = inputs, y, clean_y, weight
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = {"x": self.x[i], "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = {**self.inputs(i), "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
         if self.weight is not None:
             row["weight"] = self.weight[i]
         return row
 
 
+class _FeatureInputs:
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __call__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i]}
+
+
+class _TextInputs:
+    """The text of row ``i``, untouched: tokenising is the model's business (the fine-tuning plugin's collate)."""
+
+    def __init__(self, table, column: str) -> None:
+        self.table, self.column = table.select_columns([column]), column
+
+    def __call__(self, i: int) -> dict[str, str]:
+        return {"text": self.table[i][self.column]}
+
+
 class HFDataModule(L.LightningDataModule):
-    """Tabular classification over any Hugging Face source.
+    """Classification over any Hugging Face source: feature columns (tabular), an image column, or a text column.
 
     Splits: the source's own ``train`` / ``validation`` / ``test`` when present; a missing validation (or test)
     split is carved from ``train``, seeded and stratified, with the fractions given; the result is recorded in
-    ``split_report``. Features: ``feature_columns`` (numbers, or one column of equal-length lists), or every
-    numeric column but the labels and weights; standardised with the training split's statistics.
+    ``split_report``.
+
+    Inputs, one kind per data module:
+
+    - **features** (the default): ``feature_columns`` (numbers, or one column of equal-length lists), or every
+      numeric column but the labels and weights; standardised with the training split's statistics. Batches carry
+      ``x`` of shape ``(N, features)``.
+    - **images**: ``image_column`` (an image folder's ``image``, a dataset's Image column, or file paths, relative to
+      the table's folder). Decoded one row at a time in the loader's workers (nothing held in memory), converted
+      to ``image_mode`` (``"RGB"`` or ``"L"``; detected from the training images when null), transformed with
+      timm's transforms: for ``image_model`` (a timm name) its input size, interpolation, crop and normalisation,
+      else the first image's size and the training split's per-channel statistics; ``image_size`` overrides the
+      side. Training batches are augmented (timm's random resized crop with ``crop_scale``, flips with
+      ``hflip``, colour jitter) unless ``augment`` is false. Batches carry ``x`` of shape ``(N, C, H, W)``.
+    - **text**: ``text_column``; batches carry the strings as ``text`` for a model that tokenises them (override
+      :meth:`collate` to tokenise in the loader).
 
     Labels: ``label_column`` holds the clean labels: integer class ids, a ``ClassLabel`` (its names are kept in
     ``class_names``) or strings (mapped to ids in sorted order). Label noise on the training split either from the
-    core's generators (``noise``, as for digits; validation and test stay clean), or read from
-    ``noisy_label_column``: the training label is that column, the clean column is kept for evaluation and the
-    realised noise rate and transition matrix are computed (``noise_report``). ``weight_column`` passes a per-row
-    weight (e.g. annotator agreement) in each batch as ``weight``.
+    core's generators (``noise``, as for digits; validation and test stay clean; ``instance`` noise needs
+    features), or read from ``noisy_label_column``: the training label is that column, the clean column is kept for
+    evaluation and the realised noise rate and transition matrix are computed (``noise_report``).
+    ``weight_column`` passes a per-row weight (e.g. annotator agreement) in each batch as ``weight``.
+
+    Loading: ``num_workers`` null means none for features and text (rows are in memory already) and
+    ``cores - 1`` (1 to 4) for images; ``pin_memory`` null means on when CUDA is available. The choice is printed.
 
     Args:
         source: the data (see :func:`aipflow.data.open_dataset`).
@@ -66,6 +123,8 @@ class HFDataModule(L.LightningDataModule):
         source: str,
         label_column: str = "label",
         feature_columns: list[str] | None = None,
+        image_column: str | None = None,
+        text_column: str | None = None,
         noisy_label_column: str | None = None,
         weight_column: str | None = None,
         num_classes: int | None = None,
@@ -77,9 +136,15 @@ class HFDataModule(L.LightningDataModule):
         noise_convention: str = "exact",
         noise_seed: int = 0,
         noise_class_map: dict[int, int] | None = None,
+        image_model: str | None = None,
+        image_size: int | None = None,
+        image_mode: str | None = None,
+        augment: bool = True,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        hflip: float = 0.5,
         batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
         shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -90,14 +155,41 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError("data.noise and data.noisy_label_column exclude each other: the noisy column is the noise")
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
+        kinds = [
+            name
+            for name, given in (
+                ("feature_columns", feature_columns),
+                ("image_column", image_column),
+                ("text_column", text_column),
+            )
+            if given is not None
+        ]
+        if len(kinds) > 1:
+            raise ValueError(f"data.{kinds[0]} and data.{kinds[1]} exclude each other: one kind of input per module")
+        if noise == "instance" and (image_column or text_column):
+            raise ValueError(
+                "data.noise='instance' draws flips from feature vectors; images and text have none here "
+                "(use symmetric, pair or classmap noise, or a noisy_label_column)"
+            )
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"data.image_size must be >= 1, got {image_size}")
+        if not (0.0 < crop_scale[0] <= crop_scale[1] <= 1.0):
+            raise ValueError(f"data.crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale}")
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"data.hflip is a probability in [0, 1], got {hflip}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0 or null (chosen for the input kind), got {num_workers}")
         # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging
         # and refuses one name with two values (the task's num_classes is the model's)
         self.save_hyperparameters(ignore=["num_classes"])
         self.expected_classes = num_classes
+        self.kind = "images" if image_column else "text" if text_column else "features"
         self.noise_report: NoisyLabels | None = None
         self.class_names: list[str] | None = None
+        self.image: ImageSettings | None = None
         self.split_report = ""
         self.sets: dict[str, _Rows] = {}
+        self._input_shape: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------------------------------------- setup
     @property
@@ -110,9 +202,45 @@ class HFDataModule(L.LightningDataModule):
         return self._num_classes
 
     @property
-    def num_features(self) -> int:
+    def train_set(self) -> _Rows:
+        """The training rows as evaluated (no augmentation): what monitors and estimators read."""
         self.setup()
-        return int(self.sets["train"].x.shape[1])
+        return self.sets["train_eval"] if "train_eval" in self.sets else self.sets["train"]
+
+    @property
+    def val_set(self) -> _Rows:
+        self.setup()
+        return self.sets["val"]
+
+    @property
+    def test_set(self) -> _Rows:
+        self.setup()
+        return self.sets["test"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """``(features,)``, ``(channels, height, width)``, or None for text."""
+        self.setup()
+        return self._input_shape
+
+    @property
+    def num_features(self) -> int:
+        shape = self.input_shape
+        if shape is None:
+            raise ValueError("a text data module has no feature count: its inputs are strings")
+        return int(np.prod(shape))
+
+    @property
+    def num_workers(self) -> int:
+        """The loader's workers: the one given, else none for rows in memory and cores - 1 (1 to 4) for images,
+        whose decoding and augmentation would otherwise run between the training steps."""
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        return min(4, max(1, (os.cpu_count() or 2) - 1)) if self.kind == "images" else 0
+
+    @property
+    def pin_memory(self) -> bool:
+        return torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
@@ -123,9 +251,8 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError(f"data.source={hp.source!r} has no train split (splits: {sorted(splits)})")
         tables = self._assign_splits(splits)
         labels = self._labels(tables)
-        features = self._features(tables)
-        mean, scale = feature_scale(features["train"], np.arange(len(features["train"])))
         clean_train = torch.from_numpy(labels["train"])
+        inputs = self._inputs(tables)
         if hp.noisy_label_column is not None:
             noisy = torch.from_numpy(self._label_ids(tables["train"], hp.noisy_label_column, "noisy_label_column"))
             self.noise_report = NoisyLabels(
@@ -137,7 +264,6 @@ class HFDataModule(L.LightningDataModule):
                 transition_matrix=empirical_transition_matrix(clean_train, noisy, self._num_classes),
             )
         else:
-            x_train = torch.from_numpy(((features["train"] - mean) / scale).astype(np.float32))
             self.noise_report = apply_label_noise(
                 clean_train,
                 self._num_classes,
@@ -145,11 +271,10 @@ class HFDataModule(L.LightningDataModule):
                 hp.noise_rate,
                 hp.noise_convention,
                 hp.noise_seed,
-                features=x_train,
+                features=inputs["train"].x if self.kind == "features" else None,
                 class_map=hp.noise_class_map,
             )
-        for name, table in tables.items():
-            x = torch.from_numpy(((features[name] - mean) / scale).astype(np.float32))
+        for name, table in tables.items():  # train, val, test
             clean = torch.from_numpy(labels[name])
             y = self.noise_report.noisy if name == "train" else clean
             weight = None
@@ -157,12 +282,57 @@ class HFDataModule(L.LightningDataModule):
                 column = _column(table, hp.weight_column, "weight_column", hp.source)
                 weight = torch.as_tensor(np.asarray(column, dtype=np.float32))
                 check_finite_features(weight.numpy()[:, None], f"data.weight_column={hp.weight_column!r}")
-            self.sets[name] = _Rows(x, y.long(), clean.long(), weight)
+            self.sets[name] = _Rows(inputs[name], y.long(), clean.long(), weight)
+        if "train_eval" in inputs:
+            train = self.sets["train"]
+            self.sets["train_eval"] = _Rows(inputs["train_eval"], train.y, train.clean_y, train.weight)
+        shape = "text" if self._input_shape is None else "x".join(map(str, self._input_shape))
         rank_zero_info(
-            f"[{hp.source}] {self.split_report}; {self._num_classes} classes, {features['train'].shape[1]} features; "
-            f"training labels: {self.noise_report.summary()}; batch {hp.batch_size}, workers {hp.num_workers}, "
-            f"pin_memory {hp.pin_memory}"
+            f"[{hp.source}] {self.split_report}; {self._num_classes} classes, inputs {self.kind} ({shape})"
+            + (f": {self.image.describe()}" if self.image is not None else "")
+            + f"; training labels: {self.noise_report.summary()}; batch {hp.batch_size}, workers {self.num_workers}"
+            + ("" if hp.num_workers is not None else " (default)")
+            + f", pin_memory {self.pin_memory}"
+            + ("" if hp.pin_memory is not None else " (default)")
         )
+
+    def _inputs(self, tables: dict) -> dict[str, Callable[[int], dict[str, Any]]]:
+        hp = self.hparams
+        if self.kind == "features":
+            features = self._features(tables)
+            mean, scale = feature_scale(features["train"], np.arange(len(features["train"])))
+            self._input_shape = (int(features["train"].shape[1]),)
+            return {
+                name: _FeatureInputs(torch.from_numpy(((x - mean) / scale).astype(np.float32)))
+                for name, x in features.items()
+            }
+        if self.kind == "text":
+            for table in tables.values():
+                if not _is_text(table, hp.text_column, hp.source, "text_column"):
+                    raise ValueError(f"data.text_column={hp.text_column!r} must hold strings")
+            return {name: _TextInputs(table, hp.text_column) for name, table in tables.items()}
+        column = hp.image_column
+        train = tables["train"]
+        _column(train, column, "image_column", hp.source)
+        base = Path(hp.source).parent if Path(hp.source).is_file() else None
+        cells = undecoded(train, column)
+        rows = torch.randperm(len(cells), generator=torch.Generator().manual_seed(hp.split_seed))[:STATISTICS_SAMPLE]
+        sample = [
+            decode_image(
+                cells[int(i)][column], None, f"data.image_column={column!r}: row {int(i)} of the train split", base
+            )
+            for i in rows
+        ]
+        self.image = image_settings(sample, hp.image_mode, hp.image_model, hp.image_size)
+        self._input_shape = self.image.input_size
+        out = {}
+        for name, table in tables.items():
+            transform = image_transform(self.image, name == "train", hp.augment, hp.crop_scale, hp.hflip)
+            out[name] = ImageInputs(table, column, name, self.image.mode, transform, base)
+        if hp.augment:
+            evaluation = image_transform(self.image, False, False)
+            out["train_eval"] = ImageInputs(tables["train"], column, "train", self.image.mode, evaluation, base)
+        return out
 
     def _assign_splits(self, splits: dict) -> dict:
         hp = self.hparams
@@ -276,15 +446,22 @@ class HFDataModule(L.LightningDataModule):
         return out
 
     # ----------------------------------------------------------------------------------------------- loaders
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rows to a batch (torch's default: tensors stacked, strings listed). A subclass that tokenises text or
+        pads variable-size inputs overrides this; it runs in the loader's workers."""
+        return default_collate(rows)
+
     def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
-        workers = self.hparams.num_workers
+        # keyword arguments only: Lightning re-creates loaders (predict, DDP) from their keyword arguments
+        workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
+            pin_memory=self.pin_memory,
             persistent_workers=workers > 0,
+            collate_fn=self.collate,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -317,6 +494,6 @@ def _column(table, column: str, field: str, source: str):
     return table[column]
 
 
-def _is_text(table, column: str, source: str) -> bool:
-    _column(table, column, "label_column", source)
+def _is_text(table, column: str, source: str, field: str = "label_column") -> bool:
+    _column(table, column, field, source)
     return getattr(table.features[column], "dtype", "") in ("string", "large_string")

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from aipflow.metrics import DEFAULT_ECE_BINS, plot_reliability_diagram
+from aipflow.sizes import require_size
 
 _STAGES = ("train", "val", "test")
 POSTERIOR_ECE_BINS = 20  # as reported in the bSAM paper
@@ -97,7 +98,8 @@ class ClassificationTask(L.LightningModule):
         optimizer: optimizer factory over ``self.parameters()``; AdamW(lr=1e-3, weight_decay=1e-2) when omitted.
         lr_scheduler: scheduler factory over the optimizer (``torch.optim.lr_scheduler.*``).
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
-        num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one).
+        num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one;
+            null: the command takes it from the data, see :mod:`aipflow.sizes`).
         ece_bins: number of bins for ECE and the reliability diagram.
         posterior_samples: with a Bayesian optimizer (bSAM, IVON), val/test also report the posterior
             predictive over this many samples: ``{val,test}/pp_acc``, ``/pp_nll`` (log-mean-exp over samples) and
@@ -113,7 +115,7 @@ class ClassificationTask(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: str = "epoch",
-        num_classes: int = 10,
+        num_classes: int | None = 10,
         ece_bins: int = DEFAULT_ECE_BINS,
         reliability_diagram: bool = True,
         posterior_samples: int = 0,
@@ -122,6 +124,7 @@ class ClassificationTask(L.LightningModule):
         super().__init__()
         if lr_scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"model.lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
+        num_classes = require_size(num_classes, "model.num_classes")
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
         if ece_bins < 1:

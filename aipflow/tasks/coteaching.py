@@ -55,7 +55,7 @@ class CoTeachingTask(ClassificationTask):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: str = "epoch",
-        num_classes: int = 10,
+        num_classes: int | None = 10,
         ece_bins: int = DEFAULT_ECE_BINS,
         reliability_diagram: bool = True,
         posterior_samples: int = 0,

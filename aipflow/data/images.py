@@ -1,0 +1,179 @@
+"""Images for the data modules: decoded one at a time from the Arrow rows (in the loader's workers; no split is ever
+held as a tensor), converted to one channel mode, and transformed with timm's transforms for the chosen model:
+its input size, interpolation, crop and normalisation (a pretrained model needs the statistics it was trained
+with), or, with no model named, the image's own size and the training split's per-channel statistics."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "IMAGE_MODES",
+    "ImageInputs",
+    "ImageSettings",
+    "channel_statistics",
+    "decode_image",
+    "image_settings",
+    "image_transform",
+    "undecoded",
+]
+
+#: channel modes a data module converts every image to: three channels or one (greyscale)
+IMAGE_MODES = ("RGB", "L")
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
+#: training images decoded to choose the mode and estimate the normalisation when no pretrained model fixes them
+STATISTICS_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What turns a decoded image into the model's input: ``input_size`` is ``(channels, height, width)``."""
+
+    mode: str
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+
+    def describe(self) -> str:
+        c, h, w = self.input_size
+        mean = ", ".join(f"{m:.3f}" for m in self.mean)
+        std = ", ".join(f"{s:.3f}" for s in self.std)
+        return f"{self.mode} {h}x{w}, mean ({mean}), std ({std}), {self.interpolation}, crop {self.crop_pct:g}"
+
+
+def decode_image(item: dict | Any, mode: str | None, where: str, base: Path | None = None):
+    """A PIL image in ``mode`` from a ``datasets`` image cell (``{"bytes", "path"}`` undecoded, or a PIL image) or a
+    file path (relative ones from ``base``: a table's own folder); a file that does not decode is one line naming
+    ``where`` (the row) and the file."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return item if mode is None else item.convert(mode)
+    if isinstance(item, str):
+        item = {"bytes": None, "path": item}
+    path = item.get("path") if isinstance(item, dict) else None
+    if path and base is not None and not Path(path).is_absolute():
+        path = str(base / path)
+    try:
+        data = item.get("bytes") if isinstance(item, dict) else None
+        image = Image.open(io.BytesIO(data) if data else path)
+        image.load()  # decode now: a truncated file fails here, with the row named, not later in a transform
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds; each means "not an image"
+        raise ValueError(f"{where} ({path or 'embedded bytes'}) does not decode as an image: {err}") from err
+    return image if mode is None else image.convert(mode)
+
+
+def image_settings(sample: list, mode: str | None, model: str | None, size: int | None) -> ImageSettings:
+    """The input of ``model`` (a timm name: its pretrained config's size, interpolation, crop and normalisation,
+    averaged over the channels for greyscale) or, with no model, of the images themselves: the first image's size
+    and the per-channel statistics of ``sample`` (decoded training images). ``size`` overrides the side; ``mode``
+    is detected from the sample when None (greyscale when every sampled image is)."""
+    if mode is None:
+        mode = "L" if {image.mode for image in sample} <= set(_GREY_MODES) else "RGB"
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"data.image_mode must be one of {IMAGE_MODES} or null (detected), got {mode!r}")
+    channels = 3 if mode == "RGB" else 1
+    if model is not None:
+        cfg = _pretrained_config(model)
+        _, height, width = cfg["input_size"]
+        if size is not None:
+            height = width = size
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+        if channels == 1:  # a greyscale image is the same value in every channel of the model's statistics
+            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        elif len(mean) == 1:
+            mean, std = mean * 3, std * 3
+        return ImageSettings(mode, (channels, height, width), mean, std, cfg["interpolation"], cfg["crop_pct"])
+    height, width = (size, size) if size is not None else (sample[0].height, sample[0].width)
+    unscaled = ImageSettings(mode, (channels, height, width), (0.0,) * channels, (1.0,) * channels)
+    mean, std = channel_statistics([image.convert(mode) for image in sample], unscaled)
+    return ImageSettings(mode, (channels, height, width), mean, std)
+
+
+def _pretrained_config(model: str) -> dict:
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(model)
+    if cfg is None:
+        close = timm.list_models(f"*{model.split('.')[0][:6]}*")[:5]
+        raise ValueError(f"data.image_model: unknown timm model {model!r}; similar: {close}")
+    return resolve_data_config(pretrained_cfg=cfg.to_dict())
+
+
+def image_transform(
+    settings: ImageSettings,
+    training: bool,
+    augment: bool,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+) -> Callable:
+    """timm's training transform (random resized crop with ``crop_scale``, flips with ``hflip``, colour jitter)
+    when ``training and augment``, else its evaluation transform (resize, centre crop by ``crop_pct``)."""
+    from timm.data import create_transform
+
+    common = dict(
+        input_size=settings.input_size,
+        interpolation=settings.interpolation,
+        mean=settings.mean,
+        std=settings.std,
+    )
+    if training and augment:
+        return create_transform(is_training=True, scale=tuple(crop_scale), hflip=hflip, **common)
+    return create_transform(is_training=False, crop_pct=settings.crop_pct, **common)
+
+
+def channel_statistics(images, settings: ImageSettings) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of ``images`` (PIL) resized to the input size, on [0, 1]."""
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    _, height, width = settings.input_size
+    total = torch.zeros(settings.input_size[0], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    count = 0
+    for image in images:
+        x = pil_to_tensor(resize(image, [height, width], antialias=True)).double() / 255.0
+        total += x.sum((1, 2))
+        squares += (x * x).sum((1, 2))
+        count += height * width
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+class ImageInputs:
+    """``{"x": image tensor}`` for row ``i`` of an Arrow table's image column, decoded on demand."""
+
+    def __init__(
+        self, table, column: str, split: str, mode: str, transform: Callable, base: Path | None = None
+    ) -> None:
+        self.table = undecoded(table, column)
+        self.column, self.split, self.mode, self.transform, self.base = column, split, mode, transform, base
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __call__(self, i: int) -> dict[str, torch.Tensor]:
+        cell = self.table[i][self.column]
+        where = f"data.image_column={self.column!r}: row {i} of the {self.split} split"
+        image = decode_image(cell, self.mode, where, self.base)
+        return {"x": self.transform(image)}
+
+
+def undecoded(table, column: str):
+    """``table``'s ``column`` alone, as undecoded cells (``{"bytes", "path"}``) or path strings: the data module
+    decodes, so that a broken file names its row and path."""
+    from datasets import Image
+
+    table = table.select_columns([column])
+    if isinstance(table.features[column], Image):
+        return table.cast_column(column, Image(decode=False))
+    return table
