@@ -256,7 +256,12 @@ def _describe(exc: BaseException) -> str:
     inner = exc
     while inner.__cause__ is not None:
         inner = inner.__cause__
-    return f"{type(inner).__name__}: {inner}"
+    message = str(inner)
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        # a DataLoader worker's error comes back as its whole traceback; its last line is the error itself
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        return last if ": " in last else f"{type(inner).__name__}: {last}"
+    return f"{type(inner).__name__}: {message}"
 
 
 _KEY_LINES = re.compile(

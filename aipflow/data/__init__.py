@@ -1,9 +1,10 @@
 from aipflow.data.checks import check_finite_features
 from aipflow.data.digits import DigitsDataModule, IndexedDataset
+from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.data.hf import HFDataModule
 from aipflow.data.noise import NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
 from aipflow.data.sources import open_dataset
-from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
+from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 __all__ = [
     "check_finite_features",
@@ -18,4 +19,7 @@ __all__ = [
     "pair_flip_noise",
     "stratified_split",
     "symmetric_noise",
+    "write_digits_image_folder",
+    "write_table",
+    "training_epoch",
 ]

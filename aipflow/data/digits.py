@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aipflow.data.noise import NoisyLabels, apply_label_noise, check_noise_options
-from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
+from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 
 class IndexedDataset(Dataset):
@@ -123,7 +123,7 @@ class DigitsDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.hparams.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffleSampler(len(self.train_set), self.hparams.shuffle_seed)
+        sampler = EpochShuffleSampler(len(self.train_set), self.hparams.shuffle_seed, training_epoch(self))
         return self._loader(self.train_set, self.hparams.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:

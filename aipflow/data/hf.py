@@ -33,7 +33,7 @@ from aipflow.data.noise import (
     empirical_transition_matrix,
 )
 from aipflow.data.sources import open_dataset
-from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split
+from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 __all__ = ["HFDataModule"]
 
@@ -452,20 +452,22 @@ class HFDataModule(L.LightningDataModule):
         return default_collate(rows)
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
-        # keyword arguments only: Lightning re-creates loaders (predict, DDP) from their keyword arguments
-        workers = self.num_workers
+        # keyword arguments only: Lightning re-creates loaders (predict, DDP) from their keyword arguments. Workers
+        # start afresh each epoch, seeded from the main process's generator (which checkpoints hold), so random
+        # augmentation in a resumed run repeats the uninterrupted one; persistent workers would carry their own
+        # generator state across epochs, which no checkpoint sees
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=workers,
+            num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=workers > 0,
+            persistent_workers=False,
             collate_fn=self.collate,
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffleSampler(len(self.sets["train"]), self.hparams.shuffle_seed)
+        sampler = EpochShuffleSampler(len(self.sets["train"]), self.hparams.shuffle_seed, training_epoch(self))
         return self._loader(self.sets["train"], self.hparams.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["EpochShuffleSampler", "feature_scale", "stratified_split"]
+__all__ = ["EpochShuffleSampler", "feature_scale", "stratified_split", "training_epoch"]
 
 
 def stratified_split(
@@ -41,10 +41,14 @@ def feature_scale(x: np.ndarray, train_rows: np.ndarray, floor: float = 0.1) -> 
 class EpochShuffleSampler(Sampler[int]):
     """A fresh permutation each epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), so the order of any
     epoch does not depend on what ran before it: a run resumed from a checkpoint sees the same batches. Under DDP
-    Lightning swaps it for its distributed sampler, which shuffles the same way."""
+    Lightning swaps it for its distributed sampler, which shuffles the same way.
 
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+    Create it with ``epoch=training_epoch(datamodule)``: Lightning starts the first epoch's loader before it calls
+    ``set_epoch``, and a loader with workers draws its first indices at once, so a resumed run would otherwise
+    replay epoch 0's order in the epoch it resumes."""
+
+    def __init__(self, size: int, seed: int = 0, epoch: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -55,3 +59,10 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def training_epoch(datamodule) -> int:
+    """The epoch a data module's training loader is made for: the attached trainer's (restored from a checkpoint
+    before the loader is requested), else 0."""
+    trainer = getattr(datamodule, "trainer", None)
+    return int(trainer.current_epoch) if trainer is not None else 0

@@ -106,6 +106,7 @@ def _recipe_files():
     return files
 
 
+# the own-data recipes (noisy_tabular_*, noisy_images_*) need a source: tests/test_hf_images.py runs each on three
 ALL_RECIPES = sorted(_recipe_files())
 
 
@@ -116,7 +117,7 @@ def test_every_recipe_file_is_listed_once_under_its_name():
     }
 
 
-@pytest.mark.parametrize("recipe", ALL_RECIPES)
+@pytest.mark.parametrize("recipe", [r for r in ALL_RECIPES if not r.startswith(("noisy_tabular_", "noisy_images_"))])
 def test_each_optimizer_recipe_runs(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(

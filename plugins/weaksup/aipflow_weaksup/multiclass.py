@@ -31,7 +31,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aipflow.data import EpochShuffleSampler
+from aipflow.data import EpochShuffleSampler, training_epoch
 from aipflow_weaksup._callbacks import guard_callbacks
 from aipflow_weaksup._distributed import share_rows, whole_split
 from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule
@@ -213,7 +213,7 @@ class WeakDigitsDataModule(WeakLabelDataModule):
             self.complementary_prior = np.bincount(train_weak, minlength=self.num_classes) / len(train_weak)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffleSampler(len(self.train_set), self.hparams.label_seed)
+        sampler = EpochShuffleSampler(len(self.train_set), self.hparams.label_seed, training_epoch(self))
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler)
 
 
