@@ -95,7 +95,8 @@ class ClassificationTask(L.LightningModule):
     Args:
         model: the network, ``(N, ...) -> (N, num_classes)`` logits.
         loss: training loss module taking ``(logits, targets)``; cross-entropy when omitted.
-        optimizer: optimizer factory over ``self.parameters()``; AdamW(lr=1e-3, weight_decay=1e-2) when omitted.
+        optimizer: optimizer factory over the trainable parameters (:meth:`trainable_parameters`); AdamW(lr=1e-3,
+            weight_decay=1e-2) when omitted.
         lr_scheduler: scheduler factory over the optimizer (``torch.optim.lr_scheduler.*``).
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one;
@@ -377,11 +378,28 @@ class ClassificationTask(L.LightningModule):
         self._test_probs.clear()
         self._test_labels.clear()
 
-    def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-2)
+    def trainable_parameters(self) -> list:
+        """What the optimizer updates: the network's ``parameter_groups()`` when it has them (e.g. layer-wise
+        learning-rate decay: groups with an ``lr_scale``), else every parameter that requires a gradient (a frozen
+        backbone gets no optimizer state, no weight decay and, with bSAM / IVON, no noise)."""
+        groups = getattr(self.model, "parameter_groups", None)
+        if callable(groups):
+            params = [g for g in groups() if any(p.requires_grad for p in g["params"])]
         else:
-            optimizer = self.optimizer_factory(self.parameters())
+            params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model: no parameter requires a gradient, nothing would train (is everything frozen?)")
+        return params
+
+    def configure_optimizers(self):
+        params = self.trainable_parameters()
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+        else:
+            optimizer = self.optimizer_factory(params)
+        for group in optimizer.param_groups:  # a group's lr_scale multiplies the optimizer's learning rate
+            if "lr_scale" in group:
+                group["lr"] = group["lr"] * group["lr_scale"]
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
