@@ -39,7 +39,7 @@ class AipflowCLI(LightningCLI):
         config = self.config[self.subcommand]
         if not _has_null(config.get("model"), tuple(DATA_SIZED_ARGUMENTS)) or config.get("data") is None:
             return
-        self._sized_datamodule = _instantiate(config["data"], "data")
+        self._sized_datamodule = _instantiate(config["data"])
         filled = fill_from_data(config["model"], data_sizes(self._sized_datamodule))
         if filled:
             from lightning.pytorch.utilities import rank_zero_info
@@ -166,17 +166,17 @@ def _has_null(node, keys: tuple[str, ...]) -> bool:
     return any((key in keys and value is None) or _has_null(value, keys) for key, value in items)
 
 
-def _instantiate(component, field: str):
-    """A ``class_path`` / ``init_args`` config made into its object (plain arguments only: a data module)."""
+def _instantiate(component):
+    """A ``class_path`` / ``init_args`` config (a namespace or a dict, components nested in it too) made into its
+    object, as the parser would: the data module that sizes the model."""
     import importlib
 
-    class_path = component.get("class_path") if isinstance(component, dict) else component.class_path
-    init_args = component.get("init_args") if isinstance(component, dict) else component.init_args
-    arguments = {} if init_args is None else (dict(init_args) if isinstance(init_args, dict) else init_args.as_dict())
-    if any(isinstance(v, dict) and "class_path" in v for v in arguments.values()):
-        raise ValueError(
-            f"{field}: the model leaves sizes to the data, but this data module's arguments hold components; "
-            "give the model's num_classes / in_features / in_chans"
-        )
-    module, _, name = class_path.rpartition(".")
+    if hasattr(component, "as_dict"):
+        component = component.as_dict()
+    if isinstance(component, list):
+        return [_instantiate(item) for item in component]
+    if not isinstance(component, dict) or "class_path" not in component:
+        return component
+    arguments = {key: _instantiate(value) for key, value in (component.get("init_args") or {}).items()}
+    module, _, name = component["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**arguments)

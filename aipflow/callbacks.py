@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
@@ -31,7 +32,7 @@ class LabelNoiseMonitor(Callback):
     def _accuracy(self, pl_module: L.LightningModule, loader: DataLoader) -> tuple[float, float]:
         noisy = clean = total = 0
         for batch in loader:
-            x = batch["x"].to(pl_module.device)
+            x = move_data_to_device(batch["x"], pl_module.device)  # a tensor, or a dict of them (tokenised text)
             pred = pl_module(x).argmax(1).cpu()
             noisy += int((pred == batch["y"]).sum())
             clean += int((pred == batch["clean_y"]).sum())
@@ -47,7 +48,8 @@ class LabelNoiseMonitor(Callback):
             raise ValueError("LabelNoiseMonitor needs a data module with a train_set holding clean_y")
         was_training = pl_module.training
         pl_module.eval()
-        fit_noisy, fit_clean = self._accuracy(pl_module, DataLoader(train_set, self.batch_size))
+        loader = DataLoader(train_set, self.batch_size, collate_fn=getattr(dm, "collate", None))
+        fit_noisy, fit_clean = self._accuracy(pl_module, loader)
         row = {"epoch": trainer.current_epoch, "fit_noisy_labels": fit_noisy, "fit_clean_labels": fit_clean}
         if self.track_test:
             row["test_acc"] = self._accuracy(pl_module, dm.test_dataloader())[1]
@@ -164,8 +166,10 @@ class TransitionMatrixEstimation(Callback):
         pl_module.eval()
         posteriors, labels = [], []
         with torch.no_grad():
-            for batch in DataLoader(trainer.datamodule.train_set, self.batch_size):
-                posteriors.append(pl_module(batch["x"].to(pl_module.device)).float().softmax(1).cpu())
+            dm = trainer.datamodule
+            for batch in DataLoader(dm.train_set, self.batch_size, collate_fn=getattr(dm, "collate", None)):
+                x = move_data_to_device(batch["x"], pl_module.device)
+                posteriors.append(pl_module(x).float().softmax(1).cpu())
                 labels.append(batch["y"])  # the noisy training labels
         pl_module.train(was_training)
         self._set(trainer, pl_module, torch.cat(posteriors), torch.cat(labels))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aipflow.data import HFDataModule
+from aipflow.data import Collator, HFDataModule
 from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.models import SmallCNN
 from aipflow.tasks import ClassificationTask
@@ -151,7 +151,20 @@ def test_an_image_that_does_not_decode_is_one_line_naming_its_row_and_file(sourc
     assert "Traceback" not in err
 
 
-def test_text_is_passed_through_and_collate_can_tokenise(tmp_path):
+class Lengths(Collator):
+    """A stand-in tokenizer: each text's length."""
+
+    def check(self, row):
+        if not isinstance(row.get("text"), str):
+            raise ValueError("data.collator: Lengths needs a text column")
+
+    def __call__(self, rows):
+        batch = super().__call__(rows)
+        batch["x"] = torch.tensor([len(t) for t in batch["text"]])
+        return batch
+
+
+def test_text_is_passed_through_and_a_collator_can_tokenise(tmp_path):
     import datasets as hf
 
     words = ["good", "bad", "fine", "awful"] * 15
@@ -164,16 +177,12 @@ def test_text_is_passed_through_and_collate_can_tokenise(tmp_path):
     assert isinstance(batch["text"], list) and all(isinstance(t, str) for t in batch["text"])
     assert "x" not in batch and dm.input_shape is None
 
-    class Lengths(HFDataModule):
-        def collate(self, rows):
-            batch = super().collate(rows)
-            batch["x"] = torch.tensor([len(t) for t in batch["text"]])
-            return batch
-
-    lengths = Lengths(str(tmp_path / "text.csv"), text_column="review")
+    lengths = HFDataModule(str(tmp_path / "text.csv"), text_column="review", collator=Lengths())
     lengths.setup()
     batch = next(iter(lengths.val_dataloader()))
     assert batch["x"].tolist() == [len(t) for t in batch["text"]]
+    with pytest.raises(ValueError, match="data.collator: Lengths needs a text column"):
+        HFDataModule(str(tmp_path / "text.csv"), feature_columns=["label"], collator=Lengths()).setup()
     with pytest.raises(ValueError, match="data.text_column='label' must hold strings"):
         HFDataModule(str(tmp_path / "text.csv"), text_column="label").setup()
 

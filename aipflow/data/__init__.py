@@ -1,4 +1,5 @@
 from aipflow.data.checks import check_finite_features
+from aipflow.data.collate import Collator
 from aipflow.data.digits import DigitsDataModule, IndexedDataset
 from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.data.hf import HFDataModule
@@ -8,6 +9,7 @@ from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_s
 
 __all__ = [
     "check_finite_features",
+    "Collator",
     "DigitsDataModule",
     "EpochShuffleSampler",
     "HFDataModule",

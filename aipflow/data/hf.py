@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aipflow.data.checks import check_finite_features
+from aipflow.data.collate import Collator
 from aipflow.data.images import (
     STATISTICS_SAMPLE,
     ImageInputs,
@@ -100,8 +101,8 @@ class HFDataModule(L.LightningDataModule):
       else the first image's size and the training split's per-channel statistics; ``image_size`` overrides the
       side. Training batches are augmented (timm's random resized crop with ``crop_scale``, flips with
       ``hflip``, colour jitter) unless ``augment`` is false. Batches carry ``x`` of shape ``(N, C, H, W)``.
-    - **text**: ``text_column``; batches carry the strings as ``text`` for a model that tokenises them (override
-      :meth:`collate` to tokenise in the loader).
+    - **text**: ``text_column``; batches carry the strings as ``text``, for a ``collator`` that tokenises them in
+      the loader's workers (:class:`aipflow.data.Collator`; the fine-tuning plugin's ``Tokenize``).
 
     Labels: ``label_column`` holds the clean labels: integer class ids, a ``ClassLabel`` (its names are kept in
     ``class_names``) or strings (mapped to ids in sorted order). Label noise on the training split either from the
@@ -142,6 +143,7 @@ class HFDataModule(L.LightningDataModule):
         augment: bool = True,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         hflip: float = 0.5,
+        collator: Collator | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
@@ -181,7 +183,8 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0 or null (chosen for the input kind), got {num_workers}")
         # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging
         # and refuses one name with two values (the task's num_classes is the model's)
-        self.save_hyperparameters(ignore=["num_classes"])
+        self.save_hyperparameters(ignore=["num_classes", "collator"])  # checkpoints hold tensors and plain types
+        self.collator = collator
         self.expected_classes = num_classes
         self.kind = "images" if image_column else "text" if text_column else "features"
         self.noise_report: NoisyLabels | None = None
@@ -246,7 +249,7 @@ class HFDataModule(L.LightningDataModule):
         if self.sets:
             return
         hp = self.hparams
-        splits = open_dataset(hp.source, "data.source")
+        splits = self.open_source()
         if "train" not in splits:
             raise ValueError(f"data.source={hp.source!r} has no train split (splits: {sorted(splits)})")
         tables = self._assign_splits(splits)
@@ -286,6 +289,8 @@ class HFDataModule(L.LightningDataModule):
         if "train_eval" in inputs:
             train = self.sets["train"]
             self.sets["train_eval"] = _Rows(inputs["train_eval"], train.y, train.clean_y, train.weight)
+        if self.collator is not None:
+            self.collator.check(self.sets["train"][0])
         shape = "text" if self._input_shape is None else "x".join(map(str, self._input_shape))
         rank_zero_info(
             f"[{hp.source}] {self.split_report}; {self._num_classes} classes, inputs {self.kind} ({shape})"
@@ -295,6 +300,11 @@ class HFDataModule(L.LightningDataModule):
             + f", pin_memory {self.pin_memory}"
             + ("" if hp.pin_memory is not None else " (default)")
         )
+
+    def open_source(self) -> dict:
+        """Every split of the source as ``{name: datasets.Dataset}``; a subclass with its own source overrides
+        this (the rest of setup is the same)."""
+        return open_dataset(self.hparams.source, "data.source")
 
     def _inputs(self, tables: dict) -> dict[str, Callable[[int], dict[str, Any]]]:
         hp = self.hparams
@@ -447,9 +457,9 @@ class HFDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------------------------------------- loaders
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Rows to a batch (torch's default: tensors stacked, strings listed). A subclass that tokenises text or
-        pads variable-size inputs overrides this; it runs in the loader's workers."""
-        return default_collate(rows)
+        """Rows to a batch, in the loader's workers: the ``collator`` (e.g. a tokenizer), else torch's default
+        (tensors stacked, strings listed)."""
+        return self.collator(rows) if self.collator is not None else default_collate(rows)
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
         # keyword arguments only: Lightning re-creates loaders (predict, DDP) from their keyword arguments. Workers

@@ -6,31 +6,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FILE_FORMATS", "IMAGE_SUFFIXES", "open_dataset"]
+__all__ = ["FILE_FORMATS", "IMAGE_SUFFIXES", "TEXT_SUFFIXES", "open_dataset", "package_path"]
 
 #: file suffix -> the ``datasets`` builder that reads it
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 #: what makes a folder of class sub-folders an image folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: what makes a folder of class sub-folders a text folder (one document per file)
+TEXT_SUFFIXES = (".txt",)
+#: how a source names a folder or file inside an installed Python package (data that installs offline)
+PACKAGE_PREFIX = "package:"
 
 
 def open_dataset(source: str, field: str = "data.dataset") -> dict:
     """Every split of ``source`` as ``{name: datasets.Dataset}``: a ``save_to_disk`` folder (a ``Dataset`` is the
     ``train`` split; a ``DatasetDict`` keeps its splits), an image folder (one sub-folder of images per class,
     optionally under ``train/`` / ``validation/`` / ``test/``; ``datasets``' ``imagefolder``, decoded lazily), a
-    ``.csv`` / ``.json`` / ``.jsonl`` / ``.parquet`` / ``.arrow`` file, or a hub name. Errors name ``field``."""
+    text folder (one sub-folder of ``.txt`` documents per class: columns ``text``, ``label``), a ``.csv`` /
+    ``.json`` / ``.jsonl`` / ``.parquet`` / ``.arrow`` file, or a hub name. Any of the paths may be given inside an
+    installed package as ``package:<module>/<path>``. Errors name ``field``."""
     import datasets as hf
 
-    path = Path(source)
+    path = package_path(source, field) if source.startswith(PACKAGE_PREFIX) else Path(source)
     if path.is_dir():
         if _is_saved_dataset(path):
             data = hf.load_from_disk(str(path))
         elif _has_images(path):
             data = hf.load_dataset("imagefolder", data_dir=str(path))
+        elif _has_texts(path):
+            data = _text_folder(path)
         else:
             raise ValueError(
-                f"{field}={source!r} is a folder but neither a saved dataset (save_to_disk) nor an image folder "
-                "(class sub-folders of images)"
+                f"{field}={source!r} is a folder but neither a saved dataset (save_to_disk), an image folder nor a "
+                "text folder (class sub-folders of images or of .txt files)"
             )
     elif path.suffix.lower() in FILE_FORMATS:
         if not path.is_file():
@@ -53,6 +61,50 @@ def open_dataset(source: str, field: str = "data.dataset") -> dict:
     if empty or not splits:
         raise ValueError(f"{field}={source!r}: empty split(s) {empty or ['train']}")
     return splits
+
+
+def package_path(source: str, field: str) -> Path:
+    """``package:<module>/<path>`` as a path inside the installed package, found without importing it (some
+    data packages print or compute on import)."""
+    import importlib.util
+
+    module, _, inner = source[len(PACKAGE_PREFIX) :].partition("/")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"{field}={source!r}: no installed package {module!r} (pip install {module.replace('_', '-')})"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.exists():
+        raise ValueError(f"{field}={source!r}: the package has no {inner!r}")
+    return path
+
+
+def _has_texts(path: Path) -> bool:
+    return any(p.suffix.lower() in TEXT_SUFFIXES for p in path.glob("*/*") if p.is_file())
+
+
+def _text_folder(path: Path):
+    """Class sub-folders of text files as one ``train`` split: ``text`` and a ``ClassLabel`` ``label`` with the
+    sub-folder names sorted (ids never depend on the order the file system lists them in)."""
+    import datasets as hf
+
+    names = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    texts, labels = [], []
+    for label, name in enumerate(names):
+        for file in sorted((path / name).iterdir()):
+            if file.is_file() and file.suffix.lower() in TEXT_SUFFIXES:
+                raw = file.read_bytes()
+                try:
+                    texts.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:  # older corpora: latin-1 decodes any byte
+                    texts.append(raw.decode("latin-1"))
+                labels.append(label)
+    features = hf.Features({"text": hf.Value("string"), "label": hf.ClassLabel(names=names)})
+    return hf.Dataset.from_dict({"text": texts, "label": labels}, features=features)
 
 
 def _is_saved_dataset(path: Path) -> bool:

@@ -1,0 +1,20 @@
+"""aipflow-finetune: fine-tuning pretrained encoders with robust losses as an aipflow plugin (contract api 1.0).
+
+Only aipflow's public API is imported here; component modules (and transformers, peft) load when a recipe names
+them.
+"""
+
+from aipflow.plugins import Plugin
+
+__version__ = "0.1.0"
+
+plugin = Plugin(
+    name="finetune",
+    api_version="1.0",
+    components={
+        "TextClassifier": "aipflow_finetune.text:TextClassifier",
+        "Tokenize": "aipflow_finetune.data:Tokenize",
+        "TrainableParameterGuard": "aipflow_finetune.callbacks:TrainableParameterGuard",
+    },
+    recipes="aipflow_finetune:recipes",
+)
