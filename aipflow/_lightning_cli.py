@@ -36,7 +36,7 @@ class AipflowCLI(LightningCLI):
         """Fill the model's null sizes from the data (:mod:`aipflow.sizes`), before anything is built."""
         from aipflow.sizes import DATA_SIZED_ARGUMENTS, data_sizes, fill_from_data
 
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         if not _has_null(config.get("model"), tuple(DATA_SIZED_ARGUMENTS)) or config.get("data") is None:
             return
         self._sized_datamodule = _instantiate(config["data"])

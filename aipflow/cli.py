@@ -144,9 +144,15 @@ class _UsageError(Exception):
     pass
 
 
-def run(argv: list[str]):
+def build(argv: list[str]):
+    """Parse ``argv`` (a config and overrides, no subcommand) and build the model, data module and trainer without
+    running anything: for tools that work on a trained run (exports, reports). Returns the CLI object."""
+    return run(argv, subcommand=False)
+
+
+def run(argv: list[str], subcommand: bool = True):
     """Parse ``argv`` (recipe names and short names resolved) and run LightningCLI; returns the CLI object
-    (``.trainer``, ``.model``, ``.datamodule``); raises on errors."""
+    (``.trainer``, ``.model``, ``.datamodule``); raises on errors. ``subcommand=False``: :func:`build`."""
     from aipflow.config import rewrite_argv
 
     for ckpt_path in _option_values(argv, "--ckpt_path"):
@@ -173,6 +179,7 @@ def run(argv: list[str]):
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
             parser_kwargs=_parser_kwargs(),
+            run=subcommand,
         )
     finally:
         sys.argv = saved_argv

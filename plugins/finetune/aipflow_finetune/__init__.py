@@ -14,6 +14,7 @@ plugin = Plugin(
     components={
         "TextClassifier": "aipflow_finetune.text:TextClassifier",
         "Tokenize": "aipflow_finetune.data:Tokenize",
+        "AdapterCheckpoint": "aipflow_finetune.callbacks:AdapterCheckpoint",
         "TrainableParameterGuard": "aipflow_finetune.callbacks:TrainableParameterGuard",
     },
     recipes="aipflow_finetune:recipes",
