@@ -210,3 +210,20 @@ def test_two_processes_share_the_training_split_without_overlap(wine, tmp_path):
     assert len(set(rows[0]) & set(rows[1])) <= 1 and abs(len(rows[0]) - len(rows[1])) == 0
     dm.setup()
     assert len(set(rows[0]) | set(rows[1])) == len(dm.sets["train"])
+
+
+def test_predict_source_is_prepared_as_the_test_split(wine, tmp_path):
+    import datasets as hf
+
+    root, _, _ = wine
+    features = [f"f{i}" for i in range(13)]
+    dm = HFDataModule(str(root / "wine.csv"), feature_columns=features, predict_source=str(tmp_path / "new.csv"))
+    dm.setup()
+    table = hf.load_dataset("csv", data_files=str(root / "wine.csv"))["train"]
+    # three raw rows of the file, without their label: scaled with the training split's statistics
+    hf.Dataset.from_dict({f: table[f][:3] for f in features}).to_csv(str(tmp_path / "new.csv"))
+    batch = next(iter(dm.predict_dataloader()))
+    mean, scale = dm._scale
+    raw = np.array([[table[f][i] for f in features] for i in range(3)], dtype=np.float32)
+    assert torch.allclose(batch["x"], torch.from_numpy((raw - mean) / scale).float(), atol=1e-5)
+    assert batch["y"].tolist() == [-1, -1, -1]

@@ -111,6 +111,9 @@ class HFDataModule(L.LightningDataModule):
     evaluation and the realised noise rate and transition matrix are computed (``noise_report``).
     ``weight_column`` passes a per-row weight (e.g. annotator agreement) in each batch as ``weight``.
 
+    ``aipflow predict`` predicts the test split, or ``predict_source`` (any source as ``source``; the label
+    column is optional there), prepared exactly as the validation split.
+
     Loading: ``num_workers`` null means none for features and text (rows are in memory already) and
     ``cores - 1`` (1 to 4) for images; ``pin_memory`` null means on when CUDA is available. The choice is printed.
 
@@ -144,6 +147,7 @@ class HFDataModule(L.LightningDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         hflip: float = 0.5,
         collator: Collator | None = None,
+        predict_source: str | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
@@ -310,7 +314,7 @@ class HFDataModule(L.LightningDataModule):
         hp = self.hparams
         if self.kind == "features":
             features = self._features(tables)
-            mean, scale = feature_scale(features["train"], np.arange(len(features["train"])))
+            mean, scale = self._scale = feature_scale(features["train"], np.arange(len(features["train"])))
             self._input_shape = (int(features["train"].shape[1]),)
             return {
                 name: _FeatureInputs(torch.from_numpy(((x - mean) / scale).astype(np.float32)))
@@ -444,16 +448,20 @@ class HFDataModule(L.LightningDataModule):
                     f"data.source={hp.source!r} has no numeric feature columns (columns: {train.column_names}); "
                     "name them with data.feature_columns"
                 )
-        out = {}
-        for name, table in tables.items():
-            parts = []
-            for column in columns:
-                values = np.asarray(_column(table, column, "feature_columns", hp.source), dtype=np.float32)
-                parts.append(values.reshape(len(table), -1))
-            x = np.concatenate(parts, axis=1)
-            check_finite_features(x, f"data.source={hp.source!r} ({name} split)", columns=columns)
-            out[name] = x
-        return out
+        self._feature_columns = list(columns)
+        return {
+            name: self._feature_matrix(table, f"data.source={hp.source!r} ({name} split)")
+            for name, table in tables.items()
+        }
+
+    def _feature_matrix(self, table, where: str) -> np.ndarray:
+        parts = []
+        for column in self._feature_columns:
+            values = np.asarray(_column(table, column, "feature_columns", self.hparams.source), dtype=np.float32)
+            parts.append(values.reshape(len(table), -1))
+        x = np.concatenate(parts, axis=1)
+        check_finite_features(x, where, columns=self._feature_columns)
+        return x
 
     # ----------------------------------------------------------------------------------------------- loaders
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -487,8 +495,39 @@ class HFDataModule(L.LightningDataModule):
         return self._loader(self.sets["test"], 4 * self.hparams.batch_size)
 
     def predict_dataloader(self) -> DataLoader:
+        """The test split (with its labels), or ``predict_source``'s rows."""
         self.setup()
-        return self.test_dataloader()
+        if self.hparams.predict_source is None:
+            return self.test_dataloader()
+        return self._loader(self._predict_rows(), 4 * self.hparams.batch_size)
+
+    def _predict_rows(self) -> _Rows:
+        """``predict_source`` read and transformed exactly as the validation split (features scaled with the
+        training statistics, images with the evaluation transform, text untouched); labels when it has the label
+        column (-1 where it does not)."""
+        import datasets as hf
+
+        hp = self.hparams
+        splits = open_dataset(hp.predict_source, "data.predict_source")
+        table = hf.concatenate_datasets(list(splits.values())) if len(splits) > 1 else next(iter(splits.values()))
+        if self.kind == "features":
+            mean, scale = self._scale
+            x = (self._feature_matrix(table, f"data.predict_source={hp.predict_source!r}") - mean) / scale
+            inputs: Callable[[int], dict[str, Any]] = _FeatureInputs(torch.from_numpy(x.astype(np.float32)))
+        elif self.kind == "text":
+            _column(table, hp.text_column, "text_column", hp.predict_source)
+            inputs = _TextInputs(table, hp.text_column)
+        else:
+            _column(table, hp.image_column, "image_column", hp.predict_source)
+            path = Path(hp.predict_source)
+            base = path.parent if path.is_file() else None
+            transform = image_transform(self.image, False, False)
+            inputs = ImageInputs(table, hp.image_column, "predict", self.image.mode, transform, base)
+        if hp.label_column in table.column_names:
+            labels = torch.from_numpy(self._label_ids(table, hp.label_column, "label_column"))
+        else:
+            labels = torch.full((len(table),), -1, dtype=torch.long)
+        return _Rows(inputs, labels, labels, None)
 
 
 def _carve(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

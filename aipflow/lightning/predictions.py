@@ -67,6 +67,11 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         table = prediction_table(batches)
+        names = getattr(trainer.datamodule, "class_names", None) if trainer.datamodule is not None else None
+        if names and "predicted" in table:  # the class names beside the ids (ClassLabel or string labels)
+            table["predicted_class"] = [names[i] for i in table["predicted"]]
+            if "pp_predicted" in table:
+                table["pp_predicted_class"] = [names[i] for i in table["pp_predicted"]]
         path = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         import pandas as pd

@@ -192,3 +192,27 @@ def test_the_recipes_run_from_the_command(recipe, tmp_path, monkeypatch):
     argv = ["fit", "--config", recipe, "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"]
     argv += ["--trainer.logger=false", "--data.collator.max_length=32", "--data.batch_size=8"]
     assert main(argv) == 0
+
+
+def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypatch):
+    import datasets as hf
+    import pandas as pd
+
+    from aipflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    new = ["Parliament debated the budget.", "The band released a new album.", "Profits rose ten percent."]
+    hf.Dataset.from_dict({"text": new}).to_csv(str(tmp_path / "new.csv"))
+    common = ["--config", "finetune/minilm_lora_bbc", "--data.collator.max_length=32", "--data.batch_size=8"]
+    common += ["--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+    fit = ["fit", *common, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--test_after_fit=false"]
+    assert main([*fit, f"--trainer.default_root_dir={tmp_path}"]) == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    assert ckpt.stat().st_size < 2_000_000  # adapters, head and optimizer state; not the 90 MB encoder
+    predict = ["predict", *common, f"--data.predict_source={tmp_path / 'new.csv'}", f"--ckpt_path={ckpt}"]
+    assert main([*predict, f"--predictions_file={tmp_path / 'out.csv'}"]) == 0
+    frame = pd.read_csv(tmp_path / "out.csv")
+    assert len(frame) == 3 and (frame["label"] == -1).all()
+    probs = frame[[f"prob_{k}" for k in range(5)]].to_numpy()
+    assert abs(probs.sum(1) - 1).max() < 1e-5
+    assert set(frame["predicted_class"]) <= {"business", "entertainment", "politics", "sports", "tech"}
