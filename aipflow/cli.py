@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 
 INFO_COMMANDS = ("plugins", "plugin", "recipes", "env")
+__all__ = ["build", "main", "run", "run_summary"]
+
 DEBUG_ENV = "AIPFLOW_DEBUG"
 
 _EXTRA_HELP = """\

@@ -31,6 +31,8 @@ PUBLIC_MODULES = (
     "aipflow.plugins",
     "aipflow.testing",
     "aipflow.config",
+    "aipflow.sizes",
+    "aipflow.cli",
 )
 
 

@@ -69,10 +69,43 @@ def test_bad_sources_are_one_clear_line(tmp_path, monkeypatch):
         open_dataset(str(tmp_path / "missing.csv"), field="data.source")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no data here")
-    with pytest.raises(ValueError, match="is a folder but neither a saved dataset .* nor an image folder"):
+    with pytest.raises(
+        ValueError, match="is a folder but neither a saved dataset .* an image folder nor a text folder"
+    ):
         open_dataset(str(tmp_path / "notes"))
     with pytest.raises(ValueError, match="data.dataset='no-such/dataset-here' is not a saved dataset folder"):
         open_dataset("no-such/dataset-here")
     (tmp_path / "empty.csv").write_text("a,label\n")
     with pytest.raises(ValueError, match="could not be read as csv"):
         open_dataset(str(tmp_path / "empty.csv"))
+
+
+def test_a_text_folder_is_texts_with_sorted_class_names(tmp_path):
+    for name, texts in (("sport", ["a match", "a race"]), ("arts", ["a film"])):
+        (tmp_path / "news" / name).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (tmp_path / "news" / name / f"{i}.txt").write_text(text)
+    (tmp_path / "news" / "arts" / "old.txt").write_bytes("caf\xe9 society".encode("latin-1"))  # not UTF-8
+    table = open_dataset(str(tmp_path / "news"), "data.source")["train"]
+    assert table.features["label"].names == ["arts", "sport"]  # sorted, whatever order the disk lists
+    assert sorted(zip(table["label"], table["text"])) == [
+        (0, "a film"),
+        (0, "café society"),
+        (1, "a match"),
+        (1, "a race"),
+    ]
+
+
+def test_package_sources_are_found_without_importing_and_missing_ones_are_one_line():
+    import sklearn
+
+    from pathlib import Path
+
+    from aipflow.data.sources import package_path
+
+    folder = package_path("package:sklearn/datasets/data", "data.source")
+    assert folder.is_dir() and str(folder).startswith(str(Path(sklearn.__file__).parent))
+    with pytest.raises(ValueError, match=r"data.source='package:no_such_pkg/x': no installed package 'no_such_pkg'"):
+        open_dataset("package:no_such_pkg/x", "data.source")
+    with pytest.raises(ValueError, match=r"the package has no 'nothing/here'"):
+        open_dataset("package:sklearn/nothing/here", "data.source")
