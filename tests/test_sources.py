@@ -97,9 +97,9 @@ def test_a_text_folder_is_texts_with_sorted_class_names(tmp_path):
 
 
 def test_package_sources_are_found_without_importing_and_missing_ones_are_one_line():
-    import sklearn
-
     from pathlib import Path
+
+    import sklearn
 
     from aipflow.data.sources import package_path
 
