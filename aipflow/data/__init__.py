@@ -4,7 +4,7 @@ from aipflow.data.digits import DigitsDataModule, IndexedDataset
 from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.data.hf import HFDataModule
 from aipflow.data.noise import NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
-from aipflow.data.sources import open_dataset
+from aipflow.data.sources import open_dataset, package_path
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "apply_label_noise",
     "feature_scale",
     "open_dataset",
+    "package_path",
     "pair_flip_noise",
     "stratified_split",
     "symmetric_noise",

@@ -13,6 +13,7 @@ plugin = Plugin(
     api_version="1.0",
     components={
         "TextClassifier": "aipflow_finetune.text:TextClassifier",
+        "VisionClassifier": "aipflow_finetune.vision:VisionClassifier",
         "Tokenize": "aipflow_finetune.data:Tokenize",
         "AdapterCheckpoint": "aipflow_finetune.callbacks:AdapterCheckpoint",
         "TrainableParameterGuard": "aipflow_finetune.callbacks:TrainableParameterGuard",

