@@ -45,6 +45,9 @@ from aipflow.plugins import (
 )
 
 __all__ = [
+    "CPUDeepSpeedStrategy",
+    "CPUFSDPStrategy",
+    "ForkedModelParallelStrategy",
     "HEAVY_MODULES",
     "PluginConformance",
     "check_plugin",
@@ -53,6 +56,19 @@ __all__ = [
     "plugin_recipes",
     "plugin_site",
 ]
+
+_CPU_STRATEGIES = ("CPUDeepSpeedStrategy", "CPUFSDPStrategy", "ForkedModelParallelStrategy")
+
+
+def __getattr__(name: str):
+    """Lightning's FSDP, FSDP2 and DeepSpeed strategies made to run on CPU processes (fork, gloo) to test
+    distributed behaviour without GPUs; imported on first use (they import Lightning)."""
+    if name in _CPU_STRATEGIES:
+        from aipflow import _cpu_strategies
+
+        return getattr(_cpu_strategies, name)
+    raise AttributeError(f"module 'aipflow.testing' has no attribute {name!r}")
+
 
 #: modules a plugin's discovery (importing its entry point) must not import: each costs seconds at every command
 HEAVY_MODULES = ("torch", "lightning", "pytorch_lightning", "transformers", "datasets", "sklearn", "timm", "scipy")

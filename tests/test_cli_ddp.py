@@ -166,7 +166,7 @@ def test_fsdp_on_two_loopback_nodes_fits_and_tests_in_a_new_run(tmp_path):
     # SAM on FSDP (the CPU test strategy, by class path), two nodes: fit, then the test command the fit prints
     # (Lightning cannot test a model it sharded in the same process), run as printed
     strategy = [
-        "--trainer.strategy.class_path=tests.lightning.strategies.CPUFSDPStrategy",
+        "--trainer.strategy.class_path=aipflow.testing.CPUFSDPStrategy",
         "--trainer.strategy.init_args.process_group_backend=gloo",
     ]
     fit = two_loopback_nodes(tmp_path, ["-m", "aipflow.cli", "fit", "--config", "sam", *strategy, *TINY])

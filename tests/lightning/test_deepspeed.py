@@ -31,7 +31,7 @@ class GatheredWeights(CountingModule):
 
 
 def deepspeed_fit(factory, stage, tmp_path, steps=2):
-    from tests.lightning.strategies import CPUDeepSpeedStrategy
+    from aipflow.testing import CPUDeepSpeedStrategy
 
     torch.manual_seed(0)
     model = GatheredWeights(factory, str(tmp_path))

@@ -13,8 +13,8 @@ from torch.func import functional_call
 
 from aipflow.optim import ASAM, SAM
 from aipflow.optim._functional import triton_available as can_use_triton
+from aipflow.testing import CPUFSDPStrategy
 from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
-from tests.lightning.strategies import CPUFSDPStrategy
 from tests.lightning.test_ddp import rank_rows
 from tests.optim import reference
 
@@ -258,7 +258,7 @@ class FullyShardedInConfigureModel(FullWeights):
 
 
 def fsdp2_fit(factory, tmp_path):
-    from tests.lightning.strategies import ForkedModelParallelStrategy
+    from aipflow.testing import ForkedModelParallelStrategy
 
     torch.manual_seed(0)
     x, y = regression_data(64)

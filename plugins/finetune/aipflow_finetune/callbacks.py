@@ -19,6 +19,18 @@ class TrainableParameterGuard(Callback):
         self.show = show
         self.checked = False
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        strategy = trainer.strategy
+        partly_frozen = len({p.requires_grad for p in pl_module.parameters()}) > 1
+        if isinstance(strategy, FSDPStrategy) and partly_frozen and not strategy.kwargs.get("use_orig_params"):
+            # FSDP's flat parameters hold one requires_grad each: a LoRA or linear-probe model cannot be flattened
+            raise ValueError(
+                "trainer.strategy: FSDP of a partly frozen model (LoRA, a linear probe) needs "
+                "FSDPStrategy(use_orig_params=True)"
+            )
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         named = list(pl_module.named_parameters())
         trainable = [(n, p) for n, p in named if p.requires_grad]
@@ -35,7 +47,8 @@ class TrainableParameterGuard(Callback):
         if self.checked:
             return
         self.checked = True
-        missing = [n for n, p in pl_module.named_parameters() if p.requires_grad and p.grad is None]
+        # under FSDP a parameter held by another rank is empty here (and has no gradient here): not missing
+        missing = [n for n, p in pl_module.named_parameters() if p.requires_grad and p.numel() and p.grad is None]
         if missing:
             shown = ", ".join(missing[: self.show]) + (
                 f", ... ({len(missing)} in all)" if len(missing) > self.show else ""

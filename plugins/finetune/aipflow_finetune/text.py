@@ -43,6 +43,8 @@ class TextClassifier(nn.Module):
         pooling: ``cls``, ``mean`` (over the attention mask), ``pooler`` (the model's own pooler output) or
             ``auto``: what a sentence-transformers checkpoint says (``1_Pooling/config.json``), else ``cls``.
         head_dropout: dropout before the head.
+        encoder_dropout: the encoder's hidden and attention dropout (null: the checkpoint's, 0.1 for BERT-like
+            models).
         layer_decay: layer-wise learning-rate decay (Clark et al. 2020; Howard & Ruder 2018): layer ``i`` of ``L``
             trains at ``layer_decay ** (L - i)`` times the learning rate, the embeddings at ``** (L + 1)``, the head
             at 1. Null: one rate.
@@ -57,6 +59,7 @@ class TextClassifier(nn.Module):
         lora: LoraSettings | None = None,
         pooling: str = "auto",
         head_dropout: float = 0.1,
+        encoder_dropout: float | None = None,
         layer_decay: float | None = None,
         gradient_checkpointing: bool = False,
     ) -> None:
@@ -71,9 +74,14 @@ class TextClassifier(nn.Module):
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must lie in (0, 1] or be null, got {layer_decay}")
         path = resolve_backbone(backbone, "model.backbone")
+        overrides = {}
+        if encoder_dropout is not None:
+            if not 0.0 <= encoder_dropout < 1.0:
+                raise ValueError(f"model.encoder_dropout must lie in [0, 1), got {encoder_dropout}")
+            overrides = {"hidden_dropout_prob": encoder_dropout, "attention_probs_dropout_prob": encoder_dropout}
         try:
-            config = AutoConfig.from_pretrained(path, local_files_only=offline())
-            encoder = AutoModel.from_pretrained(path, local_files_only=offline())
+            config = AutoConfig.from_pretrained(path, local_files_only=offline(), **overrides)
+            encoder = AutoModel.from_pretrained(path, config=config, local_files_only=offline())
         except (OSError, ValueError) as err:
             raise load_failure(backbone, "model.backbone", err) from None
         self.pooling = _resolve_pooling(pooling, path)

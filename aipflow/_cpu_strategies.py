@@ -1,4 +1,5 @@
-"""Lightning strategies made to run on CPU processes in tests: Lightning's FSDPStrategy refuses CPU as shipped
+"""Lightning strategies made to run on CPU processes (tests of distributed behaviour without GPUs; exported by
+:mod:`aipflow.testing`): Lightning's FSDPStrategy refuses CPU as shipped
 (issue 13 measured it); wrapped with device_id=cpu and launched by fork it runs the real sharding code.
 ModelParallelStrategy (FSDP2) runs on CPU as shipped, but relaunches the script: forked here inside pytest.
 DeepSpeedStrategy refuses CPU too; without its CUDA check, device index and launcher it runs ZeRO 1-3 with gloo."""
@@ -11,6 +12,8 @@ import os
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+__all__ = ["CPUDeepSpeedStrategy", "CPUFSDPStrategy", "ForkedModelParallelStrategy"]
 
 
 class _ForkLauncher(_MultiProcessingLauncher):
