@@ -32,6 +32,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -56,6 +57,9 @@ __all__ = [
     "plugin_recipes",
     "plugin_site",
 ]
+
+if TYPE_CHECKING:  # imported on first use (module __getattr__ below): they import Lightning
+    from aipflow._cpu_strategies import CPUDeepSpeedStrategy, CPUFSDPStrategy, ForkedModelParallelStrategy
 
 _CPU_STRATEGIES = ("CPUDeepSpeedStrategy", "CPUFSDPStrategy", "ForkedModelParallelStrategy")
 
