@@ -57,3 +57,24 @@ def provenance_markdown() -> str:
     lines = ["## Provenance", ""]
     lines += [f"- {key}: `{value}`" for key, value in provenance().items()]
     return "\n".join(lines) + "\n"
+
+
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` over seeds (the sample standard deviation; 0 for one value), scaled (100: percent)."""
+    import statistics
+
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def write_results(name: str, lines: list[str]) -> Path:
+    """``lines`` and the provenance written to ``benchmarks/results/<name>``; prints and returns the path."""
+    folder = Path(__file__).resolve().parent / "results"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text("\n".join([*lines, "", provenance_markdown()]) + "\n")
+    print(f"written {path}")
+    return path

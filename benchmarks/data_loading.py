@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from _provenance import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 64
 
 
@@ -152,12 +151,8 @@ def main() -> None:
             f"| {rows} | {m['peak'] / 1024:.0f} | {m['anon'] / 1024:.0f} | {m['file'] / 1024:.0f} |"
             for rows, m in memory.items()
         ],
-        "",
-        provenance_markdown(),
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "data_loading.md").write_text("\n".join(lines) + "\n")
-    print(f"written {RESULTS / 'data_loading.md'}")
+    write_results("data_loading.md", lines)
 
 
 if __name__ == "__main__":

