@@ -227,3 +227,31 @@ def test_predict_source_is_prepared_as_the_test_split(wine, tmp_path):
     raw = np.array([[table[f][i] for f in features] for i in range(3)], dtype=np.float32)
     assert torch.allclose(batch["x"], torch.from_numpy((raw - mean) / scale).float(), atol=1e-5)
     assert batch["y"].tolist() == [-1, -1, -1]
+
+
+def test_a_weight_column_weights_each_rows_loss(wine):
+    from aipflow.losses import ELR, GCE
+
+    root, _, _ = wine
+    features = [f"f{i}" for i in range(13)]
+    dm = HFDataModule(str(root / "wine.csv"), feature_columns=features, weight_column="agreement", batch_size=16)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    net = MLP(in_features=13, num_classes=3, hidden=(8,))
+    logits = net(batch["x"])
+    w = batch["weight"].double()
+    for loss, per_row in (
+        (None, torch.nn.functional.cross_entropy(logits.double(), batch["y"], reduction="none")),
+        (GCE(q=0.7), (1 - logits.double().softmax(1).gather(1, batch["y"][:, None]).squeeze(1) ** 0.7) / 0.7),
+    ):
+        task = ClassificationTask(net, loss=loss, num_classes=3, sample_weights=True, reliability_diagram=False)
+        expected = (w * per_row).sum() / w.sum()
+        assert float(task._training_loss(logits, batch["y"], batch)) == pytest.approx(float(expected), rel=1e-5)
+        assert task.loss_fn.reduction == "mean"  # put back after the call
+    unweighted = ClassificationTask(net, num_classes=3, reliability_diagram=False)  # sample_weights off: plain mean
+    plain = torch.nn.functional.cross_entropy(logits, batch["y"])
+    assert float(unweighted._training_loss(logits, batch["y"], batch)) == pytest.approx(float(plain))
+    elr = ClassificationTask(net, loss=ELR(num_samples=200), num_classes=3, sample_weights=True)
+    with pytest.raises(ValueError, match="model.sample_weights: ELR keeps per-sample state"):
+        elr._training_loss(logits, batch["y"], batch)

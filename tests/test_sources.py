@@ -109,3 +109,10 @@ def test_package_sources_are_found_without_importing_and_missing_ones_are_one_li
         open_dataset("package:no_such_pkg/x", "data.source")
     with pytest.raises(ValueError, match=r"the package has no 'nothing/here'"):
         open_dataset("package:sklearn/nothing/here", "data.source")
+
+
+def test_a_csv_with_bytes_that_are_not_utf8_is_read_with_replacements(tmp_path):
+    (tmp_path / "tweets.csv").write_bytes(b"label,text\n0,fine\n1,caf\xe9 \xff night\n")
+    with pytest.warns(UserWarning, match="bytes that are not UTF-8 read as U\\+FFFD"):
+        table = open_dataset(str(tmp_path / "tweets.csv"), "data.source")["train"]
+    assert table["text"] == ["fine", "caf\ufffd \ufffd night"]

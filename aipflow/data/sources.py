@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 __all__ = [
@@ -61,7 +62,14 @@ def open_dataset(source: str, field: str = "data.dataset") -> dict:
         try:
             data = hf.load_dataset(builder, data_files=str(path))
         except Exception as err:  # noqa: BLE001 - a malformed or empty file, said in one line
-            raise ValueError(f"{field}={source!r} could not be read as {builder}: {type(err).__name__}: {err}") from err
+            if builder == "csv" and _caused_by(err, UnicodeDecodeError):
+                # a CSV with a few bytes that are not UTF-8 (scraped text): read it, each bad byte as U+FFFD
+                warnings.warn(f"{field}={source!r}: bytes that are not UTF-8 read as U+FFFD", stacklevel=2)
+                data = hf.load_dataset(builder, data_files=str(path), encoding_errors="replace")
+            else:
+                raise ValueError(
+                    f"{field}={source!r} could not be read as {builder}: {type(err).__name__}: {err}"
+                ) from err
     else:
         try:
             data = hf.load_dataset(source)
@@ -75,6 +83,14 @@ def open_dataset(source: str, field: str = "data.dataset") -> dict:
     if empty or not splits:
         raise ValueError(f"{field}={source!r}: empty split(s) {empty or ['train']}")
     return splits
+
+
+def _caused_by(err: BaseException, kind: type) -> bool:
+    while err is not None:
+        if isinstance(err, kind):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def package_path(source: str, field: str) -> Path:

@@ -107,6 +107,8 @@ class ClassificationTask(L.LightningModule):
             ``/pp_ece`` (20 bins, as the bSAM paper); 0 turns it off. When testing from a checkpoint the
             posterior comes from that checkpoint's optimizer state.
         posterior_seed: seed of the posterior samples drawn for evaluation (fixed: comparable across epochs).
+        sample_weights: weight each training row's loss by the batch's ``weight`` (a data module's weight column,
+            e.g. annotator agreement): ``sum w_i l_i / sum w_i``.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class ClassificationTask(L.LightningModule):
         reliability_diagram: bool = True,
         posterior_samples: int = 0,
         posterior_seed: int = 0,
+        sample_weights: bool = False,
     ) -> None:
         super().__init__()
         if lr_scheduler_interval not in ("epoch", "step"):
@@ -247,6 +250,9 @@ class ClassificationTask(L.LightningModule):
         return loss
 
     def _training_loss(self, logits: torch.Tensor, y: torch.Tensor, batch) -> torch.Tensor:
+        weight = batch.get("weight") if isinstance(batch, dict) and self.hparams.sample_weights else None
+        if weight is not None:
+            return self._weighted_loss(logits, y, weight, batch)
         if getattr(self.loss_fn, "needs_index", False):
             index = _index(batch)
             if index is None:
@@ -256,6 +262,28 @@ class ClassificationTask(L.LightningModule):
                 )
             return self.loss_fn(logits, y, index=index)
         return self.loss_fn(logits, y)
+
+    def _weighted_loss(self, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, batch) -> torch.Tensor:
+        """``sum_i w_i l_i / sum_i w_i``: the loss per row (the loss module's ``reduction`` set to ``"none"`` for
+        the call), weighted by the batch's ``weight`` (e.g. annotator agreement)."""
+        name = type(self.loss_fn).__name__
+        if getattr(self.loss_fn, "needs_index", False):
+            raise ValueError(
+                f"model.sample_weights: {name} keeps per-sample state, which row weights would skew; use a loss "
+                "without (CE, GCE, SCE, NCE+RCE, ...) or turn sample_weights off"
+            )
+        if not hasattr(self.loss_fn, "reduction"):
+            raise ValueError(
+                f"model.sample_weights: {name} gives no per-row losses (no reduction option); use a loss that has "
+                "one (CE, GCE, SCE, NCE+RCE, ...) or turn sample_weights off"
+            )
+        reduction, self.loss_fn.reduction = self.loss_fn.reduction, "none"
+        try:
+            per_row = self.loss_fn(logits, y)
+        finally:
+            self.loss_fn.reduction = reduction
+        weight = weight.to(per_row.dtype)
+        return (weight * per_row).sum() / weight.sum().clamp_min(torch.finfo(per_row.dtype).tiny)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = _unpack(batch)

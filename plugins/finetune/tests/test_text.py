@@ -212,3 +212,26 @@ def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypat
     probs = frame[[f"prob_{k}" for k in range(5)]].to_numpy()
     assert abs(probs.sum(1) - 1).max() < 1e-5
     assert set(frame["predicted_class"]) <= {"business", "entertainment", "politics", "sports", "tech"}
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_gradient_checkpointing_gives_the_same_gradients(method):
+    # recomputation in the backward pass; with a frozen encoder (LoRA) it needs inputs that require grads
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = TextClassifier(
+            MINILM,
+            num_classes=3,
+            method=method,
+            encoder_dropout=0.0,
+            head_dropout=0.0,
+            lora=LoraSettings(dropout=0.0),
+            gradient_checkpointing=checkpointing,
+        ).train()
+        loss = torch.nn.functional.cross_entropy(model(tokenised()), torch.tensor([0, 2]))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+    assert any(grads[1][n].abs().sum() > 0 for n in grads[1] if "lora_A" in n or "encoder" in n)
