@@ -255,3 +255,17 @@ def test_a_weight_column_weights_each_rows_loss(wine):
     elr = ClassificationTask(net, loss=ELR(num_samples=200), num_classes=3, sample_weights=True)
     with pytest.raises(ValueError, match="model.sample_weights: ELR keeps per-sample state"):
         elr._training_loss(logits, batch["y"], batch)
+
+
+def test_rows_without_a_weight_are_refused_or_given_weight_missing(tmp_path):
+    import datasets as hf
+
+    x = {f"f{i}": np.arange(20.0).tolist() for i in range(2)}
+    agreement = [float("nan") if i % 5 == 0 else 0.8 for i in range(20)]
+    hf.Dataset.from_dict(x | {"label": [0, 1] * 10, "agreement": agreement}).to_csv(str(tmp_path / "w.csv"))
+    with pytest.raises(ValueError, match=r"data.weight_column='agreement' has \d+ non-finite"):
+        HFDataModule(str(tmp_path / "w.csv"), weight_column="agreement").setup()
+    dm = HFDataModule(str(tmp_path / "w.csv"), weight_column="agreement", weight_missing=0.5)
+    dm.setup()
+    weights = torch.cat([dm.sets[n].weight for n in ("train", "val", "test")])
+    assert sorted(set(weights.tolist())) == [0.5, pytest.approx(0.8)] and int((weights == 0.5).sum()) == 4

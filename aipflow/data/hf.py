@@ -109,7 +109,8 @@ class HFDataModule(L.LightningDataModule):
     core's generators (``noise``, as for digits; validation and test stay clean; ``instance`` noise needs
     features), or read from ``noisy_label_column``: the training label is that column, the clean column is kept for
     evaluation and the realised noise rate and transition matrix are computed (``noise_report``).
-    ``weight_column`` passes a per-row weight (e.g. annotator agreement) in each batch as ``weight``.
+    ``weight_column`` passes a per-row weight (e.g. annotator agreement) in each batch as ``weight`` (rows without
+    one refused, or given ``weight_missing``); ``ClassificationTask(sample_weights=True)`` weights the loss by it.
 
     ``aipflow predict`` predicts the test split, or ``predict_source`` (any source as ``source``; the label
     column is optional there), prepared exactly as the validation split.
@@ -131,6 +132,7 @@ class HFDataModule(L.LightningDataModule):
         text_column: str | None = None,
         noisy_label_column: str | None = None,
         weight_column: str | None = None,
+        weight_missing: float | None = None,
         num_classes: int | None = None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
@@ -287,8 +289,11 @@ class HFDataModule(L.LightningDataModule):
             weight = None
             if hp.weight_column is not None:
                 column = _column(table, hp.weight_column, "weight_column", hp.source)
-                weight = torch.as_tensor(np.asarray(column, dtype=np.float32))
-                check_finite_features(weight.numpy()[:, None], f"data.weight_column={hp.weight_column!r}")
+                values = np.asarray(column, dtype=np.float32)
+                if hp.weight_missing is not None:
+                    values = np.where(np.isnan(values), np.float32(hp.weight_missing), values)
+                check_finite_features(values[:, None], f"data.weight_column={hp.weight_column!r}")
+                weight = torch.from_numpy(values)
             self.sets[name] = _Rows(inputs[name], y.long(), clean.long(), weight)
         if "train_eval" in inputs:
             train = self.sets["train"]

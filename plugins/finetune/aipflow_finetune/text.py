@@ -92,6 +92,8 @@ class TextClassifier(nn.Module):
         self.method, self.layer_decay = method, layer_decay
         if method != "full":
             encoder.requires_grad_(False)
+        elif self.pooling != "pooler" and getattr(encoder, "pooler", None) is not None:
+            encoder.pooler.requires_grad_(False)  # unused by cls / mean pooling: it would train on nothing
         if method == "lora":
             encoder = apply_lora(encoder, lora or LoraSettings())
         if gradient_checkpointing:

