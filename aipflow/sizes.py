@@ -22,7 +22,8 @@ DATA_SIZED_ARGUMENTS = {
 
 def data_sizes(datamodule: Any) -> dict[str, int]:
     """What ``datamodule`` says of :data:`DATA_SIZED_ARGUMENTS`: ``num_classes`` and an ``input_shape`` of
-    ``(features,)`` or ``(channels, height, width)``; an argument the data module cannot size is absent."""
+    ``(features,)`` (one channel) or ``(channels, height, width)``; an argument the data module cannot size is
+    absent."""
     sizes = {}
     classes = getattr(datamodule, "num_classes", None)
     if classes is not None:
@@ -32,6 +33,8 @@ def data_sizes(datamodule: Any) -> dict[str, int]:
         sizes["in_features"] = math.prod(int(d) for d in shape)
         if len(shape) == 3:
             sizes["in_chans"] = sizes["in_channels"] = int(shape[0])
+        elif len(shape) == 1:  # a flat feature vector is one channel (a CNN over digits' 64 values sees 1 x 8 x 8)
+            sizes["in_chans"] = sizes["in_channels"] = 1
     return sizes
 
 
