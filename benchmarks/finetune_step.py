@@ -2,9 +2,10 @@
 5-class head, batch 32 x 64 tokens of BBC News, AdamW; the same network, batches and optimizer in a plain PyTorch
 loop, then through aipflow (ClassificationTask in a Lightning Trainer, with aipflow's integration callbacks), then
 with SAM (rho 0.05, two forward-backward passes) through aipflow. Same process, same threads; median of the timed
-steps after warm-up, the three interleaved in rounds so that a slow spell of the machine hits all of them.
+steps after warm-up, the three interleaved in rounds (order alternating) so that a slow spell of the machine hits
+all of them.
 
-    python benchmarks/finetune_step.py [--steps 12] [--rounds 3]
+    python benchmarks/finetune_step.py [--steps 10] [--rounds 4]
 
 Targets (issue 16): aipflow's overhead <= 5 %; the SAM step <= 2.05x the plain LoRA step.
 Writes benchmarks/results/finetune_step.md.
@@ -114,9 +115,9 @@ def aipflow_steps(data: list[dict], sam: bool) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per round and setting")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round and setting")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -125,15 +126,23 @@ def main() -> None:
 
     data = batches(args.warmup + args.steps)
     times = {"plain": [], "aipflow": [], "aipflow_sam": []}
+    runs = {
+        "plain": lambda: plain_steps(data),
+        "aipflow": lambda: aipflow_steps(data, sam=False),
+        "aipflow_sam": lambda: aipflow_steps(data, sam=True),
+    }
+    ratios = {"aipflow": [], "aipflow_sam": []}
     for r in range(args.rounds):
-        times["plain"] += plain_steps(data)[args.warmup :]
-        times["aipflow"] += aipflow_steps(data, sam=False)[args.warmup :]
-        times["aipflow_sam"] += aipflow_steps(data, sam=True)[args.warmup :]
-        medians = {k: statistics.median(v) for k, v in times.items()}
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3f} s" for k, v in medians.items()), flush=True)
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))  # no setting always first or last
+        this = {name: runs[name]()[args.warmup :] for name in order}
+        for name, values in this.items():
+            times[name] += values
+        for name in ratios:  # within a round: the machine's state is shared by the settings compared
+            ratios[name].append(statistics.median(this[name]) / statistics.median(this["plain"]))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in this.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    overhead = med["aipflow"] / med["plain"] - 1
-    sam_ratio = med["aipflow_sam"] / med["plain"]
+    overhead = statistics.median(ratios["aipflow"]) - 1
+    sam_ratio = statistics.median(ratios["aipflow_sam"])
     lines = [
         "# A LoRA fine-tuning step: aipflow against a plain PyTorch + peft loop (CPU)",
         "",
@@ -147,10 +156,17 @@ def main() -> None:
         f"| aipflow (ClassificationTask, Lightning Trainer) | {med['aipflow']:.3f} | {1 + overhead:.3f}x |",
         f"| aipflow with SAM (rho 0.05) | {med['aipflow_sam']:.3f} | {sam_ratio:.3f}x |",
         "",
+        "The ratios are the medians over rounds of each round's ratio (the settings compared in the same round, "
+        "their order alternating): per round, aipflow "
+        + ", ".join(f"{x:.3f}" for x in ratios["aipflow"])
+        + "; SAM "
+        + ", ".join(f"{x:.3f}" for x in ratios["aipflow_sam"])
+        + ".",
+        "",
         f"Overhead {100 * overhead:+.1f} % (target <= 5 %); SAM {sam_ratio:.2f}x the plain step (target <= 2.05x).",
     ]
     write_results("finetune_step.md", lines)
-    print("\n".join(lines[6:11]))
+    print("\n".join(lines[6:]))
 
 
 if __name__ == "__main__":
