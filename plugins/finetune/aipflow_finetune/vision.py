@@ -107,26 +107,14 @@ def load_weights_in_order(network: nn.Module, weights: str, field: str) -> None:
 def _adapt_stem(network: nn.Module, in_chans: int) -> None:
     """The first convolution for ``in_chans`` inputs: timm's ``adapt_input_conv`` (a greyscale input gets the sum
     of the RGB filters, so a grey image gives what its RGB copy would)."""
+    import copy
+
     from timm.models import adapt_input_conv
 
     name = network.pretrained_cfg.get("first_conv", "conv_stem")
     conv = network.get_submodule(name)
-    weight = adapt_input_conv(in_chans, conv.weight.detach())
-    new = nn.Conv2d(
-        in_chans,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        conv.bias is not None,
-    )
-    if type(conv) is not nn.Conv2d:  # timm's static-same-padding convolution: keep its class and padding
-        import copy
-
-        new = copy.deepcopy(conv)
-        new.in_channels = in_chans
-    new.weight = nn.Parameter(weight)
+    new = copy.deepcopy(conv)  # keeps timm's class (static "same" padding) and every setting but the channels
+    new.in_channels = in_chans
+    new.weight = nn.Parameter(adapt_input_conv(in_chans, conv.weight.detach()))
     parent_name, _, child = name.rpartition(".")
     setattr(network.get_submodule(parent_name) if parent_name else network, child, new)
