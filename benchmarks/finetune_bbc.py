@@ -1,10 +1,10 @@
 """LoRA fine-tuning of all-MiniLM-L6-v2 on BBC News (5 topics) under label noise: CE + AdamW against NCE+RCE,
 NCE+RCE with SAM, and IVON, 3 seeds, clean-test accuracy, NLL and ECE (15 bins; IVON also its posterior predictive,
 10 samples). The recipe `finetune/minilm_lora_bbc` (LoRA r 8 / alpha 16 on query and value, 5-class head, batch 32,
-cosine schedule) with the loss, optimizer and noise changed by overrides; texts cut to ``--max_length`` tokens,
-``--epochs`` epochs; the final weights are tested (no model selection on the validation split).
+cosine schedule) with the loss, optimizer (AdamW / SAM's base at lr 3e-3) and noise changed by overrides; texts cut
+to ``--max_length`` tokens, ``--epochs`` epochs; the final weights are tested (no model selection on validation).
 
-    python benchmarks/finetune_bbc.py [--noise 0 0.4] [--seeds 0 1 2] [--epochs 2] [--max_length 64]
+    python benchmarks/finetune_bbc.py [--noise 0 0.4] [--seeds 0 1 2] [--epochs 3] [--max_length 64]
 
 Writes benchmarks/results/finetune_bbc.md.
 """
@@ -22,7 +22,8 @@ from _provenance import mean_std, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-ADAMW = ["--model.init_args.optimizer=AdamW", "--model.init_args.optimizer.lr=0.001"]
+LR = 0.003  # AdamW on LoRA r 8 + a new head: 1e-3 needs ~2x the epochs (measured: 40 % noise, CE, 1 epoch 56 %)
+ADAMW = ["--model.init_args.optimizer=AdamW", f"--model.init_args.optimizer.lr={LR}"]
 NCE_RCE = ["--model.init_args.loss=NCERCE", "--model.init_args.loss.alpha=1.0", "--model.init_args.loss.beta=1.0"]
 METHODS = {
     "CE + AdamW": ["--model.init_args.loss=CE", *ADAMW],
@@ -32,7 +33,7 @@ METHODS = {
         "--model.init_args.optimizer=SAM",
         "--model.init_args.optimizer.rho=0.05",
         "--model.init_args.optimizer.base_optimizer=AdamW",
-        "--model.init_args.optimizer.base_optimizer.lr=0.001",
+        f"--model.init_args.optimizer.base_optimizer.lr={LR}",
     ],
     "CE + IVON": [
         "--model.init_args.loss=CE",
@@ -64,6 +65,7 @@ def one_run(method: str, noise: float, seed: int, epochs: int, max_length: int) 
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.logger=false",
+        "--trainer.limit_val_batches=0",  # the final weights are tested; no model selection, so no validation
         "--test_after_fit=false",
         *METHODS[method],
     ]
@@ -80,7 +82,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max_length", type=int, default=64)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -103,6 +105,10 @@ def main() -> None:
             )
             print(row, flush=True)
             rows.append(row)
+            write_table(args, rows)  # after every row: a stopped grid keeps what it measured
+
+
+def write_table(args: argparse.Namespace, rows: list[str]) -> None:
     lines = [
         "# LoRA fine-tuning of MiniLM on BBC News under label noise (CPU)",
         "",

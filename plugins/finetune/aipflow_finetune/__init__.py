@@ -17,6 +17,7 @@ plugin = Plugin(
         "Tokenize": "aipflow_finetune.data:Tokenize",
         "AdapterCheckpoint": "aipflow_finetune.callbacks:AdapterCheckpoint",
         "TrainableParameterGuard": "aipflow_finetune.callbacks:TrainableParameterGuard",
+        "GradualUnfreeze": "aipflow_finetune.callbacks:GradualUnfreeze",
     },
     recipes="aipflow_finetune:recipes",
 )

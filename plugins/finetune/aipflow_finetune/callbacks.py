@@ -8,7 +8,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["AdapterCheckpoint", "TrainableParameterGuard", "trained_keys"]
+__all__ = ["AdapterCheckpoint", "GradualUnfreeze", "TrainableParameterGuard", "trained_keys"]
+
+# set on a parameter that a schedule holds frozen for now: it is still one that trains (checkpoints keep it)
+_SCHEDULED = "_aipflow_scheduled_to_train"
 
 
 class TrainableParameterGuard(Callback):
@@ -86,7 +89,7 @@ class AdapterCheckpoint(Callback):
 
             digest = hashlib.sha256()
             for name, param in pl_module.named_parameters():
-                if not param.requires_grad:
+                if not _trains(param):
                     digest.update(name.encode())
                     digest.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = digest.hexdigest()
@@ -118,11 +121,116 @@ class AdapterCheckpoint(Callback):
             raise ValueError(f"--ckpt_path lacks trained weights this model has: {missing[:5]}")
 
 
+def _trains(param: torch.nn.Parameter) -> bool:
+    return param.requires_grad or getattr(param, _SCHEDULED, False)
+
+
 def trained_keys(module: torch.nn.Module) -> set[str]:
-    """State-dict keys of the trainable parameters and of the buffers of modules that have one."""
-    keys = {name for name, param in module.named_parameters() if param.requires_grad}
+    """State-dict keys of the trainable parameters (those a freezing schedule holds for now included) and of the
+    buffers of modules that have one."""
+    keys = {name for name, param in module.named_parameters() if _trains(param)}
     for module_name, sub in module.named_modules():
-        if any(p.requires_grad for p in sub.parameters(recurse=False)):
+        if any(_trains(p) for p in sub.parameters(recurse=False)):
             prefix = f"{module_name}." if module_name else ""
             keys |= {prefix + name for name, _ in sub.named_buffers(recurse=False)}
     return keys
+
+
+class GradualUnfreeze(Callback):
+    """Freeze and gradual-unfreeze schedules. Gradual unfreezing (Howard & Ruder, "Universal Language Model
+    Fine-tuning for Text Classification", ACL 2018, section 3.2): the first epoch trains only the top group (the
+    head); every ``epochs_per_group`` epochs the next group down is released (the last encoder layer, then the one
+    below, ... the embeddings), until everything meant to train does. With ``groups_per_step=null`` the rest is
+    released at once: a linear probe for ``epochs_per_group`` epochs, then the whole fine-tune (LP-FT, Kumar et
+    al., ICLR 2022).
+
+    The groups are the network's ``unfreeze_order()`` (``TextClassifier``, ``VisionClassifier``); a group is its
+    trainable part (LoRA's adapters, or whole layers in a full fine-tune). Held groups get no gradient (their
+    backward pass is skipped), no optimizer step, no weight decay, and no posterior noise from IVON / bSAM; they
+    still count as trained for checkpoints. The state is a function of the epoch, so a resumed run is frozen as
+    the uninterrupted one was.
+
+    Args:
+        epochs_per_group: epochs between releases (ULMFiT: 1).
+        initial_groups: groups that train from the first epoch (1: the head).
+        groups_per_step: groups released each time (null: all the rest at once).
+    """
+
+    def __init__(self, epochs_per_group: int = 1, initial_groups: int = 1, groups_per_step: int | None = 1) -> None:
+        for field, value in (("epochs_per_group", epochs_per_group), ("initial_groups", initial_groups)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"GradualUnfreeze.{field} must be an integer >= 1, got {value!r}")
+        if groups_per_step is not None and (int(groups_per_step) != groups_per_step or groups_per_step < 1):
+            raise ValueError(
+                f"GradualUnfreeze.groups_per_step must be an integer >= 1 or null, got {groups_per_step!r}"
+            )
+        self.epochs_per_group = int(epochs_per_group)
+        self.initial_groups = int(initial_groups)
+        self.groups_per_step = groups_per_step
+        self._groups: list[list[torch.nn.Parameter]] = []
+        self._released = -1
+
+    def released_at(self, epoch: int) -> int:
+        """How many groups train in ``epoch`` (0-based)."""
+        steps = epoch // self.epochs_per_group
+        if self.groups_per_step is None:
+            released = self.initial_groups if steps == 0 else len(self._groups)
+        else:
+            released = self.initial_groups + steps * self.groups_per_step
+        return min(released, len(self._groups))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+        strategy = trainer.strategy
+        if isinstance(strategy, (FSDPStrategy, DeepSpeedStrategy)):
+            raise ValueError(
+                f"GradualUnfreeze under {type(strategy).__name__}: sharded parameters cannot change requires_grad "
+                "during training; use DDP (strategy=ddp_find_unused_parameters_true) or one device"
+            )
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            raise ValueError(
+                "GradualUnfreeze under DDP: held layers send no gradient, which DDP must be told of; use "
+                "trainer.strategy=ddp_find_unused_parameters_true"
+            )
+        network = getattr(pl_module, "model", pl_module)
+        order = getattr(network, "unfreeze_order", None)
+        if not callable(order):
+            raise ValueError(
+                f"GradualUnfreeze: the network ({type(network).__name__}) has no unfreeze_order(); it works with "
+                "TextClassifier, VisionClassifier or a network that lists its parameter groups top first"
+            )
+        self._groups = [list(group) for group in order() if group]
+        for group in self._groups:
+            for param in group:
+                setattr(param, _SCHEDULED, True)
+        self._released = -1
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        released = self.released_at(trainer.current_epoch)
+        for index, group in enumerate(self._groups):
+            for param in group:
+                param.requires_grad_(index < released)
+        if released != self._released:
+            count = sum(p.numel() for group in self._groups[:released] for p in group)
+            rank_zero_info(
+                f"[aipflow] epoch {trainer.current_epoch}: {released} of {len(self._groups)} parameter groups train "
+                f"({count:,} parameters)"
+            )
+            self._released = released
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else None
+        if last is not None and self.released_at(last) < len(self._groups):
+            rank_zero_info(
+                f"[aipflow] GradualUnfreeze: by the last epoch ({last}) {self.released_at(last)} of "
+                f"{len(self._groups)} groups will have trained; the rest keep their initial weights"
+            )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # after fit everything meant to train is trainable again: exports, checkpoints and a later fit see it so
+        for group in self._groups:
+            for param in group:
+                param.requires_grad_(True)

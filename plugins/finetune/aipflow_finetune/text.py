@@ -49,6 +49,8 @@ class TextClassifier(nn.Module):
             trains at ``layer_decay ** (L - i)`` times the learning rate, the embeddings at ``** (L + 1)``, the head
             at 1. Null: one rate.
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30 % more time).
+        head_lr_scale: the head's learning rate as a multiple of the optimizer's (a new, randomly initialised
+            head usually wants a larger one than pretrained weights or adapters, e.g. 10).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class TextClassifier(nn.Module):
         encoder_dropout: float | None = None,
         layer_decay: float | None = None,
         gradient_checkpointing: bool = False,
+        head_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -73,6 +76,8 @@ class TextClassifier(nn.Module):
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must lie in (0, 1] or be null, got {layer_decay}")
+        if not head_lr_scale > 0:
+            raise ValueError(f"model.head_lr_scale must be > 0, got {head_lr_scale}")
         path = resolve_backbone(backbone, "model.backbone")
         overrides = {}
         if encoder_dropout is not None:
@@ -89,7 +94,7 @@ class TextClassifier(nn.Module):
             raise ValueError(f"model.pooling='pooler': {type(encoder).__name__} has no pooler; use cls or mean")
         self.vocab_size = int(config.vocab_size)
         self.num_layers = int(getattr(config, "num_hidden_layers", 0))
-        self.method, self.layer_decay = method, layer_decay
+        self.method, self.layer_decay, self.head_lr_scale = method, layer_decay, head_lr_scale
         if method != "full":
             encoder.requires_grad_(False)
         elif self.pooling != "pooler" and getattr(encoder, "pooler", None) is not None:
@@ -125,26 +130,44 @@ class TextClassifier(nn.Module):
             pooled = pool(out.last_hidden_state, x["attention_mask"], self.pooling)
         return self.head(self.dropout(pooled))
 
-    def parameter_groups(self) -> list[dict]:
-        """The trainable parameters, grouped by depth with their ``lr_scale`` when ``layer_decay`` is set."""
-        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        if self.layer_decay is None or self.num_layers == 0:
-            return [{"params": [p for _, p in trainable]}]
-        depth_of = {}
-        for name, param in trainable:
-            match = _LAYER.search("." + name)
-            if match:
-                depth = int(match.group(1)) + 1
-            elif "embeddings" in name:
-                depth = 0
-            else:  # the head, a pooler: full rate
-                depth = self.num_layers + 1
-            depth_of.setdefault(depth, []).append(param)
+    def _by_depth(self) -> dict[int, list[torch.nn.Parameter]]:
+        """The trainable parameters by depth: 0 the embeddings, ``i + 1`` encoder layer ``i``, ``L + 1`` the rest
+        of the encoder (a pooler that trains), ``L + 2`` the head."""
         top = self.num_layers + 1
-        return [
-            {"params": params, "lr_scale": self.layer_decay ** (top - depth)}
-            for depth, params in sorted(depth_of.items())
-        ]
+        depth_of: dict[int, list[torch.nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            match = _LAYER.search("." + name)
+            if name.startswith("head."):
+                depth = top + 1
+            elif match and self.num_layers:
+                depth = int(match.group(1)) + 1
+            elif "embeddings" in name and self.num_layers:
+                depth = 0
+            else:
+                depth = top
+            depth_of.setdefault(depth, []).append(param)
+        return dict(sorted(depth_of.items()))
+
+    def parameter_groups(self) -> list[dict]:
+        """The trainable parameters by depth with their ``lr_scale``: ``head_lr_scale`` for the head, and
+        ``layer_decay ** (L + 1 - depth)`` below it when layer-wise decay is set."""
+        top = self.num_layers + 1
+        groups = []
+        for depth, params in self._by_depth().items():
+            if depth > top:
+                scale = self.head_lr_scale
+            else:
+                scale = 1.0 if self.layer_decay is None else self.layer_decay ** (top - depth)
+            groups.append({"params": params, "lr_scale": scale})
+        return groups
+
+    def unfreeze_order(self) -> list[list[torch.nn.Parameter]]:
+        """The trainable parameters in the order gradual unfreezing releases them: the head, then the encoder
+        from its top (a pooler, the last layer) down to the embeddings (those of them that train: LoRA's adapters
+        in a layer, or the whole layer in a full fine-tune)."""
+        return [params for _, params in reversed(self._by_depth().items())]
 
 
 def _resolve_pooling(pooling: str, path: str) -> str:

