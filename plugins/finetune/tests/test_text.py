@@ -191,7 +191,12 @@ def test_the_recipes_run_from_the_command(recipe, tmp_path, monkeypatch):
     assert main(argv) == 0
 
 
-def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypatch):
+IVON = ["--model.init_args.optimizer=IVON", "--model.init_args.optimizer.lr=0.05"]
+IVON += ["--model.init_args.posterior_samples=3"]
+
+
+@pytest.mark.parametrize("optimizer", [[], IVON], ids=["adamw", "ivon"])
+def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypatch, optimizer):
     import datasets as hf
     import pandas as pd
 
@@ -201,7 +206,7 @@ def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypat
     new = ["Parliament debated the budget.", "The band released a new album.", "Profits rose ten percent."]
     hf.Dataset.from_dict({"text": new}).to_csv(str(tmp_path / "new.csv"))
     common = ["--config", "finetune/minilm_lora_bbc", "--data.collator.max_length=32", "--data.batch_size=8"]
-    common += ["--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+    common += ["--trainer.enable_progress_bar=false", "--trainer.logger=false", *optimizer]
     fit = ["fit", *common, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--test_after_fit=false"]
     assert main([*fit, f"--trainer.default_root_dir={tmp_path}"]) == 0
     ckpt = next(tmp_path.rglob("last.ckpt"))
@@ -213,6 +218,9 @@ def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypat
     probs = frame[[f"prob_{k}" for k in range(5)]].to_numpy()
     assert abs(probs.sum(1) - 1).max() < 1e-5
     assert set(frame["predicted_class"]) <= {"business", "entertainment", "politics", "sports", "tech"}
+    if optimizer:  # IVON's posterior predictive over the adapters' posterior: a distribution of its own
+        pp = frame[[f"pp_prob_{k}" for k in range(5)]].to_numpy()
+        assert abs(pp.sum(1) - 1).max() < 1e-5 and abs(pp - probs).max() > 0
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
