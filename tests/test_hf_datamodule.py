@@ -247,14 +247,14 @@ def test_a_weight_column_weights_each_rows_loss(wine):
     ):
         task = ClassificationTask(net, loss=loss, num_classes=3, sample_weights=True, reliability_diagram=False)
         expected = (w * per_row).sum() / w.sum()
-        assert float(task._training_loss(logits, batch["y"], batch)) == pytest.approx(float(expected), rel=1e-5)
+        assert float(task.training_loss(logits, batch["y"], batch)) == pytest.approx(float(expected), rel=1e-5)
         assert task.loss_fn.reduction == "mean"  # put back after the call
     unweighted = ClassificationTask(net, num_classes=3, reliability_diagram=False)  # sample_weights off: plain mean
     plain = torch.nn.functional.cross_entropy(logits, batch["y"])
-    assert float(unweighted._training_loss(logits, batch["y"], batch)) == pytest.approx(float(plain))
+    assert float(unweighted.training_loss(logits, batch["y"], batch)) == pytest.approx(float(plain))
     elr = ClassificationTask(net, loss=ELR(num_samples=200), num_classes=3, sample_weights=True)
     with pytest.raises(ValueError, match="model.sample_weights: ELR keeps per-sample state"):
-        elr._training_loss(logits, batch["y"], batch)
+        elr.training_loss(logits, batch["y"], batch)
 
 
 def test_rows_without_a_weight_are_refused_or_given_weight_missing(tmp_path):

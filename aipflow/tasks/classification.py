@@ -244,12 +244,14 @@ class ClassificationTask(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = _unpack(batch)
         logits = self._logits(x)
-        loss = self._training_loss(logits, y, batch)  # a non-finite one stops the run (NonFiniteGuard)
+        loss = self.training_loss(logits, y, batch)  # a non-finite one stops the run (NonFiniteGuard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self._update_metrics("train", logits, y)
         return loss
 
-    def _training_loss(self, logits: torch.Tensor, y: torch.Tensor, batch) -> torch.Tensor:
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, batch) -> torch.Tensor:
+        """The configured loss on one training batch (with the batch's row weights or sample indices when the loss
+        or ``sample_weights`` asks for them): the term a subclass adds to (distillation, regularisers)."""
         weight = batch.get("weight") if isinstance(batch, dict) and self.hparams.sample_weights else None
         if weight is not None:
             return self._weighted_loss(logits, y, weight, batch)

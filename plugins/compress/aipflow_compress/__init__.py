@@ -13,6 +13,7 @@ plugin = Plugin(
     api_version="1.0",
     components={
         "GradualMagnitudePruning": "aipflow_compress.pruning:GradualMagnitudePruning",
+        "DistillationTask": "aipflow_compress.distill:DistillationTask",
     },
     recipes="aipflow_compress:recipes",
 )

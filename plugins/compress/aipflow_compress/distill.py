@@ -1,0 +1,134 @@
+"""Knowledge distillation (Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015): a student
+learns from a trained teacher's softened outputs,
+
+    loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * hard_loss(z_s, y)
+
+with the ``T^2`` keeping the soft term's gradient scale independent of ``T`` (its gradient in ``z_s`` is
+``T (softmax(z_s / T) - softmax(z_t / T)) / N``). ``hard_loss`` is the task's configured loss: every core loss
+(CE, GCE, NCE+RCE, forward correction, ...) combines with distillation, and every core optimizer trains it.
+Defaults ``T = 4``, ``alpha = 0.9``: Hinton et al. put a considerably lower weight on the hard term and used ``T``
+from 2 to 20; 4 and 0.9 are the common settings since.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torch.nn import functional as F
+
+from aipflow.metrics import DEFAULT_ECE_BINS
+from aipflow.passes import in_extra_pass
+from aipflow.tasks import ClassificationTask
+
+__all__ = ["DistillationTask", "distillation_loss", "load_teacher"]
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0):
+    """``T^2 KL(softmax(teacher / T) || softmax(student / T))``, the mean over rows (computed in float32 at least)."""
+    if temperature <= 0:
+        raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"distillation: student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ (do the two networks have the same classes?)"
+        )
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    log_student = F.log_softmax(student_logits.to(dtype) / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
+    kl = F.kl_div(log_student, log_teacher, reduction="sum", log_target=True) / max(student_logits.shape[0], 1)
+    return temperature**2 * kl
+
+
+def load_teacher(teacher: nn.Module, checkpoint: str, field: str = "model.teacher_checkpoint") -> nn.Module:
+    """Load an aipflow checkpoint's network (its ``model.*`` entries) into ``teacher``; one line when they differ."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{field}: no checkpoint at {checkpoint!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    network = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if not network:
+        raise ValueError(f"{field}={checkpoint!r} holds no network weights (no 'model.*' entries)")
+    missing, unexpected = teacher.load_state_dict(network, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{field}={checkpoint!r} does not fit model.teacher ({type(teacher).__name__}): missing "
+            f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}"
+        )
+    return teacher
+
+
+class DistillationTask(ClassificationTask):
+    """A classification task whose network (the student) also learns from a frozen teacher's softened outputs.
+
+    Args:
+        model: the student network.
+        teacher: the teacher network (any module with the same classes), in YAML a ``class_path`` / ``init_args``.
+        teacher_checkpoint: an aipflow checkpoint whose network loads into ``teacher`` (null: ``teacher`` as
+            built, e.g. a pretrained timm or fine-tuning model).
+        temperature: ``T`` (4).
+        alpha: the soft term's weight (0.9); ``1 - alpha`` weighs the configured ``loss`` on the labels.
+        The rest: as :class:`aipflow.tasks.ClassificationTask`.
+
+    The teacher stays in eval mode (no dropout, its batch-norm statistics unchanged), gets no gradient and is
+    not in the optimizer. Its outputs are computed in each pass (bSAM's passes see different slices of the batch).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        teacher_checkpoint: str | None = None,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: str = "epoch",
+        num_classes: int | None = 10,
+        ece_bins: int = DEFAULT_ECE_BINS,
+        reliability_diagram: bool = True,
+        posterior_samples: int = 0,
+        posterior_seed: int = 0,
+        sample_weights: bool = False,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"model.temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"model.alpha must lie in [0, 1], got {alpha}")
+        super().__init__(
+            model,
+            loss=loss,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            lr_scheduler_interval=lr_scheduler_interval,
+            num_classes=num_classes,
+            ece_bins=ece_bins,
+            reliability_diagram=reliability_diagram,
+            posterior_samples=posterior_samples,
+            posterior_seed=posterior_seed,
+            sample_weights=sample_weights,
+        )
+        self.save_hyperparameters(ignore=["model", "teacher", "loss", "optimizer", "lr_scheduler"])
+        if teacher_checkpoint is not None:
+            load_teacher(teacher, teacher_checkpoint)
+        self.teacher = teacher.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # Lightning sets every submodule's mode; the teacher's must not change
+        return self
+
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, batch) -> torch.Tensor:
+        """``alpha`` times the distillation term on this batch plus ``1 - alpha`` times the configured loss."""
+        x = batch["x"] if isinstance(batch, dict) else batch[0]
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        soft = distillation_loss(logits, teacher_logits, self.hparams.temperature)
+        hard = super().training_loss(logits, y, batch)
+        if self._trainer is not None and not in_extra_pass():  # also called outside fit (tests, analyses)
+            self.log_dict({"train/distill": soft.detach(), "train/hard": hard.detach()}, on_step=False, on_epoch=True)
+        return self.hparams.alpha * soft + (1.0 - self.hparams.alpha) * hard
