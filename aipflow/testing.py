@@ -56,6 +56,7 @@ __all__ = [
     "install_distribution",
     "plugin_recipes",
     "plugin_site",
+    "quiet_trainer",
 ]
 
 if TYPE_CHECKING:  # imported on first use (module __getattr__ below): they import Lightning
@@ -232,6 +233,22 @@ def discovery_imports(name: str) -> list[str]:
     if done.returncode != 0 or done.stdout.strip() == "not-found":
         raise PluginError(f"discovering plugin {name!r} in a new process failed: {done.stderr.strip()[-500:]}")
     return eval(done.stdout.strip())  # noqa: S307 - our own printed list of module names
+
+
+def quiet_trainer(**options):
+    """A Lightning ``Trainer`` for tests: CPU, deterministic, no logger, progress bar, model summary or
+    checkpointing; ``options`` add to or override these (``max_epochs``, ``callbacks``, ``precision``, ...)."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    return L.Trainer(**{**defaults, **options})
 
 
 def fit_recipe(recipe: str, root: Path, *options: str) -> int:

@@ -47,10 +47,10 @@ METHODS = {
 }
 
 
-def one_run(method: str, noise: float, seed: int, epochs: int, max_length: int) -> dict:
-    from aipflow.cli import run
-
-    argv = [
+def lora_bbc_argv(seed: int, epochs: int, max_length: int, root: str) -> list[str]:
+    """``aipflow fit`` of the recipe ``finetune/minilm_lora_bbc`` for a benchmark: ``epochs`` epochs (cosine to the
+    end), texts cut to ``max_length`` tokens, seeded order, no validation, checkpoints, logs or bars."""
+    return [
         "fit",
         "--config",
         "finetune/minilm_lora_bbc",
@@ -66,9 +66,18 @@ def one_run(method: str, noise: float, seed: int, epochs: int, max_length: int) 
         "--trainer.enable_model_summary=false",
         "--trainer.logger=false",
         "--trainer.limit_val_batches=0",  # the final weights are tested; no model selection, so no validation
+        f"--trainer.default_root_dir={root}",  # the saved config.yaml goes there, not into the checkout
         "--test_after_fit=false",
-        *METHODS[method],
     ]
+
+
+def one_run(method: str, noise: float, seed: int, epochs: int, max_length: int) -> dict:
+    import tempfile
+
+    from aipflow.cli import run
+
+    root = tempfile.mkdtemp(prefix="finetune_bbc_")
+    argv = [*lora_bbc_argv(seed, epochs, max_length, root), *METHODS[method]]
     if noise > 0:
         argv += ["--data.noise=symmetric", f"--data.noise_rate={noise}", "--data.noise_convention=exact"]
     start = time.perf_counter()

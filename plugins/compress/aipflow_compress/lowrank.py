@@ -10,10 +10,10 @@ weights). A layer whose factorisation would not save weights is left as it is.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
+
+from aipflow_compress._layers import select_layers
 
 __all__ = ["LowRankLinear", "choose_rank", "factorize_linear", "low_rank"]
 
@@ -86,15 +86,7 @@ def low_rank(
     their low-rank factorisations where that saves weights; returns, per layer, the rank, the weights before and
     after and the share of squared singular values kept (``energy``)."""
     report: dict[str, dict] = {}
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if type(module) is nn.Linear
-        and (include is None or re.search(include, name))
-        and (exclude is None or not re.search(exclude, name))
-    ]
-    if not targets:
-        raise ValueError(f"low_rank: no Linear layer of {type(model).__name__} matches include={include!r}")
+    targets = select_layers(model, (nn.Linear,), include, exclude, "low_rank", exact_type=True).items()
     for name, linear in targets:
         out_features, in_features = linear.weight.shape
         if rank is not None and rank > min(out_features, in_features):

