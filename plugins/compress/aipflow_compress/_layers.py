@@ -33,3 +33,9 @@ def select_layers(
             f"{field}: no {kind_names} layer of {type(model).__name__} matches include={include!r} exclude={exclude!r}"
         )
     return chosen
+
+
+def replace_layer(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` (dotted) of ``model`` is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)

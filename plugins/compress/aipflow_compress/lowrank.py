@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aipflow_compress._layers import select_layers
+from aipflow_compress._layers import replace_layer, select_layers
 
 __all__ = ["LowRankLinear", "choose_rank", "factorize_linear", "low_rank"]
 
@@ -100,8 +100,7 @@ def low_rank(
         kept = float((s[: factor.rank] ** 2).sum() / (s**2).sum().clamp_min(1e-300))
         entry = {"rank": factor.rank, "weights_before": before, "weights_after": after, "energy": kept}
         if after < before:
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, factor)
+            replace_layer(model, name, factor)
             entry["replaced"] = True
         else:
             entry.update(weights_after=before, replaced=False)
