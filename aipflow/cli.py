@@ -29,6 +29,7 @@ aipflow: training recipes for sharpness-aware/Bayesian optimizers, noisy and wea
   aipflow plugins --check [NAME]        import every component and parse every recipe of the plugins now
   aipflow plugin new NAME [--dir D]     write a complete plugin to start from (docs/plugins.md)
   aipflow env                           versions and devices, for bug reports
+  aipflow COMMAND ...                   a command a plugin adds (aipflow plugins lists them), e.g. compress
   add --debug (or AIPFLOW_DEBUG=1) for full tracebacks
 
 LightningCLI's own help follows.
@@ -146,6 +147,15 @@ class _UsageError(Exception):
     pass
 
 
+def _plugin_command_for(name: str):
+    """The plugin command ``aipflow NAME`` runs, if a plugin declares one (plugin api 1.1)."""
+    if name.startswith("-") or name in ("fit", "validate", "test", "predict"):
+        return None
+    from aipflow.plugins import get_registry
+
+    return get_registry().command(name)
+
+
 def build(argv: list[str]):
     """Parse ``argv`` (a config and overrides, no subcommand) and build the model, data module and trainer without
     running anything: for tools that work on a trained run (exports, reports). Returns the CLI object."""
@@ -214,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in INFO_COMMANDS:
             return _info_command(argv)
+        command = _plugin_command_for(argv[0]) if argv else None
+        if command is not None:
+            return int(command.load()(argv[1:]) or 0)
         run(argv)
         return 0
     except SystemExit as exc:  # argparse/jsonargparse already printed their message

@@ -29,6 +29,8 @@ def plugins_report() -> str:
             comps = registry.names(rec.name)
             problem = registry.recipes_problem(rec.plugin)
             recipes = f"\n  {problem}" if problem else (" +recipes" if rec.plugin.recipes else "")
+            commands = registry.command_names(rec.name)
+            recipes += f"  commands: {', '.join(commands)}" if commands else ""
             lines.append(f"{head}  api {rec.plugin.api_version}  ok  components: {', '.join(comps) or '-'}{recipes}")
         elif rec.status == "incompatible":
             lines.append(f"{head}  incompatible: requires api {rec.plugin.api_version}, found {PLUGIN_API_VERSION}")

@@ -40,6 +40,7 @@ __all__ = [
     "CORE_SOURCE",
     "DISABLE_AUTOLOAD_ENV",
     "ENTRY_POINT_GROUP",
+    "CORE_COMMANDS",
     "ONLY_PLUGINS_ENV",
     "PLUGIN_API_VERSION",
     "Component",
@@ -53,7 +54,9 @@ __all__ = [
     "reset_registry",
 ]
 
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"  # 1.1: Plugin.commands
+#: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
+CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})
 ENTRY_POINT_GROUP = "aipflow.plugins"
 DISABLE_AUTOLOAD_ENV = "AIPFLOW_DISABLE_PLUGIN_AUTOLOAD"
 ONLY_PLUGINS_ENV = "AIPFLOW_PLUGINS"
@@ -70,13 +73,17 @@ class Plugin:
     """What a plugin declares: its name, the api version it was written for, its components and recipes.
 
     ``components`` maps a short name (usable as ``class_path`` in YAML) to ``"module:attribute"`` or to the
-    object itself. ``recipes`` is ``"package:folder"`` (or a path) holding ``*.yaml`` recipes.
+    object itself. ``recipes`` is ``"package:folder"`` (or a path) holding ``*.yaml`` recipes. ``commands`` (api
+    1.1) maps a subcommand of ``aipflow`` to ``"module:function"``: ``aipflow NAME ARGS...`` calls
+    ``function(list_of_args)``, which returns the exit code; errors it raises are reported in one line like the
+    core's (``ValueError``: bad input, exit 2). A command may not take a core command's name.
     """
 
     name: str
     api_version: str
     components: Mapping[str, str | type | Callable] = field(default_factory=dict)
     recipes: str | None = None
+    commands: Mapping[str, str | Callable] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -208,8 +215,11 @@ class Registry:
         self._qualified: dict[str, Component] = {}
         self._ambiguous: dict[str, list[str]] = {}
         self._clashes: dict[str, list[str]] = {}
+        self._commands: dict[str, Component] = {}
+        self._ambiguous_commands: set[str] = set()
         for plugin in self.plugins:
             source = CORE_SOURCE if plugin.name == CORE_SOURCE else plugin.name
+            self._add_commands(plugin, source)
             for name, target in plugin.components.items():
                 component = Component(name, target, source)
                 if source != CORE_SOURCE:
@@ -231,6 +241,27 @@ class Registry:
                     message = f"component {name!r} is also declared by another plugin: use {' or '.join(holders)}"
                     self._clashes[owner] = [m for m in self._clashes.get(owner, []) if f"{name!r}" not in m]
                     self._clashes[owner].append(message)
+
+    def _add_commands(self, plugin: Plugin, source: str) -> None:
+        for name, target in plugin.commands.items():
+            if name in CORE_COMMANDS:
+                self._clashes.setdefault(source, []).append(f"command {name!r} is a core command: not available")
+            elif name in self._commands:
+                other = self._commands.pop(name).source
+                for owner in (other, source):
+                    self._clashes.setdefault(owner, []).append(
+                        f"command {name!r} is declared by {other} and {source}: neither is available"
+                    )
+                self._ambiguous_commands.add(name)
+            elif name not in self._ambiguous_commands:
+                self._commands[name] = Component(name, target, source)
+
+    def command(self, name: str) -> Component | None:
+        """The plugin command called ``name`` (None when no plugin declares it, or two do)."""
+        return self._commands.get(name)
+
+    def command_names(self, source: str | None = None) -> list[str]:
+        return sorted(n for n, c in self._commands.items() if source is None or c.source == source)
 
     @property
     def conflicts(self) -> list[str]:

@@ -38,6 +38,7 @@ import pytest
 
 from aipflow.plugins import (
     ENTRY_POINT_GROUP,
+    Component,
     PluginError,
     PluginRecord,
     Registry,
@@ -175,6 +176,14 @@ def check_plugin(name: str, parse_recipes: bool = True) -> list[str]:
                 f"plugin '{plugin.name}' component {short_name!r} -> {plugin.components[short_name]!r} is a "
                 f"{type(obj).__name__}, not a class or a factory"
             )
+    for command, target in plugin.commands.items():
+        try:
+            loaded = Component(command, target, plugin.name).load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's problem, reported
+            problems.append(f"plugin '{plugin.name}' command {command!r} -> {target!r} does not import: {exc}")
+            continue
+        if not callable(loaded):
+            problems.append(f"plugin '{plugin.name}' command {command!r} -> {target!r} is not a function")
     problem = registry.recipes_problem(plugin)
     if problem:
         problems.append(problem)

@@ -5,6 +5,7 @@ import pytest
 from aipflow.cli import main
 from aipflow.config import ConfigError, list_recipes, rewrite_short_names
 from aipflow.plugins import PLUGIN_API_VERSION, Plugin, PluginError, Registry, discover, get_registry, is_compatible
+from aipflow.testing import check_plugin
 
 
 def test_discovery_reports_ok_broken_incompatible(toy_plugins):
@@ -188,3 +189,43 @@ def test_a_fit_using_a_faulty_component_says_it_in_one_line(plugin_site, tmp_pat
     # the qualified name reaches the plugin's GCE, the bare one the core's
     assert rewrite_short_names({"loss": {"class_path": "faulty:GCE"}})["loss"]["class_path"] == "aipflow_faulty.GCE"
     assert rewrite_short_names({"loss": {"class_path": "GCE"}})["loss"]["class_path"] == "aipflow.losses.robust.GCE"
+
+
+# ------------------------------------------------------------------ plugin commands (api 1.1)
+COMMANDS = """
+    from aipflow.plugins import Plugin
+    CALLS = []
+
+    def hello(argv):
+        if argv == ["--bad"]:
+            raise ValueError("hello: --bad is not an option")
+        CALLS.append(argv)
+        return 0
+
+    plugin = Plugin(
+        name="greeter",
+        api_version="1.1",
+        commands={"hello": "aipflow_greeter:hello", "fit": "aipflow_greeter:hello", "missing": "aipflow_greeter:nope"},
+    )
+"""
+
+
+def test_a_plugin_command_runs_as_a_subcommand_and_fails_in_one_line(plugin_site, capsys):
+    plugin_site("aipflow-greeter", "0.1.0", "aipflow_greeter", COMMANDS, "greeter")
+    assert main(["hello", "--to", "you"]) == 0
+    import aipflow_greeter
+
+    assert aipflow_greeter.CALLS == [["--to", "you"]]
+    assert main(["hello", "--bad"]) == 2
+    assert "aipflow: error: ValueError: hello: --bad is not an option" in capsys.readouterr().err
+    registry = get_registry()
+    assert registry.command_names("greeter") == ["hello", "missing"]  # 'fit' is the core's
+    assert registry.clashes_of("greeter") == ["command 'fit' is a core command: not available"]
+    problems = check_plugin("greeter", parse_recipes=False)
+    assert any("command 'missing' -> 'aipflow_greeter:nope' does not import" in p for p in problems)
+
+
+def test_two_plugins_with_one_command_make_neither_available():
+    registry = Registry([Plugin("p", "1.1", commands={"go": "a:go"}), Plugin("q", "1.1", commands={"go": "b:go"})])
+    assert registry.command("go") is None
+    assert registry.clashes_of("q") == ["command 'go' is declared by p and q: neither is available"]
