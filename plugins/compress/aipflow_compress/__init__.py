@@ -1,5 +1,6 @@
-"""aipflow-compress: model compression as an aipflow plugin (contract api 1.0): magnitude pruning, one-shot or
-gradual during fit (Zhu & Gupta 2018), and low-rank factorisation of Linear layers by truncated SVD.
+"""aipflow-compress: model compression as an aipflow plugin (contract api 1.1): pruning (magnitude, one-shot or
+gradual during fit; structured channels), int8 quantization, low-rank and Tucker-2 factorisation, knowledge
+distillation, and the ``aipflow compress`` command that applies one to a trained run and reports.
 
 Only aipflow's public API is imported here; component modules load when a recipe names them.
 """
@@ -10,10 +11,11 @@ __version__ = "0.1.0"
 
 plugin = Plugin(
     name="compress",
-    api_version="1.0",
+    api_version="1.1",  # 1.1: the `aipflow compress` command
     components={
         "GradualMagnitudePruning": "aipflow_compress.pruning:GradualMagnitudePruning",
         "DistillationTask": "aipflow_compress.distill:DistillationTask",
     },
     recipes="aipflow_compress:recipes",
+    commands={"compress": "aipflow_compress.command:main"},
 )

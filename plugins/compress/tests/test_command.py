@@ -1,0 +1,55 @@
+"""``aipflow compress`` on a trained digits run: the installed script prunes it and writes the model (loads with
+``weights_only=True``), a report with the measurements and a CSV row per run with a Pareto plot; a second method
+adds to the CSV; bad input is one line."""
+
+import csv
+import os
+import subprocess
+
+import pytest
+import torch
+
+from aipflow.cli import main
+from aipflow.testing import fit_recipe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    assert fit_recipe("sgd", root, "--trainer.max_steps=-1", "--trainer.max_epochs=2") == 0
+    return root / "checkpoints" / "last.ckpt"
+
+
+def test_the_command_prunes_a_run_and_reports(trained, tmp_path):
+    out = tmp_path / "reports" / "prune"
+    command = ["aipflow", "compress", "--config", "sgd", "--ckpt_path", str(trained), "--method", "prune"]
+    command += ["--sparsity", "0.5", "--scope", "layer", "--repeats", "2", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "AIPFLOW_DEBUG": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "aipflow compress: prune (sparsity 0.5 (layer)): test acc" in done.stdout
+    state = torch.load(out / "model.pt", weights_only=True)
+    conv = state["features.1.0.weight"]
+    assert int((conv == 0).sum()) == round(0.5 * conv.numel())
+    rows = list(csv.DictReader((tmp_path / "reports" / "report.csv").open()))
+    assert [r["method"] for r in rows] == ["none", "prune"]
+    assert int(rows[1]["nonzero"]) < 0.55 * int(rows[0]["nonzero"])
+    assert float(rows[1]["latency_32_ms"]) > 0 and 0 < float(rows[1]["test_acc"]) <= 1
+    assert "| prune | sparsity 0.5 (layer) |" in (out / "report.md").read_text()
+    assert (tmp_path / "reports" / "pareto.png").stat().st_size > 0
+
+    quantized = tmp_path / "reports" / "tucker"
+    argv = ["compress", "--config", "sgd", "--ckpt_path", str(trained), "--method", "tucker", "--ratio", "0.5"]
+    assert main([*argv, "--repeats", "1", "--out", str(quantized)]) == 0
+    rows = list(csv.DictReader((tmp_path / "reports" / "report.csv").open()))
+    assert [r["method"] for r in rows] == ["none", "prune", "none", "tucker"]
+    assert int(rows[3]["params"]) < int(rows[2]["params"])
+
+
+def test_bad_input_is_one_line(trained, tmp_path, capsys):
+    base = ["compress", "--config", "sgd", "--ckpt_path", str(trained), "--out", str(tmp_path / "x")]
+    assert main([*base, "--method", "prune", "--sparsity", "1.5"]) == 2
+    assert "aipflow: error: ValueError: pruning.sparsity must lie in [0, 1), got 1.5" in capsys.readouterr().err
+    assert main([*base, "--method", "low_rank"]) == 2
+    assert "give one of --energy, --ratio, --rank" in capsys.readouterr().err
+    assert main(["compress", "--config", "sgd", "--ckpt_path", str(tmp_path / "none.ckpt"), "--method", "prune"]) == 2
+    assert f"aipflow: error: --ckpt_path {tmp_path / 'none.ckpt'}: no such file" in capsys.readouterr().err
