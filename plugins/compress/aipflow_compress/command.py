@@ -10,6 +10,7 @@ Methods and their options:
 - ``quantize``: int8 through torchao, ``--scheme int8_dynamic|int8_weight_only``
 - ``low_rank``: truncated SVD of Linear layers, one of ``--energy`` / ``--ratio`` / ``--rank``
 - ``tucker``: Tucker-2 convolutions, one of ``--energy`` / ``--ratio`` / ``--rank``
+- ``tensor_train``: tensor-train Linear layers, ``--epsilon 0.1`` (relative error), ``--rank`` (the largest TT rank)
 
 The model is built from the recipe, loaded from the checkpoint, tested on the data module's test split before and
 after, and measured on CPU: parameters, non-zero weights, multiply-accumulates, the size of its saved state dict,
@@ -33,7 +34,7 @@ from torch import nn
 
 __all__ = ["METHODS", "compress_network", "main", "measure"]
 
-METHODS = ("prune", "channels", "quantize", "low_rank", "tucker")
+METHODS = ("prune", "channels", "quantize", "low_rank", "tucker", "tensor_train")
 COLUMNS = (
     "method",
     "settings",
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheme", default="int8_dynamic")
     parser.add_argument("--energy", type=float, default=None)
     parser.add_argument("--rank", type=int, default=None)
+    parser.add_argument("--epsilon", type=float, default=0.1)
     return parser
 
 
@@ -85,6 +87,12 @@ def compress_network(network: nn.Module, method: str, options: argparse.Namespac
 
         quantize_linear_layers(network.eval(), options.scheme)
         return options.scheme
+    if method == "tensor_train":
+        from aipflow_compress.tensor_train import tensor_train_linears
+
+        report = tensor_train_linears(network, options.epsilon, options.rank)
+        replaced = sum(entry["replaced"] for entry in report.values())
+        return f"epsilon {options.epsilon}, max rank {options.rank} ({replaced} of {len(report)} layers)"
     from aipflow_compress.lowrank import low_rank
     from aipflow_compress.tucker import tucker_convs
 
