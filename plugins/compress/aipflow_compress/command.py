@@ -165,7 +165,7 @@ def _row(method: str, settings: str, network: nn.Module, example, metrics: dict,
 
 def _load(config: str, ckpt_path: str, overrides: list[str]):
     from aipflow.cli import build
-    from aipflow.lightning.checkpoint import check_checkpoint_file
+    from aipflow.lightning import check_checkpoint_file
 
     check_checkpoint_file(ckpt_path)
     cli = build(["--config", config, *overrides])
