@@ -7,7 +7,8 @@ Methods and their options:
 
 - ``prune``: unstructured magnitude pruning, ``--sparsity 0.5`` ``--scope global|layer``
 - ``channels``: structured channel pruning, ``--ratio 0.5`` ``--importance l1|l2|bn_scale``
-- ``quantize``: int8 through torchao, ``--scheme int8_dynamic|int8_weight_only``
+- ``quantize``: int8 through torchao, ``--scheme int8_dynamic|int8_weight_only|int8_static`` (static: PT2E,
+  calibrated on ``--calibration_batches`` training batches, saved as an exported program ``model.pt2``)
 - ``low_rank``: truncated SVD of Linear layers, one of ``--energy`` / ``--ratio`` / ``--rank``
 - ``tucker``: Tucker-2 convolutions, one of ``--energy`` / ``--ratio`` / ``--rank``
 - ``tensor_train``: tensor-train Linear layers, ``--epsilon 0.1`` (relative error), ``--rank`` (the largest TT rank)
@@ -62,37 +63,43 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ratio", type=float, default=None)
     parser.add_argument("--importance", default="l1")
     parser.add_argument("--scheme", default="int8_dynamic")
+    parser.add_argument("--calibration_batches", type=int, default=8)
     parser.add_argument("--energy", type=float, default=None)
     parser.add_argument("--rank", type=int, default=None)
     parser.add_argument("--epsilon", type=float, default=0.1)
     return parser
 
 
-def compress_network(network: nn.Module, method: str, options: argparse.Namespace, example: torch.Tensor) -> str:
-    """Apply ``method`` to ``network`` in place; returns its settings as text."""
+def compress_network(
+    network: nn.Module, method: str, options: argparse.Namespace, example: torch.Tensor, calibration=()
+) -> tuple[nn.Module, str]:
+    """Apply ``method`` to ``network`` (in place, except static int8, which returns a new graph); returns the
+    compressed network and its settings as text. ``calibration``: input batches for static int8."""
     if method == "prune":
         from aipflow_compress.pruning import make_permanent, prune_magnitude
 
         prune_magnitude(network, options.sparsity, options.scope)
         make_permanent(network)
-        return f"sparsity {options.sparsity} ({options.scope})"
+        return network, f"sparsity {options.sparsity} ({options.scope})"
     if method == "channels":
         from aipflow_compress.structured import prune_channels
 
         ratio = 0.5 if options.ratio is None else options.ratio
         prune_channels(network, example[:1], ratio, options.importance)
-        return f"ratio {ratio} ({options.importance})"
+        return network, f"ratio {ratio} ({options.importance})"
     if method == "quantize":
-        from aipflow_compress.quantize import quantize_linear_layers
+        from aipflow_compress.quantize import quantize_linear_layers, quantize_static
 
+        if options.scheme == "int8_static":
+            return quantize_static(network, example[:2], calibration), options.scheme
         quantize_linear_layers(network.eval(), options.scheme)
-        return options.scheme
+        return network, options.scheme
     if method == "tensor_train":
         from aipflow_compress.tensor_train import tensor_train_linears
 
         report = tensor_train_linears(network, options.epsilon, options.rank)
         replaced = sum(entry["replaced"] for entry in report.values())
-        return f"epsilon {options.epsilon}, max rank {options.rank} ({replaced} of {len(report)} layers)"
+        return network, f"epsilon {options.epsilon}, max rank {options.rank} ({replaced} of {len(report)} layers)"
     from aipflow_compress.lowrank import low_rank
     from aipflow_compress.tucker import tucker_convs
 
@@ -102,7 +109,7 @@ def compress_network(network: nn.Module, method: str, options: argparse.Namespac
     report = factorize(network, rank=options.rank, energy=options.energy, ratio=options.ratio)
     replaced = sum(entry["replaced"] for entry in report.values())
     chosen = {k: v for k, v in (("energy", options.energy), ("ratio", options.ratio), ("rank", options.rank)) if v}
-    return ", ".join(f"{k} {v}" for k, v in chosen.items()) + f" ({replaced} of {len(report)} layers)"
+    return network, ", ".join(f"{k} {v}" for k, v in chosen.items()) + f" ({replaced} of {len(report)} layers)"
 
 
 def _state_bytes(network: nn.Module) -> int:
@@ -126,7 +133,8 @@ def measure(networks: dict[str, nn.Module], example: torch.Tensor, repeats: int)
     times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in networks for b in batches}
     with torch.inference_mode():
         for network in networks.values():
-            network.eval()(batches[32])  # warm-up
+            network.eval()  # (an exported graph's eval returns None: not chained)
+            network(batches[32])  # warm-up
         for round_ in range(repeats):
             order = list(networks) if round_ % 2 == 0 else list(reversed(networks))
             for name in order:
@@ -150,11 +158,12 @@ def _test(network: nn.Module, datamodule, num_classes: int) -> dict[str, float]:
 
 
 def _row(method: str, settings: str, network: nn.Module, example, metrics: dict, latency: dict) -> dict:
-    weights = [p for name, p in network.state_dict().items() if name.endswith("weight")]
+    state = network.state_dict()
+    weights = [p for name, p in state.items() if name.endswith("weight")]
     return {
         "method": method,
         "settings": settings,
-        "params": sum(p.numel() for p in network.parameters()),
+        "params": sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor)),  # stored entries
         "nonzero": sum(int((w != 0).sum()) for w in weights if w.is_floating_point()),
         "macs": _macs(network, example),
         "state_bytes": _state_bytes(network),
@@ -198,8 +207,14 @@ def main(argv: list[str]) -> int:
     task, datamodule, example = _load(options.config, options.ckpt_path, overrides)
     num_classes = int(task.hparams.num_classes)
     original = task.model.eval()
-    compressed = copy.deepcopy(original)
-    settings = compress_network(compressed, options.method, options, example)
+    calibration = []
+    if options.method == "quantize" and options.scheme == "int8_static":
+        datamodule.setup("fit")
+        for batch in datamodule.train_dataloader():
+            calibration.append(batch["x"] if isinstance(batch, dict) else batch[0])
+            if len(calibration) == options.calibration_batches:
+                break
+    compressed, settings = compress_network(copy.deepcopy(original), options.method, options, example, calibration)
     latency = measure({"before": original, "after": compressed}, example, options.repeats)
     rows = [
         _row("none", "-", original, example, _test(original, datamodule, num_classes), latency["before"]),
@@ -209,7 +224,11 @@ def main(argv: list[str]) -> int:
     ]
     out = Path(options.out or Path("compressed") / options.method)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(compressed.state_dict(), out / "model.pt")
+    if options.method == "quantize" and options.scheme == "int8_static":
+        program = torch.export.export(compressed, (example[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        torch.export.save(program, out / "model.pt2")  # a graph, not a state dict: torch.export.load reads it
+    else:
+        torch.save(compressed.state_dict(), out / "model.pt")
     _write_report(out, rows, options)
     print(
         f"aipflow compress: {options.method} ({settings}): test acc {rows[0]['test_acc']:.4f} -> "

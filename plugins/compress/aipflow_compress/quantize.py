@@ -4,6 +4,14 @@
   activations quantized on the fly (symmetric, one scale per row of the input); the matmul runs in int8.
 - ``int8_weight_only``: the same int8 weights, dequantized for a floating-point matmul (smaller, not faster).
 
+Static int8 (:func:`quantize_static`) quantizes activations with scales fixed from calibration batches: the model
+is exported (``torch.export``), torchao's PT2E flow with the X86 Inductor quantizer inserts observers (per-tensor
+activations, per-channel weights), the calibration batches run through it, and it is converted to a graph with
+quantize / dequantize around int8 weights. Eager execution of that graph runs the reference ops (no faster than
+float); ``torch.compile`` (Inductor) fuses them into int8 kernels. It is saved as an exported program
+(``torch.export.save`` / ``torch.export.load``, not pickle). ``torch.ao.quantization``'s own PT2E is gone in torch
+2.14 and is not used.
+
 ``int4_weight_only`` needs torchao's int4 kernels (CUDA, or the fbgemm-gpu-genai package), which a CPU machine
 does not have: refused in one line. Quantized models save as a state dict of torchao tensor subclasses that loads
 with ``torch.load(weights_only=True)`` once torchao is imported (:func:`load_quantized` does this and rebuilds
@@ -19,13 +27,15 @@ from torch import nn
 
 from aipflow_compress._layers import select_layers
 
-__all__ = ["SCHEMES", "load_quantized", "quantize_linear_layers", "save_quantized"]
+__all__ = ["SCHEMES", "load_quantized", "quantize_linear_layers", "quantize_static", "save_quantized"]
 
 SCHEMES = ("int8_dynamic", "int8_weight_only")
 _CUDA_ONLY = {"int4_weight_only": "torchao's int4 weight-only kernels (CUDA or fbgemm-gpu-genai)"}
 
 
 def _config(scheme: str):
+    if scheme == "int8_static":
+        raise ValueError("quantize.scheme='int8_static' calibrates on data: use quantize_static")
     if scheme in _CUDA_ONLY:
         raise ValueError(
             f"quantize.scheme={scheme!r} needs {_CUDA_ONLY[scheme]}, which this CPU build does not have; "
@@ -75,3 +85,32 @@ def load_quantized(
     quantize_linear_layers(model, scheme, include, exclude)
     model.load_state_dict(state, assign=True)
     return model
+
+
+def quantize_static(model: nn.Module, example_inputs: torch.Tensor, calibration) -> nn.Module:
+    """Static int8 post-training quantization (PT2E, X86 Inductor quantizer) of ``model`` calibrated on the
+    batches of ``calibration`` (input tensors); returns the converted graph module."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(get_default_x86_inductor_quantization_config())
+    batch = {0: torch.export.Dim.AUTO}  # any batch size, not the example's
+    exported = torch.export.export(model.eval(), (example_inputs,), dynamic_shapes=(batch,)).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    seen = 0
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(batch)
+            seen += 1
+    if not seen:
+        raise ValueError("quantize: static int8 needs calibration batches (none were given)")
+    converted = convert_pt2e(prepared)
+    # Lightning and evaluation code call .eval() / .train(); an exported graph refuses them unless allowed (the
+    # graph has no dropout or batch norm left that would change: batch norm is folded)
+    allow_exported_model_train_eval(converted)
+    return converted

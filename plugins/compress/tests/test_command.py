@@ -44,6 +44,17 @@ def test_the_command_prunes_a_run_and_reports(trained, tmp_path):
     assert [r["method"] for r in rows] == ["none", "prune", "none", "tucker"]
     assert int(rows[3]["params"]) < int(rows[2]["params"])
 
+    static = tmp_path / "reports" / "static"
+    argv = ["compress", "--config", "sgd", "--ckpt_path", str(trained), "--method", "quantize"]
+    argv += ["--scheme", "int8_static", "--calibration_batches", "2", "--repeats", "1", "--out", str(static)]
+    assert main(argv) == 0
+    program = torch.export.load(static / "model.pt2")  # an exported graph with int8 weights, calibrated scales
+    assert any("quantize_per_tensor" in str(node.target) for node in program.graph.nodes)
+    rows = list(csv.DictReader((tmp_path / "reports" / "report.csv").open()))
+    assert (
+        rows[-1]["settings"] == "int8_static" and abs(float(rows[-1]["test_acc"]) - float(rows[-2]["test_acc"])) < 0.05
+    )
+
 
 def test_bad_input_is_one_line(trained, tmp_path, capsys):
     base = ["compress", "--config", "sgd", "--ckpt_path", str(trained), "--out", str(tmp_path / "x")]

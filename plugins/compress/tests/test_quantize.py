@@ -98,3 +98,20 @@ def test_minilm_int8_keeps_the_encoder_output():
     assert len(layers) == 6 * 6 + 1  # query, key, value, attention output, intermediate, output; the pooler
     cosine = torch.nn.functional.cosine_similarity(quantized.flatten(1), reference.flatten(1), dim=1)
     assert (cosine >= 0.99).all()
+
+
+def test_static_int8_calibrates_and_keeps_the_outputs():
+    from aipflow_compress.quantize import quantize_static
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    x = torch.randn(16, 1, 8, 8)
+    reference = net(x)
+    calibration = [torch.randn(16, 1, 8, 8) for _ in range(4)]
+    converted = quantize_static(net, x[:2], calibration)
+    targets = [str(node.target) for node in converted.graph.nodes]
+    assert sum("quantize_per_tensor" in t for t in targets) >= 2  # activations quantized with calibrated scales
+    cosine = torch.nn.functional.cosine_similarity(converted(x).flatten(), reference.flatten(), dim=0)
+    assert cosine > 0.99
+    with pytest.raises(ValueError, match="static int8 needs calibration batches"):
+        quantize_static(net, x[:2], [])
