@@ -10,8 +10,8 @@ split:
   of SGD, lr 0.01, momentum 0.9, on the same noisy training split; masks fixed; the same for every optimizer so
   that only the starting point differs);
 - int8 dynamic quantization (torchao) of every Linear layer;
-- low-rank factorisation by truncated SVD of the two hidden Linear layers to a quarter of their weights (the rank the budget
-  allows: the same size for every optimizer).
+- low-rank factorisation by truncated SVD of the two hidden Linear layers to a quarter of their weights (the rank
+  the budget allows: the same size for every optimizer).
 
 The table gives test accuracy of the dense network and the drop (points) after each compression, mean ± std over
 seeds; the plot the accuracy against sparsity per optimizer (error bars: std over seeds).
@@ -168,9 +168,9 @@ def main() -> None:
         f"seeds {', '.join(map(str, args.seeds))}; clean test accuracy (%) of the dense network and the drop in "
         "points after each compression (positive: worse), mean ± std over seeds. Pruning is global magnitude "
         "pruning; FT is 2 epochs of SGD (lr 0.01, momentum 0.9) with the masks fixed; int8 is torchao's dynamic "
-        f"int8 of every Linear layer; low-rank factorises the hidden Linear layers by truncated SVD to a quarter of their "
-        f"weights (squared singular values kept, % averaged over layers: {energy}). bSAM and IVON are compressed "
-        "at their posterior mean.",
+        "int8 of every Linear layer; low-rank factorises the hidden Linear layers by truncated SVD to a quarter of "
+        f"their weights (squared singular values kept, % averaged over layers: {energy}). bSAM and IVON are "
+        "compressed at their posterior mean.",
         "",
         "| trained with | dense acc | " + " | ".join(columns) + " |",
         "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
