@@ -15,6 +15,7 @@ plugin = Plugin(
     components={
         "GradualMagnitudePruning": "aipflow_compress.pruning:GradualMagnitudePruning",
         "DistillationTask": "aipflow_compress.distill:DistillationTask",
+        "QuantizationAwareTraining": "aipflow_compress.qat:QuantizationAwareTraining",
     },
     recipes="aipflow_compress:recipes",
     commands={"compress": "aipflow_compress.command:main"},
