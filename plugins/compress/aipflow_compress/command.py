@@ -11,6 +11,7 @@ Methods and their options:
   calibrated on ``--calibration_batches`` training batches, saved as an exported program ``model.pt2``)
 - ``low_rank``: truncated SVD of Linear layers, one of ``--energy`` / ``--ratio`` / ``--rank``
 - ``tucker``: Tucker-2 convolutions, one of ``--energy`` / ``--ratio`` / ``--rank``
+- ``cp``: CP convolutions (CP-ALS with a cost guard), ``--rank`` or ``--ratio``
 - ``tensor_train``: tensor-train Linear layers, ``--epsilon 0.1`` (relative error), ``--rank`` (the largest TT rank)
 
 The model is built from the recipe, loaded from the checkpoint, tested on the data module's test split before and
@@ -35,7 +36,7 @@ from torch import nn
 
 __all__ = ["METHODS", "compress_network", "main", "measure"]
 
-METHODS = ("prune", "channels", "quantize", "low_rank", "tucker", "tensor_train")
+METHODS = ("prune", "channels", "quantize", "low_rank", "tucker", "cp", "tensor_train")
 COLUMNS = (
     "method",
     "settings",
@@ -94,6 +95,13 @@ def compress_network(
             return quantize_static(network, example[:2], calibration), options.scheme
         quantize_linear_layers(network.eval(), options.scheme)
         return network, options.scheme
+    if method == "cp":
+        from aipflow_compress.cp import cp_convs
+
+        report = cp_convs(network, rank=options.rank, ratio=options.ratio)
+        replaced = sum(entry["replaced"] for entry in report.values())
+        chosen = f"rank {options.rank}" if options.rank else f"ratio {options.ratio}"
+        return network, f"{chosen} ({replaced} of {len(report)} layers)"
     if method == "tensor_train":
         from aipflow_compress.tensor_train import tensor_train_linears
 
