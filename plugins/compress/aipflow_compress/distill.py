@@ -71,6 +71,13 @@ class DistillationTask(ClassificationTask):
             built, e.g. a pretrained timm or fine-tuning model).
         temperature: ``T`` (4).
         alpha: the soft term's weight (0.9); ``1 - alpha`` weighs the configured ``loss`` on the labels.
+        features: feature distillation (FitNets' hints, Romero et al., ICLR 2015): student module name -> teacher
+            module name; each student output goes through a learned regressor (a 1x1 convolution for feature
+            maps, a Linear layer for vectors) to the teacher's width, and ``feature_weight`` times the mean squared
+            error to the teacher's output is added to the loss (FitNets trains the hints in a first stage; here they
+            join the distillation loss, as later work does). The regressors are built from the data module's
+            ``input_shape`` before the optimizer, and are saved with the student.
+        feature_weight: the weight of the hint term (1).
         The rest: as :class:`aipflow.tasks.ClassificationTask`.
 
     The teacher stays in eval mode (no dropout, its batch-norm statistics unchanged), gets no gradient and is
@@ -94,11 +101,15 @@ class DistillationTask(ClassificationTask):
         posterior_samples: int = 0,
         posterior_seed: int = 0,
         sample_weights: bool = False,
+        features: dict[str, str] | None = None,
+        feature_weight: float = 1.0,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"model.temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"model.alpha must lie in [0, 1], got {alpha}")
+        if feature_weight < 0:
+            raise ValueError(f"model.feature_weight must be >= 0, got {feature_weight}")
         super().__init__(
             model,
             loss=loss,
@@ -116,6 +127,59 @@ class DistillationTask(ClassificationTask):
         if teacher_checkpoint is not None:
             load_teacher(teacher, teacher_checkpoint)
         self.teacher = teacher.eval().requires_grad_(False)
+        self.features = dict(features or {})
+        self.regressors = nn.ModuleDict()
+        self._captured: dict[str, torch.Tensor] = {}
+        for student_name, teacher_name in self.features.items():
+            for network, name, field in ((model, student_name, "student"), (teacher, teacher_name, "teacher")):
+                try:
+                    module = network.get_submodule(name)
+                except AttributeError:
+                    raise ValueError(
+                        f"model.features: the {field} has no module {name!r} (its modules: "
+                        f"{[n for n, _ in network.named_modules() if n][:8]} ...)"
+                    ) from None
+                module.register_forward_hook(self._capture(f"{field}:{name}"))
+
+    def _capture(self, key: str):
+        def hook(module, inputs, output):
+            self._captured[key] = output
+
+        return hook
+
+    def configure_model(self) -> None:
+        """The hint regressors, sized by one forward pass of zeros shaped like the data (before the optimizer is
+        built and before a checkpoint is restored)."""
+        if not self.features or len(self.regressors):
+            return
+        shape = getattr(getattr(self._trainer, "datamodule", None), "input_shape", None)
+        if shape is None:
+            raise ValueError("model.features needs a data module with an input_shape (tensor inputs)")
+        probe = torch.zeros(2, *shape, device=self.device)
+        was_training = self.model.training
+        with torch.no_grad():
+            self.model.eval()(probe)
+            self.teacher(probe)
+        self.model.train(was_training)
+        for student_name, teacher_name in self.features.items():
+            s, t = self._captured[f"student:{student_name}"], self._captured[f"teacher:{teacher_name}"]
+            if s.ndim != t.ndim or s.shape[2:] != t.shape[2:]:
+                raise ValueError(
+                    f"model.features: student {student_name} gives {tuple(s.shape[1:])}, teacher {teacher_name} "
+                    f"{tuple(t.shape[1:])}: only the channel / feature width may differ"
+                )
+            regressor = nn.Conv2d(s.shape[1], t.shape[1], 1) if s.ndim == 4 else nn.Linear(s.shape[-1], t.shape[-1])
+            self.regressors[_key(student_name)] = regressor.to(self.device)
+
+    def hint_loss(self) -> torch.Tensor:
+        """The mean over feature pairs of the squared error between the regressed student features and the
+        teacher's, from the last forward passes of both."""
+        terms = []
+        for student_name, teacher_name in self.features.items():
+            student = self._captured[f"student:{student_name}"]
+            teacher = self._captured[f"teacher:{teacher_name}"].detach()
+            terms.append(F.mse_loss(self.regressors[_key(student_name)](student), teacher))
+        return torch.stack(terms).mean()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -129,6 +193,16 @@ class DistillationTask(ClassificationTask):
             teacher_logits = self.teacher(x)
         soft = distillation_loss(logits, teacher_logits, self.hparams.temperature)
         hard = super().training_loss(logits, y, batch)
-        if self._trainer is not None and not in_extra_pass():  # also called outside fit (tests, analyses)
-            self.log_dict({"train/distill": soft.detach(), "train/hard": hard.detach()}, on_step=False, on_epoch=True)
-        return self.hparams.alpha * soft + (1.0 - self.hparams.alpha) * hard
+        loss = self.hparams.alpha * soft + (1.0 - self.hparams.alpha) * hard
+        logged = {"train/distill": soft.detach(), "train/hard": hard.detach()}
+        if self.features:  # the student's forward (for logits) and the teacher's (above) captured the features
+            hint = self.hint_loss()
+            loss = loss + self.hparams.feature_weight * hint
+            logged["train/hint"] = hint.detach()
+        if self._trainer is not None and self._trainer.training and not in_extra_pass():  # (also used outside fit)
+            self.log_dict(logged, on_step=False, on_epoch=True)
+        return loss
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")

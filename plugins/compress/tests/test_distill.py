@@ -138,3 +138,51 @@ def test_a_teacher_checkpoint_that_does_not_fit_is_one_line(teacher_checkpoint):
 def test_the_teacher_needs_the_same_classes():
     with pytest.raises(ValueError, match=r"student logits \(2, 10\) and teacher logits \(2, 3\) differ"):
         distillation_loss(torch.zeros(2, 10), torch.zeros(2, 3))
+
+
+def test_feature_hints_train_a_regressor_to_the_teachers_features(teacher_checkpoint):
+    path, _ = teacher_checkpoint
+    L.seed_everything(0, verbose=False)
+    task = DistillationTask(
+        MLP(in_features=64, num_classes=10, hidden=[32]),
+        teacher=SmallCNN(num_classes=10, in_channels=1, width=8),
+        teacher_checkpoint=str(path),
+        features={"net.2": "features.6"},  # the student's hidden ReLU -> the teacher's flattened 2x2 maps (64)
+        feature_weight=0.5,
+        num_classes=10,
+        reliability_diagram=False,
+    )
+    dm = DigitsDataModule(batch_size=64)
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=0)
+    trainer.fit(task, dm)
+    regressor = task.regressors["net__2"]
+    assert isinstance(regressor, torch.nn.Linear) and regressor.weight.shape == (64, 32)
+    optimized = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert {id(regressor.weight), id(regressor.bias)} <= optimized
+    batch = next(iter(dm.train_dataloader()))
+    task.eval()
+    hidden = torch.relu(task.model.net[1](batch["x"].flatten(1)))
+    teacher_features = task.teacher.features(batch["x"])
+    logits = task.model(batch["x"])
+    with torch.no_grad():
+        task.teacher(batch["x"])
+    expected = torch.nn.functional.mse_loss(regressor(hidden), teacher_features)
+    assert float(task.hint_loss()) == pytest.approx(float(expected), rel=1e-5)
+    total = task.training_loss(logits, batch["y"], batch)
+    soft = distillation_loss(logits, task.teacher(batch["x"]), 4.0)
+    hard = torch.nn.functional.cross_entropy(logits, batch["y"])
+    assert float(total) == pytest.approx(float(0.9 * soft + 0.1 * hard + 0.5 * expected), rel=1e-5)
+
+
+def test_feature_names_and_shapes_that_do_not_fit_are_one_line():
+    with pytest.raises(ValueError, match="model.features: the teacher has no module 'layer9'"):
+        DistillationTask(MLP(64, 10), teacher=MLP(64, 10), features={"net.1": "layer9"}, num_classes=10)
+    task = DistillationTask(
+        SmallCNN(num_classes=10, in_channels=1, width=8),
+        teacher=MLP(64, 10),
+        features={"features.0": "net.2"},
+        num_classes=10,
+    )
+    task._trainer = type("T", (), {"datamodule": type("D", (), {"input_shape": (1, 8, 8)})()})()
+    with pytest.raises(ValueError, match=r"student features.0 gives \(8, 8, 8\), teacher net.2 \(128,\)"):
+        task.configure_model()
