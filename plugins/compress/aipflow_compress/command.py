@@ -235,6 +235,10 @@ def main(argv: list[str]) -> int:
     if options.method == "quantize" and options.scheme == "int8_static":
         program = torch.export.export(compressed, (example[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},))
         torch.export.save(program, out / "model.pt2")  # a graph, not a state dict: torch.export.load reads it
+    elif options.method == "quantize":
+        from aipflow_compress.quantize import save_quantized
+
+        save_quantized(compressed, out / "model.pt")  # torchao tensors as plain inner tensors: weights_only loads
     else:
         torch.save(compressed.state_dict(), out / "model.pt")
     _write_report(out, rows, options)

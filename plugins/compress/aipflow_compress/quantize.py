@@ -13,9 +13,10 @@ float); ``torch.compile`` (Inductor) fuses them into int8 kernels. It is saved a
 2.14 and is not used.
 
 ``int4_weight_only`` needs torchao's int4 kernels (CUDA, or the fbgemm-gpu-genai package), which a CPU machine
-does not have: refused in one line. Quantized models save as a state dict of torchao tensor subclasses that loads
-with ``torch.load(weights_only=True)`` once torchao is imported (:func:`load_quantized` does this and rebuilds
-the quantized modules before loading).
+does not have: refused in one line. :func:`save_quantized` stores each torchao tensor as its plain inner tensors
+(int8 data, scales, zero points), so ``torch.load(weights_only=True)`` reads the file on any Python without
+unpickling a torchao object (pickled torchao tensors failed to load that way on Python 3.11.2: their metadata
+pickles through ``getattr``); :func:`load_quantized` rebuilds the quantized modules and puts the tensors back.
 """
 
 from __future__ import annotations
@@ -62,14 +63,29 @@ def quantize_linear_layers(
     return chosen
 
 
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with every torchao tensor split into its plain inner tensors (``key::qdata``, ...): what
+    ``torch.load(weights_only=True)`` reads on any Python, with no torchao object pickled."""
+    plain = {}
+    for key, value in model.state_dict().items():
+        flatten = getattr(value, "__tensor_flatten__", None)
+        if flatten is None or type(value) is torch.Tensor:
+            plain[key] = value
+            continue
+        for inner in flatten()[0]:
+            plain[f"{key}::{inner}"] = getattr(value, inner)
+    return plain
+
+
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
-    """The quantized model's state dict (torchao tensors included) to ``path``."""
+    """The quantized model's state dict to ``path``, torchao tensors stored as their plain inner tensors."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    torch.save(_plain_state(model), path)
     return path
 
 
+@torch.no_grad()
 def load_quantized(
     model: nn.Module,
     path: str | Path,
@@ -77,13 +93,32 @@ def load_quantized(
     include: str | None = None,
     exclude: str | None = None,
 ) -> nn.Module:
-    """Rebuild the quantized modules on ``model`` (the float architecture) and load ``path`` into them, with
-    ``weights_only=True`` (importing torchao registers its tensor classes as safe to load)."""
-    import torchao  # noqa: F401 - registers torchao's tensor subclasses with torch.serialization
-
+    """Rebuild the quantized modules on ``model`` (the float architecture) and load ``path`` into them with
+    ``weights_only=True``: each torchao tensor is put back together from its saved inner tensors and the settings
+    the rebuilt module carries."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     quantize_linear_layers(model, scheme, include, exclude)
-    model.load_state_dict(state, assign=True)
+    rebuilt_keys: set[str] = set()
+    for name, module in model.named_modules():
+        for attr, value in list(module._parameters.items()):
+            key = f"{name}.{attr}" if name else attr
+            flatten = getattr(value, "__tensor_flatten__", None)
+            if value is None or flatten is None or type(value) in (torch.Tensor, nn.Parameter):
+                continue
+            inner_names, context = flatten()
+            missing = [n for n in inner_names if f"{key}::{n}" not in state]
+            if missing:
+                raise ValueError(f"load_quantized: {path} has no {key}::{missing[0]} (saved with another scheme?)")
+            inner = {n: state.pop(f"{key}::{n}") for n in inner_names}
+            rebuilt = type(value).__tensor_unflatten__(inner, context, value.shape, value.stride())
+            module._parameters[attr] = nn.Parameter(rebuilt, requires_grad=False)
+            rebuilt_keys.add(key)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - rebuilt_keys:
+        raise ValueError(
+            f"load_quantized: {path} does not fit the model (missing {sorted(set(missing) - rebuilt_keys)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
     return model
 
 
