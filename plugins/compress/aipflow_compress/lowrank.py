@@ -66,6 +66,7 @@ def factorize_linear(
     r = choose_rank(s, tuple(weight.shape), rank, energy, ratio)
     root = s[:r].sqrt()
     layer = LowRankLinear(linear.in_features, linear.out_features, r, bias=linear.bias is not None)
+    layer.energy = float((s[:r] ** 2).sum() / (s**2).sum().clamp_min(1e-300))  # the share of the spectrum kept
     layer.to(device=weight.device, dtype=weight.dtype)
     layer[0].weight.copy_((root[:, None] * vh[:r]).to(weight.dtype))
     layer[1].weight.copy_((u[:, :r] * root[None, :]).to(weight.dtype))
@@ -96,9 +97,7 @@ def low_rank(
             )
         factor = factorize_linear(linear, rank, energy, ratio)
         before, after = out_features * in_features, factor.rank * (out_features + in_features)
-        s = torch.linalg.svdvals(linear.weight.detach().double())
-        kept = float((s[: factor.rank] ** 2).sum() / (s**2).sum().clamp_min(1e-300))
-        entry = {"rank": factor.rank, "weights_before": before, "weights_after": after, "energy": kept}
+        entry = {"rank": factor.rank, "weights_before": before, "weights_after": after, "energy": factor.energy}
         if after < before:
             replace_layer(model, name, factor)
             entry["replaced"] = True

@@ -61,8 +61,11 @@ def test_low_rank_replaces_only_the_layers_it_shrinks():
     x = torch.randn(8, 64)
     report = low_rank(model, energy=1.0)  # full rank: exact, and no saving for either layer
     assert not any(entry["replaced"] for entry in report.values())
+    singular = np.linalg.svd(model[0].weight.detach().double().numpy(), compute_uv=False)
     report = low_rank(model, ratio=0.25)
     assert report["0"]["replaced"] and isinstance(model[0], LowRankLinear)
+    rank = report["0"]["rank"]
+    assert report["0"]["energy"] == pytest.approx((singular[:rank] ** 2).sum() / (singular**2).sum(), rel=1e-10)
     assert report["0"]["weights_after"] <= 0.25 * 64 * 128
     assert model(x).shape == (8, 4)
 
