@@ -7,6 +7,8 @@ Methods and their options:
 
 - ``prune``: unstructured magnitude pruning, ``--sparsity 0.5`` ``--scope global|layer``
 - ``channels``: structured channel pruning, ``--ratio 0.5`` ``--importance l1|l2|bn_scale``
+- ``heads``: structured pruning of attention heads, ``--ratio 0.5`` ``--importance l1|l2|sensitivity``
+  (sensitivity: Michel et al.'s score on ``--calibration_batches`` training batches) ``--scope layer|global``
 - ``quantize``: int8 through torchao, ``--scheme int8_dynamic|int8_weight_only|int8_static`` (static: PT2E,
   calibrated on ``--calibration_batches`` training batches, saved as an exported program ``model.pt2``)
 - ``low_rank``: truncated SVD of Linear layers, one of ``--energy`` / ``--ratio`` / ``--rank``
@@ -36,7 +38,7 @@ from torch import nn
 
 __all__ = ["METHODS", "compress_network", "main", "measure"]
 
-METHODS = ("prune", "channels", "quantize", "low_rank", "tucker", "cp", "tensor_train")
+METHODS = ("prune", "channels", "heads", "quantize", "low_rank", "tucker", "cp", "tensor_train")
 COLUMNS = (
     "method",
     "settings",
@@ -75,7 +77,8 @@ def compress_network(
     network: nn.Module, method: str, options: argparse.Namespace, example: torch.Tensor, calibration=()
 ) -> tuple[nn.Module, str]:
     """Apply ``method`` to ``network`` (in place, except static int8, which returns a new graph); returns the
-    compressed network and its settings as text. ``calibration``: input batches for static int8."""
+    compressed network and its settings as text. ``calibration``: training batches (inputs and labels) for static
+    int8 and head sensitivity."""
     if method == "prune":
         from aipflow_compress.pruning import make_permanent, prune_magnitude
 
@@ -88,11 +91,17 @@ def compress_network(
         ratio = 0.5 if options.ratio is None else options.ratio
         prune_channels(network, example[:1], ratio, options.importance)
         return network, f"ratio {ratio} ({options.importance})"
+    if method == "heads":
+        from aipflow_compress.heads import prune_heads
+
+        ratio = 0.5 if options.ratio is None else options.ratio
+        prune_heads(network, ratio, options.importance, options.scope == "global", batches=calibration or None)
+        return network, f"ratio {ratio} ({options.importance}, {options.scope})"
     if method == "quantize":
         from aipflow_compress.quantize import quantize_linear_layers, quantize_static
 
         if options.scheme == "int8_static":
-            return quantize_static(network, example[:2], calibration), options.scheme
+            return quantize_static(network, example[:2], [_inputs(b) for b in calibration]), options.scheme
         quantize_linear_layers(network.eval(), options.scheme)
         return network, options.scheme
     if method == "cp":
@@ -200,11 +209,14 @@ def _load(config: str, ckpt_path: str, overrides: list[str]):
     if datamodule is None:
         raise ValueError(f"--config {config!r} has no data module to test on")
     datamodule.setup("test")
-    batch = next(iter(datamodule.test_dataloader()))
-    example = batch["x"] if isinstance(batch, dict) else batch[0]
+    example = _inputs(next(iter(datamodule.test_dataloader())))
     if not isinstance(example, torch.Tensor):
         raise ValueError("aipflow compress measures tensor inputs; this data module's batches are not tensors")
     return task, datamodule, example
+
+
+def _inputs(batch):
+    return batch["x"] if isinstance(batch, dict) else batch[0]
 
 
 def main(argv: list[str]) -> int:
@@ -216,10 +228,12 @@ def main(argv: list[str]) -> int:
     num_classes = int(task.hparams.num_classes)
     original = task.model.eval()
     calibration = []
-    if options.method == "quantize" and options.scheme == "int8_static":
+    if (options.method, options.scheme) == ("quantize", "int8_static") or (
+        options.method == "heads" and options.importance == "sensitivity"
+    ):
         datamodule.setup("fit")
         for batch in datamodule.train_dataloader():
-            calibration.append(batch["x"] if isinstance(batch, dict) else batch[0])
+            calibration.append(batch)
             if len(calibration) == options.calibration_batches:
                 break
     compressed, settings = compress_network(copy.deepcopy(original), options.method, options, example, calibration)

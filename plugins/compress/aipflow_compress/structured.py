@@ -7,9 +7,10 @@ Channels are ranked by the L1 norm of their filters (``l1``, Li et al., "Pruning
 ICLR 2017: the default), the L2 norm (``l2``) or the batch-norm scale that follows (``bn_scale``, Liu et al.,
 "Network Slimming", ICCV 2017), per layer or globally. The classifier (the last Linear layer) keeps its outputs.
 
-Attention layers need their head count and head size changed with their projections (timm ViT's ``num_heads`` /
-``head_dim``, BERT's ``num_attention_heads`` / ``all_head_size``); this is not done here, so a model with attention
-modules is refused in one line: prune it unstructured (``prune_magnitude``), or leave the attention out.
+In a transformer (a model with attention modules), the channels pruned here are the hidden units of the
+feed-forward blocks (timm's ``mlp.fc1``, BERT's ``intermediate.dense``: the up-projection's rows and the
+down-projection's columns, exact); the residual width and the attention projections are kept. Whole attention
+heads go with :func:`aipflow_compress.heads.prune_heads`, which updates the modules' head counts.
 
 A pruned model's architecture differs from the one its config builds. :func:`save_pruned` writes its state dict
 (tensors only: loads with ``weights_only=True``); :func:`load_pruned` shrinks a freshly built model's layers to
@@ -28,6 +29,7 @@ __all__ = ["IMPORTANCES", "load_pruned", "prune_channels", "save_pruned"]
 
 IMPORTANCES = ("l1", "l2", "bn_scale")
 _ATTENTION_ATTRIBUTES = ("num_heads", "num_attention_heads")
+_FEED_FORWARD_UP = re.compile(r"(^|\.)(mlp\.fc1|intermediate\.dense)$")  # timm Mlp, BERT-family intermediate
 
 
 def _importance(name: str):
@@ -40,7 +42,7 @@ def _importance(name: str):
     raise ValueError(f"structured.importance must be one of {IMPORTANCES}, got {name!r}")
 
 
-def count_macs_and_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
+def count_macs_and_params(model: nn.Module, example_inputs: torch.Tensor | dict) -> tuple[int, int]:
     """Multiply-accumulates of one forward pass on ``example_inputs`` and the parameter count (torch-pruning's
     counter)."""
     import torch_pruning as tp
@@ -53,7 +55,7 @@ def count_macs_and_params(model: nn.Module, example_inputs: torch.Tensor) -> tup
 
 def prune_channels(
     model: nn.Module,
-    example_inputs: torch.Tensor,
+    example_inputs: torch.Tensor | dict[str, torch.Tensor],
     ratio: float = 0.5,
     importance: str = "l1",
     global_pruning: bool = False,
@@ -63,24 +65,28 @@ def prune_channels(
     """Remove ``ratio`` of the channels of ``model``'s convolutions and Linear layers in place (per layer, or by
     one global ranking), keeping the last Linear layer's outputs (the classes) and the layers whose names match
     ``keep`` (a regular expression); ``round_to`` rounds channel counts to a multiple (e.g. 8 for fast kernels).
-    Returns MACs and parameters before and after."""
+    In a transformer only the feed-forward hidden units are pruned (see the module's text). ``example_inputs``: a
+    batch, or keyword inputs (a transformers model's ``input_ids``, ...). Returns MACs and parameters before and
+    after."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"structured.ratio must lie in [0, 1), got {ratio}")
     scorer = _importance(importance)
-    attention = [
-        f"{name} ({type(m).__name__})"
-        for name, m in model.named_modules()
-        if any(isinstance(getattr(m, a, None), int) for a in _ATTENTION_ATTRIBUTES)
-    ]
-    if attention:
-        raise ValueError(
-            f"structured pruning of attention ({', '.join(attention[:3])}) needs its heads re-counted, which this "
-            "version does not do; use prune_magnitude (unstructured) for attention models"
-        )
+    transformer = any(isinstance(getattr(m, a, None), int) for m in model.modules() for a in _ATTENTION_ATTRIBUTES)
+    prunable = (nn.Linear, nn.modules.conv._ConvNd)
+    ignored: list[nn.Module] = []
+    if transformer:
+        ignored += [
+            m for name, m in model.named_modules() if isinstance(m, prunable) and not _FEED_FORWARD_UP.search(name)
+        ]
+        if len(ignored) == sum(isinstance(m, prunable) for m in model.modules()):
+            raise ValueError(
+                f"structured pruning of {type(model).__name__}: an attention model without feed-forward layers this "
+                "version knows (timm mlp.fc1, BERT intermediate.dense); prune its heads with prune_heads"
+            )
     import torch_pruning as tp
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    ignored = [linears[-1]] if linears else []
+    ignored += [linears[-1]] if linears else []
     if keep is not None:
         ignored += [m for name, m in model.named_modules() if name and re.search(keep, name)]
     macs, params = count_macs_and_params(model, example_inputs)
@@ -111,13 +117,17 @@ def save_pruned(model: nn.Module, path: str | Path) -> Path:
 @torch.no_grad()
 def load_pruned(model: nn.Module, path: str | Path) -> nn.Module:
     """Shrink ``model`` (built as before pruning) to the shapes saved in ``path`` and load it
-    (``weights_only=True``). Convolutions, Linear layers and batch / layer / group norms are resized."""
+    (``weights_only=True``). Convolutions, Linear layers and batch / layer / group norms are resized, and the head
+    counts of attention modules whose heads :func:`~aipflow_compress.heads.prune_heads` removed follow."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         saved = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and "." not in k[len(prefix) :]}
         if "weight" in saved and saved["weight"].shape != getattr(module, "weight", torch.empty(0)).shape:
             _resize(module, saved, name)
+    from aipflow_compress.heads import match_head_counts
+
+    match_head_counts(model)  # attention heads removed by prune_heads: the modules' head counts follow the shapes
     model.load_state_dict(state)
     return model
 
