@@ -138,18 +138,20 @@ class BayesianMixin:
 
 class NoiseGenerators:
     """One ``torch.Generator`` per device, seeded once; its state travels in the optimizer's state_dict so that
-    a resumed run draws the same noise as the uninterrupted one."""
+    a resumed run draws the same noise as the uninterrupted one. ``per_rank``: each data-parallel rank draws its
+    own stream (IVON / bSAM: more Monte-Carlo samples per step, the averaged update identical on every rank); off
+    for noise added to the weights themselves (Langevin), which must be the same on every rank."""
 
-    def __init__(self, seed: int | None) -> None:
+    def __init__(self, seed: int | None, per_rank: bool = True) -> None:
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
+        self.per_rank = per_rank
         self._generators: dict[str, torch.Generator] = {}
 
     def __call__(self, device: torch.device) -> torch.Generator:
         key = str(device)
         if key not in self._generators:
-            # each data-parallel rank draws its own noise (more Monte-Carlo samples per step); the states
-            # themselves stay identical across ranks because the updates are averaged
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            distributed = self.per_rank and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         return self._generators[key]
 

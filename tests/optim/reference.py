@@ -99,3 +99,26 @@ def ivon_step(params, state, grad_fn, noise_fn, ess, lr, h0, b1, b2, wd, samples
         g_bar = state["g"][i] / (1 - b1 ** state["t"])
         update = ((g_bar + wd * m) / (h[i] + wd)).clamp(-clip, clip)
         params[i] = m - alpha * update
+
+
+def sgld_step(params, grads, noises, lr, weight_decay, temperature, n):
+    """Welling & Teh 2011, eq. 4, in their notation: d theta = eps/2 (grad log p(theta) + N grad log-lik-mean)
+    + eta, eta ~ N(0, eps T), with the Gaussian prior log p = -N wd/2 ||theta||^2 and the step eps = 2 lr / N."""
+    eps = 2 * lr / n
+    for i, (w, g, z) in enumerate(zip(params, grads, noises)):
+        grad_log_prior = -n * weight_decay * w
+        grad_log_lik = -n * g
+        params[i] = w + eps / 2 * (grad_log_prior + grad_log_lik) + math.sqrt(eps * temperature) * z
+
+
+def psgld_step(params, grads, square_avgs, noises, lr, weight_decay, temperature, n, alpha, lam):
+    """Li et al. 2016, Algorithm 1 (Gamma left out, as they do): V = a V + (1 - a) g_bar^2 with g_bar the mean
+    log-likelihood gradient; G = diag(1 / (lam + sqrt V)); theta += eps/2 G (grad log p + N g_bar) + N(0, eps T G),
+    eps = 2 lr / N."""
+    eps = 2 * lr / n
+    for i, (w, g, z) in enumerate(zip(params, grads, noises)):
+        g_bar = -g
+        square_avgs[i] = alpha * square_avgs[i] + (1 - alpha) * g_bar * g_bar
+        big_g = 1.0 / (lam + square_avgs[i].sqrt())
+        drift = eps / 2 * big_g * (-n * weight_decay * w + n * g_bar)
+        params[i] = w + drift + (eps * temperature * big_g).sqrt() * z
