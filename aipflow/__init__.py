@@ -2,7 +2,8 @@
 
 The public API is what each public module lists in its ``__all__``: ``aipflow.optim``, ``aipflow.losses``,
 ``aipflow.data``, ``aipflow.tasks``, ``aipflow.models``, ``aipflow.metrics``, ``aipflow.callbacks``,
-``aipflow.lightning``, ``aipflow.passes``, ``aipflow.plugins``, ``aipflow.testing``, ``aipflow.config``
+``aipflow.lightning``, ``aipflow.passes``, ``aipflow.plugins``, ``aipflow.sharpness``, ``aipflow.testing``,
+``aipflow.config``
 (docs/plugins.md says what the plugin api version covers). Modules and names starting with ``_`` are private.
 
 This file imports nothing: Lightning loads ``aipflow._entry`` at every ``Trainer``, which runs it.

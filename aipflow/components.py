@@ -28,6 +28,7 @@ _CORE_COMPONENTS: dict[str, str] = {
     "SharpnessAwareTraining": "aipflow.lightning.sharpness:SharpnessAwareTraining",
     "RNGStateCheckpoint": "aipflow.lightning.checkpoint:RNGStateCheckpoint",
     "LabelNoiseMonitor": "aipflow.callbacks:LabelNoiseMonitor",
+    "SharpnessMonitor": "aipflow.sharpness:SharpnessMonitor",
     "TransitionMatrixEstimation": "aipflow.callbacks:TransitionMatrixEstimation",
     # losses
     "CrossEntropy": "torch.nn:CrossEntropyLoss",

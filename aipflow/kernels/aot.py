@@ -146,7 +146,7 @@ def exercise_dispatch() -> None:
     bf16; fp32 state), then each option changed alone, and fp32 with unaligned tensors."""
     import torch
 
-    from aipflow.kernels import bsam, descent, ivon, noise, norm, sam
+    from aipflow.kernels import bsam, descent, ivon, langevin, noise, norm, sam
 
     def tensors(dtype, aligned=True, n=3):
         if aligned:
@@ -231,6 +231,9 @@ def exercise_dispatch() -> None:
             if options.get("means") == "copy":
                 options["means"] = w()
             ivon.ivon_update(params, w(), state(params), state(params), **options)
+
+        for averages in (None, state(params)):  # SGLD, then pSGLD's preconditioned step
+            langevin.langevin_step(params, w(), averages, 0.01, 1e-4, 1e-3, seed=1)
 
 
 # ------------------------------------------------------------------------------------------------- compiling

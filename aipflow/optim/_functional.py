@@ -56,6 +56,7 @@ def fused_ops():
     import aipflow.kernels.bsam
     import aipflow.kernels.descent
     import aipflow.kernels.ivon
+    import aipflow.kernels.langevin
     import aipflow.kernels.sam  # noqa: F401
 
     return aipflow.kernels
@@ -498,7 +499,7 @@ def ivon_update(
 def langevin_update(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
-    noises: Sequence[Tensor],
+    noises: Sequence[Tensor] | tuple[int, int],
     square_avgs: Sequence[Tensor] | None,
     lr: float,
     weight_decay: float,
@@ -513,8 +514,15 @@ def langevin_update(
     pSGLD (Li et al. 2016), when ``square_avgs`` is given: ``V <- alpha V + (1 - alpha) g^2``,
     ``P = 1 / (eps + sqrt(V))``, ``theta <- theta - lr P (g + wd theta) + sqrt(noise_variance P) z``;
 
-    with ``noise_variance = 2 lr T / N`` (the optimizers compute it) and ``z`` standard normal (``noises``).
+    with ``noise_variance = 2 lr T / N`` (the optimizers compute it) and ``z`` standard normal: ``noises`` (one
+    tensor per parameter), or for ``impl="triton"`` a Philox ``(seed, offset)`` from which the kernel draws it.
     """
+    if impl == "triton":
+        seed, offset = noises
+        fused_ops().langevin.langevin_step(
+            params, grads, square_avgs, lr, weight_decay, noise_variance, seed, offset, alpha, eps
+        )
+        return
     if impl == "reference":
         for theta, g, z, i in zip(params, grads, noises, range(len(params)), strict=True):
             dtype = _compute_dtype(theta)

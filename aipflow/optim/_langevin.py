@@ -55,8 +55,6 @@ class LangevinOptimizer(MultiPassOptimizer):
             if int(value) != value or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value}")
         F.check_impl(impl)
-        if impl == "triton":
-            raise ValueError(f"impl='triton' is not available for {type(self).__name__}; use 'auto' or 'foreach'")
         super().__init__(params, defaults)
         self.temperature = float(temperature)
         self.train_size = train_size
@@ -89,16 +87,24 @@ class LangevinOptimizer(MultiPassOptimizer):
             p.grad = g
         self._sync(closure, grads)
         self._descent_ready(closure)
-        impl = "foreach" if self.impl == "auto" else self.impl
+        impl = F.resolve_impl(self.impl, [p for _, p in trainable])
+        seed = None
+        if impl == "triton":  # one Philox seed per step, from the checkpointed CPU generator (exact resume)
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.noise(torch.device("cpu"))))
+        offset = 0
         for group in self.param_groups:
             params = [p for p in group["params"] if p.requires_grad]
             if not params:
                 continue
             variance = self._noise_variance(group)
-            noises = [
-                torch.randn(p.shape, dtype=torch.float32, device=p.device, generator=self.noise(p.device))
-                for p in params
-            ]
+            if impl == "triton":
+                noises = (seed, offset)
+                offset += sum(p.numel() for p in params)
+            else:
+                noises = [
+                    torch.randn(p.shape, dtype=torch.float32, device=p.device, generator=self.noise(p.device))
+                    for p in params
+                ]
             square_avgs = None
             if self.preconditioned:
                 square_avgs = [self._square_avg(p) for p in params]

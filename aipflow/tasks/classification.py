@@ -102,9 +102,10 @@ class ClassificationTask(L.LightningModule):
         num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one;
             null: the command takes it from the data, see :mod:`aipflow.sizes`).
         ece_bins: number of bins for ECE and the reliability diagram.
-        posterior_samples: with a Bayesian optimizer (bSAM, IVON), val/test also report the posterior
-            predictive over this many samples: ``{val,test}/pp_acc``, ``/pp_nll`` (log-mean-exp over samples) and
-            ``/pp_ece`` (20 bins, as the bSAM paper); 0 turns it off. When testing from a checkpoint the
+        posterior_samples: with a Bayesian optimizer (bSAM, IVON) or a Langevin sampler (SGLD, pSGLD: draws
+            from its collected samples), val/test also report the posterior predictive over this many samples:
+            ``{val,test}/pp_acc``, ``/pp_nll`` (log-mean-exp over samples) and ``/pp_ece`` (20 bins, as the bSAM
+            paper); 0 turns it off. When testing from a checkpoint the
             posterior comes from that checkpoint's optimizer state.
         posterior_seed: seed of the posterior samples drawn for evaluation (fixed: comparable across epochs).
         sample_weights: weight each training row's loss by the batch's ``weight`` (a data module's weight column,
@@ -199,7 +200,8 @@ class ClassificationTask(L.LightningModule):
         if samples and optimizer is not None and not hasattr(optimizer, "sampled_params"):
             raise ConfigError(
                 f"model.init_args.posterior_samples: {samples} needs a Bayesian optimizer to sample the posterior "
-                f"from (IVON, BSAM), but the optimizer is {type(optimizer).__name__}; set posterior_samples: 0"
+                f"from (IVON, BSAM, SGLD, PSGLD), but the optimizer is {type(optimizer).__name__}; set "
+                "posterior_samples: 0"
             )
 
     def setup(self, stage: str) -> None:
@@ -266,26 +268,32 @@ class ClassificationTask(L.LightningModule):
         return self.loss_fn(logits, y)
 
     def _weighted_loss(self, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, batch) -> torch.Tensor:
-        """``sum_i w_i l_i / sum_i w_i``: the loss per row (the loss module's ``reduction`` set to ``"none"`` for
-        the call), weighted by the batch's ``weight`` (e.g. annotator agreement)."""
+        """``sum_i w_i l_i / sum_i w_i``: the loss per row, weighted by the batch's ``weight`` (e.g. annotator
+        agreement)."""
+        per_row = self.per_example_loss(logits, y, field="model.sample_weights")
+        weight = weight.to(per_row.dtype)
+        return (weight * per_row).sum() / weight.sum().clamp_min(torch.finfo(per_row.dtype).tiny)
+
+    def per_example_loss(self, logits: torch.Tensor, y: torch.Tensor, field: str = "model.loss") -> torch.Tensor:
+        """The configured loss of each row (the loss module's ``reduction`` set to ``"none"`` for the call): what
+        row weights (``sample_weights``, a reweighting scheme) multiply. Losses with per-sample state (ELR) and
+        losses without a ``reduction`` option are refused in one line naming ``field``."""
         name = type(self.loss_fn).__name__
         if getattr(self.loss_fn, "needs_index", False):
             raise ValueError(
-                f"model.sample_weights: {name} keeps per-sample state, which row weights would skew; use a loss "
-                "without (CE, GCE, SCE, NCE+RCE, ...) or turn sample_weights off"
+                f"{field}: {name} keeps per-sample state, which row weights would skew; use a loss "
+                "without (CE, GCE, SCE, NCE+RCE, ...)"
             )
         if not hasattr(self.loss_fn, "reduction"):
             raise ValueError(
-                f"model.sample_weights: {name} gives no per-row losses (no reduction option); use a loss that has "
-                "one (CE, GCE, SCE, NCE+RCE, ...) or turn sample_weights off"
+                f"{field}: {name} gives no per-row losses (no reduction option); use a loss that has "
+                "one (CE, GCE, SCE, NCE+RCE, ...)"
             )
         reduction, self.loss_fn.reduction = self.loss_fn.reduction, "none"
         try:
-            per_row = self.loss_fn(logits, y)
+            return self.loss_fn(logits, y)
         finally:
             self.loss_fn.reduction = reduction
-        weight = weight.to(per_row.dtype)
-        return (weight * per_row).sum() / weight.sum().clamp_min(torch.finfo(per_row.dtype).tiny)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = _unpack(batch)

@@ -28,6 +28,7 @@ KERNELS = {
     "_accumulate_kernel",
     "_sample_kernel",
     "_normal_kernel",
+    "_langevin_kernel",
 }
 
 

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from aipflow.lightning import SharpnessAwareTraining
-from aipflow.optim import BSAM, IVON, SAM
+from aipflow.optim import BSAM, IVON, SAM, SGLD
 from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
 
 COUNTS = {"ddp_buckets": 0, "explicit": 0, "explicit_in_steps": 0}
@@ -49,11 +49,13 @@ FACTORIES = {
     "SAM": functools.partial(SAM, base_optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)),
     "BSAM": functools.partial(BSAM, lr=0.05, num_subbatches=2, seed=0),
     "IVON": functools.partial(IVON, lr=0.05, seed=0),
+    # the Langevin noise is added to the weights: the same draw on every rank, or the replicas drift apart
+    "SGLD": functools.partial(SGLD, lr=0.05, seed=0, thinning=2),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["SAM", "SAM+sync_first_pass", "BSAM", "IVON"])
+@pytest.mark.parametrize("name", ["SAM", "SAM+sync_first_pass", "BSAM", "IVON", "SGLD"])
 def test_ddp_two_processes(name, tmp_path, monkeypatch):
     real_all_reduce = torch.distributed.all_reduce
 

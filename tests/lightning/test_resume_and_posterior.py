@@ -9,7 +9,7 @@ from aipflow.cli import main
 from aipflow.config import list_recipes
 from aipflow.data import DigitsDataModule
 from aipflow.models import MLP
-from aipflow.optim import BSAM, IVON, SAM
+from aipflow.optim import BSAM, IVON, PSGLD, SAM, SGLD
 from aipflow.tasks import ClassificationTask
 
 OPTIMIZERS = {
@@ -17,6 +17,8 @@ OPTIMIZERS = {
     "SAM": functools.partial(SAM, base_optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)),
     "BSAM": functools.partial(BSAM, lr=0.1, num_subbatches=2, seed=5),
     "IVON": functools.partial(IVON, lr=0.1, seed=5),
+    "SGLD": functools.partial(SGLD, lr=0.2, seed=5, burn_in=2, thinning=3, max_samples=3),
+    "PSGLD": functools.partial(PSGLD, lr=0.002, seed=5, burn_in=2, thinning=3, max_samples=3),
 }
 
 
@@ -47,7 +49,7 @@ def fit(model, root, epochs, ckpt_path=None):
     return trainer
 
 
-@pytest.mark.parametrize("name", ["SGD", "SAM", "BSAM", "IVON"])
+@pytest.mark.parametrize("name", ["SGD", "SAM", "BSAM", "IVON", "SGLD", "PSGLD"])
 def test_trainer_resume_is_bit_identical(name, tmp_path):
     straight = task(name)
     fit(straight, tmp_path / "a", 3)
@@ -62,9 +64,14 @@ def test_trainer_resume_is_bit_identical(name, tmp_path):
     fit(resumed, tmp_path / "c", 3, ckpt_path=str(ckpt))
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+    samples = getattr(resumed.trainer.optimizers[0], "samples", None)
+    if samples is not None:  # Langevin: the collected posterior samples travel in the checkpoint too
+        straight_samples = straight.trainer.optimizers[0].samples
+        assert len(samples) == len(straight_samples) == 3
+        assert all(torch.equal(a, b) for s, t in zip(samples, straight_samples) for a, b in zip(s, t))
 
 
-@pytest.mark.parametrize("name", ["BSAM", "IVON"])
+@pytest.mark.parametrize("name", ["BSAM", "IVON", "SGLD"])
 def test_posterior_predictive_metrics_are_logged_and_reproducible(name, tmp_path):
     model = task(name, posterior_samples=4)
     trainer = fit(model, tmp_path, 1)

@@ -236,7 +236,6 @@ def test_polynomial_decay_is_welling_and_tehs_schedule():
         (lambda p: SGLD(p, thinning=0), "thinning must be an integer >= 1, got 0"),
         (lambda p: SGLD(p, lr=0.0), "lr must be > 0, got 0.0"),
         (lambda p: PSGLD(p, alpha=1.0), r"alpha must lie in \[0, 1\), got 1.0"),
-        (lambda p: SGLD(p, impl="triton"), "impl='triton' is not available for SGLD"),
         (lambda p: PolynomialDecayLR(SGLD(p), gamma=2.0), r"PolynomialDecayLR.gamma must lie in \[0, 1\], got 2.0"),
     ],
 )
