@@ -1,0 +1,274 @@
+"""Hyper-parameters tuned during fit by hypergradient descent on a validation loss (Lorraine, Vicol & Duvenaud,
+AISTATS 2020, Algorithm 1: alternate ``hyper_every`` optimizer steps on the training loss with one step on the
+hyper-parameters along the implicit hypergradient of the validation loss).
+
+``HypergradientTask`` is a :class:`aipflow.tasks.ClassificationTask` whose training loss carries continuous
+hyper-parameters as tensors:
+
+- ``weight_decay``: an L2 penalty ``sum_g exp(log_lambda_g) / 2 ||w_g||^2`` with one ``lambda_g`` per top-level
+  module of the network that has parameters (per layer for ``nn.Sequential``); the optimizer's own weight decay
+  should then be 0;
+- ``label_smoothing``: the core's label-smoothed cross-entropy (``(1 - eps) CE + eps`` times the mean negative
+  log-probability over classes) with ``eps = sigmoid(s)``, replacing the configured loss.
+
+Every ``hyper_every`` steps the hypergradient of the cross-entropy on one validation batch (a seeded cycle over the
+validation split) is taken at the current weights on the current training batch, by ``method``: ``neumann`` /
+``cg`` (implicit, ``iterations`` terms, ``neumann_alpha``), or ``unrolled`` (``iterations`` steps of SGD of size
+``neumann_alpha`` differentiated through), and Adam (``hyper_lr``) moves the hyper-parameters. They are logged
+(``hyper/...``) and kept in checkpoints with the Adam state and the validation cycle, so a resumed run is the
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from aipflow.losses import label_smoothing_loss
+from aipflow.metrics import DEFAULT_ECE_BINS
+from aipflow.tasks import ClassificationTask
+from aipflow_bilevel.hypergradient import implicit_hypergradient, unrolled_hypergradient
+
+__all__ = ["HYPERPARAMETERS", "TUNING_METHODS", "HypergradientTask"]
+
+HYPERPARAMETERS = ("weight_decay", "label_smoothing")
+TUNING_METHODS = ("neumann", "cg", "unrolled")
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _inputs(batch: Any) -> tuple[Tensor, Tensor]:
+    return (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
+
+
+class HypergradientTask(ClassificationTask):
+    """A classification task that tunes ``tune`` (``weight_decay``, ``label_smoothing``) by hypergradients.
+
+    Args:
+        model: the network.
+        tune: which hyper-parameters (see the module).
+        weight_decay: the initial L2 strength (each group's), > 0.
+        label_smoothing: the initial smoothing, in (0, 1).
+        method: ``neumann``, ``cg`` or ``unrolled``.
+        iterations: Neumann terms / CG steps / unrolled steps (20).
+        neumann_alpha: the Neumann series' (and unrolled SGD's) step, below 2 / lambda_max(H) (0.01).
+        hyper_lr: Adam's rate on ``log lambda`` and ``logit eps`` (0.01).
+        hyper_every: optimizer steps between hyper-steps (10).
+        hyper_seed: seed of the validation batches' order.
+        The rest: as :class:`aipflow.tasks.ClassificationTask`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tune: list[str] | None = None,
+        weight_decay: float = 1e-3,
+        label_smoothing: float = 0.1,
+        method: str = "neumann",
+        iterations: int = 20,
+        neumann_alpha: float = 0.01,
+        hyper_lr: float = 0.01,
+        hyper_every: int = 10,
+        hyper_seed: int = 0,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: str = "epoch",
+        num_classes: int | None = 10,
+        ece_bins: int = DEFAULT_ECE_BINS,
+        reliability_diagram: bool = True,
+        posterior_samples: int = 0,
+        posterior_seed: int = 0,
+        sample_weights: bool = False,
+    ) -> None:
+        tune = list(tune if tune is not None else ["weight_decay"])
+        unknown = [t for t in tune if t not in HYPERPARAMETERS]
+        if unknown or not tune:
+            raise ValueError(f"model.tune must list some of {HYPERPARAMETERS}, got {tune}")
+        if method not in TUNING_METHODS:
+            raise ValueError(f"model.method must be one of {TUNING_METHODS}, got {method!r}")
+        if not weight_decay > 0:
+            raise ValueError(f"model.weight_decay must be > 0 (it is tuned in log space), got {weight_decay}")
+        if not 0.0 < label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must lie in (0, 1), got {label_smoothing}")
+        for name, value in (("iterations", iterations), ("hyper_every", hyper_every)):
+            if value < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {value}")
+        super().__init__(
+            model,
+            loss=loss,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            lr_scheduler_interval=lr_scheduler_interval,
+            num_classes=num_classes,
+            ece_bins=ece_bins,
+            reliability_diagram=reliability_diagram,
+            posterior_samples=posterior_samples,
+            posterior_seed=posterior_seed,
+            sample_weights=sample_weights,
+        )
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
+        self.groups = [name for name, child in model.named_children() if any(True for _ in child.parameters())]
+        if "weight_decay" in tune and not self.groups:
+            raise ValueError("model.tune: weight_decay needs a network with child modules holding parameters")
+        # plain tensors (not nn.Parameters): the network's optimizer must not see them; saved as buffers
+        self.register_buffer("log_weight_decay", torch.full((max(len(self.groups), 1),), math.log(weight_decay)))
+        self.register_buffer("smoothing_logit", torch.tensor(math.log(label_smoothing / (1 - label_smoothing))))
+        self._hyper_optimizer: torch.optim.Optimizer | None = None
+        self._val_generator = torch.Generator().manual_seed(hyper_seed)
+        self._val_cursor = 0
+        self._val_order: Tensor | None = None
+
+    # ---------------------------------------------------------------------------------------- the losses
+    def hyperparameters_tuned(self) -> list[Tensor]:
+        out = []
+        if "weight_decay" in self.hparams.tune:
+            out.append(self.log_weight_decay)
+        if "label_smoothing" in self.hparams.tune:
+            out.append(self.smoothing_logit)
+        return out
+
+    def _penalty(self, weights: dict[str, Tensor]) -> Tensor:
+        if "weight_decay" not in self.hparams.tune:
+            return torch.zeros((), device=self.device)
+        total = torch.zeros((), device=self.device)
+        for i, group in enumerate(self.groups):
+            squares = sum(
+                (_at_least_float32(w) ** 2).sum() for name, w in weights.items() if name.split(".")[0] == group
+            )
+            total = total + 0.5 * torch.exp(self.log_weight_decay[i]) * squares
+        return total
+
+    def _data_loss(self, logits: Tensor, y: Tensor, batch: Any) -> Tensor:
+        if "label_smoothing" in self.hparams.tune:
+            # the core's label smoothing, differentiable in its (tensor) smoothing
+            return label_smoothing_loss(logits, y, torch.sigmoid(self.smoothing_logit))
+        return super().training_loss(logits, y, batch)
+
+    def training_loss(self, logits: Tensor, y: Tensor, batch) -> Tensor:
+        """The data term (smoothed cross-entropy when tuned, else the configured loss) plus the tuned L2 penalty."""
+        weights = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        return self._data_loss(logits, y, batch) + self._penalty(weights)
+
+    # ---------------------------------------------------------------------------------------- the hyper-step
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self._hyper_optimizer is None:
+            self._make_hyper_optimizer()
+
+    def _make_hyper_optimizer(self) -> None:
+        for t in (self.log_weight_decay, self.smoothing_logit):
+            t.requires_grad_(False)
+        self._hyper_optimizer = torch.optim.Adam(self.hyperparameters_tuned(), lr=self.hparams.hyper_lr)
+
+    def _validation_batch(self) -> Any:
+        from torch.utils.data import default_collate
+
+        dataset = self.trainer.datamodule.val_dataloader().dataset
+        size = min(self.trainer.datamodule.val_dataloader().batch_size or 64, len(dataset))
+        if self._val_order is None or self._val_cursor + size > len(dataset):
+            self._val_order = torch.randperm(len(dataset), generator=self._val_generator)
+            self._val_cursor = 0
+        rows = self._val_order[self._val_cursor : self._val_cursor + size]
+        self._val_cursor += size
+        return self.transfer_batch_to_device(default_collate([dataset[int(i)] for i in rows]), self.device, 0)
+
+    def hypergradient(self, batch: Any, val_batch: Any) -> list[Tensor]:
+        """The hypergradient of the validation cross-entropy for the current weights and training batch."""
+        network = self.model
+        names = [n for n, p in network.named_parameters() if p.requires_grad]
+        params = [p for n, p in network.named_parameters() if p.requires_grad]
+        buffers = {n: b.clone() for n, b in network.named_buffers()}  # batch-norm statistics stay as they are
+        x, y = _inputs(batch)
+        xv, yv = _inputs(val_batch)
+        hyper = [h.detach().requires_grad_(True) for h in self.hyperparameters_tuned()]
+        originals = {"log_weight_decay": self.log_weight_decay, "smoothing_logit": self.smoothing_logit}
+        keys = [k for k, t in originals.items() if any(t is h for h in self.hyperparameters_tuned())]
+
+        def with_hyper(values: list[Tensor]):
+            for key, value in zip(keys, values, strict=True):
+                setattr(self, key, value)
+
+        def inner(weights: list[Tensor], values: list[Tensor]) -> Tensor:
+            with_hyper(values)
+            named = dict(zip(names, weights, strict=True))
+            logits = functional_call(network, {**named, **buffers}, (x,))
+            return self._data_loss(logits, y, batch) + self._penalty(named)
+
+        def outer(weights: list[Tensor], values: list[Tensor]) -> Tensor:
+            named = dict(zip(names, weights, strict=True))
+            logits = functional_call(network, {**named, **buffers}, (xv,))
+            return nn.functional.cross_entropy(_at_least_float32(logits), yv)
+
+        was_training = network.training
+        try:
+            if self.hparams.method == "unrolled":
+                return unrolled_hypergradient(
+                    inner, outer, params, hyper, self.hparams.iterations, self.hparams.neumann_alpha
+                )
+            return implicit_hypergradient(
+                lambda: inner(params, hyper),
+                lambda: outer(params, hyper),
+                params,
+                hyper,
+                self.hparams.method,
+                self.hparams.iterations,
+                self.hparams.neumann_alpha,
+            )
+        finally:
+            for key, value in originals.items():
+                self._buffers[key] = value
+            network.train(was_training)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (self.trainer.global_step % self.hparams.hyper_every) != 0:
+            return
+        grads = self.hypergradient(batch, self._validation_batch())
+        for tensor, grad in zip(self.hyperparameters_tuned(), grads, strict=True):
+            tensor.grad = grad.to(tensor.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for tensor in self.hyperparameters_tuned():  # the same hyper-parameters on every rank
+                torch.distributed.all_reduce(tensor.grad)
+                tensor.grad /= torch.distributed.get_world_size()
+        self._hyper_optimizer.step()
+        self._hyper_optimizer.zero_grad()
+        if "weight_decay" in self.hparams.tune:
+            for group, value in zip(self.groups, self.log_weight_decay.exp().tolist(), strict=True):
+                self.log(f"hyper/weight_decay/{group}", value, on_step=True, on_epoch=False)
+        if "label_smoothing" in self.hparams.tune:
+            self.log("hyper/label_smoothing", torch.sigmoid(self.smoothing_logit), on_step=True, on_epoch=False)
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["aipflow_hypergradient"] = {
+            "optimizer": self._hyper_optimizer.state_dict() if self._hyper_optimizer is not None else None,
+            "val_generator": self._val_generator.get_state(),
+            "val_cursor": self._val_cursor,
+            "val_order": self._val_order,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("aipflow_hypergradient")
+        if state is None:
+            return
+        self._val_generator.set_state(state["val_generator"])
+        self._val_cursor = int(state["val_cursor"])
+        self._val_order = state["val_order"]
+        if state["optimizer"] is not None:
+            self._pending_hyper_state = state["optimizer"]
+
+    def on_fit_start(self) -> None:
+        pending = getattr(self, "_pending_hyper_state", None)
+        if pending is not None:  # the buffers were loaded after the optimizer was made: remake it on them
+            self._make_hyper_optimizer()
+            self._hyper_optimizer.load_state_dict(pending)
+            self._pending_hyper_state = None
