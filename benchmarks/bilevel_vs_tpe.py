@@ -92,7 +92,7 @@ def plot(tpe: dict[int, list[dict]], hyper: dict[int, dict], path: Path) -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (seed, history) in enumerate(tpe.items()):
+    for i, history in enumerate(tpe.values()):
         best, xs, ys = float("inf"), [], []
         for h in history:
             best = min(best, h["val_nll"])
@@ -131,6 +131,8 @@ def main() -> None:
     plot(tpe, hyper, png)
     best = {seed: min(h, key=lambda r: r["val_nll"]) for seed, h in tpe.items()}
     runs = list(hyper.values())
+    decays = ", ".join(f"{b['decay']:.1e}" for b in best.values())
+    smoothings = ", ".join(f"{b['smoothing']:.2f}" for b in best.values())
     lines = [
         "# Hypergradient tuning vs TPE (digits, 40 % noise, CPU)",
         "",
@@ -143,9 +145,8 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
         f"| TPE, best of {args.trials} | {mean_std([b['val_nll'] for b in best.values()], 1.0, 3)} | "
         f"{mean_std([b['test_acc'] for b in best.values()])} | "
-        f"{mean_std([h[-1]['elapsed'] for h in tpe.values()], 1.0, 0)} | weight decay "
-        f"{', '.join(f'{b["decay"]:.1e}' for b in best.values())}; smoothing "
-        f"{', '.join(f'{b["smoothing"]:.2f}' for b in best.values())} |",
+        f"{mean_std([h[-1]['elapsed'] for h in tpe.values()], 1.0, 0)} | weight decay {decays}; smoothing "
+        f"{smoothings} |",
         f"| hypergradient, one run | {mean_std([r['val_nll'] for r in runs], 1.0, 3)} | "
         f"{mean_std([r['test_acc'] for r in runs])} | {mean_std([r['seconds'] for r in runs], 1.0, 0)} | "
         "tuned during fit |",

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import functools
+import json
 import logging
 import warnings
 from pathlib import Path

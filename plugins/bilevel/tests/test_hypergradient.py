@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from aipflow_bilevel.hypergradient import implicit_hypergradient, inverse_hvp, unrolled_hypergradient
 
 
@@ -110,12 +109,19 @@ def test_hypergradient_descent_finds_the_optimal_regularisation():
     inner, outer = losses(xt, yt, xv, yv)
     log_reg = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
     w = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+
+    def inner_now():
+        return inner(w, log_reg)
+
+    def outer_now():
+        return outer(w, log_reg)
+
     for _ in range(300):  # the inner problem by gradient descent, warm-started; then one hyper-step
         for _ in range(20):
-            (grad,) = torch.autograd.grad(inner(w, log_reg), [w])
+            (grad,) = torch.autograd.grad(inner_now(), [w])
             with torch.no_grad():
                 w -= 0.5 * grad
-        (hyper,) = implicit_hypergradient(lambda: inner(w, log_reg), lambda: outer(w, log_reg), [w], [log_reg], "cg", 5)
+        (hyper,) = implicit_hypergradient(inner_now, outer_now, [w], [log_reg], "cg", 5)
         with torch.no_grad():
             log_reg -= 2.0 * hyper
     assert float(log_reg.detach()) == pytest.approx(optimum, abs=1e-4)

@@ -11,13 +11,13 @@ import functools
 
 import pytest
 import torch
+from aipflow_bilevel.reweighting import MetaWeightNet, ReweightingTask, l2rw_weights, meta_weight_net_loss
 from torch import nn
 
 from aipflow.data import DigitsDataModule
 from aipflow.models import MLP
 from aipflow.optim import SAM
 from aipflow.testing import quiet_trainer
-from aipflow_bilevel.reweighting import MetaWeightNet, ReweightingTask, l2rw_weights, meta_weight_net_loss
 
 
 def ce_rows(logits, y):

@@ -10,11 +10,11 @@ import math
 
 import pytest
 import torch
+from aipflow_bilevel.tuning import HypergradientTask
 from torch import nn
 
 from aipflow.data import DigitsDataModule
 from aipflow.testing import quiet_trainer
-from aipflow_bilevel.tuning import HypergradientTask
 
 
 def linear_task(tune, method="cg", iterations=40):
