@@ -54,7 +54,8 @@ __all__ = [
     "reset_registry",
 ]
 
-PLUGIN_API_VERSION = "1.1"  # 1.1: Plugin.commands
+# 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD
+PLUGIN_API_VERSION = "1.2"
 #: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
 CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})
 ENTRY_POINT_GROUP = "aipflow.plugins"

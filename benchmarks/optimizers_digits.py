@@ -25,8 +25,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {"AdamW": "adamw", "SGD": "sgd", "SAM": "sam", "ASAM": "asam", "bSAM": "bsam", "IVON": "ivon"}
 
 
-def one_run(recipe: str, noise: float, seed: int, epochs: int, workdir: Path) -> dict:
+def one_run(recipe: str, noise: float, seed: int, epochs: int, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
+    """One recipe run; ``extra`` overrides (e.g. a temperature). The cosine schedule's ``T_max`` follows
+    ``epochs``; a per-step schedule (the Langevin recipes' PolynomialDecayLR) is left as the recipe has it."""
     from aipflow.cli import run
+    from aipflow.config import resolve_recipe
+
+    cosine = "CosineAnnealingLR" in resolve_recipe(recipe).read_text()
 
     argv = [
         "fit",
@@ -37,7 +42,8 @@ def one_run(recipe: str, noise: float, seed: int, epochs: int, workdir: Path) ->
         f"--data.init_args.noise_seed={seed}",
         f"--data.init_args.shuffle_seed={seed}",
         f"--trainer.max_epochs={epochs}",
-        f"--model.init_args.lr_scheduler.init_args.T_max={epochs}",
+        *([f"--model.init_args.lr_scheduler.init_args.T_max={epochs}"] if cosine else []),
+        *extra,
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         f"--trainer.logger.init_args.save_dir={workdir}",

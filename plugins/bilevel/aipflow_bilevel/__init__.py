@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 plugin = Plugin(
     name="bilevel",
-    api_version="1.1",
+    api_version="1.2",  # 1.2: ClassificationTask.per_example_loss
     components={
         "ReweightingTask": "aipflow_bilevel.reweighting:ReweightingTask",
         "HypergradientTask": "aipflow_bilevel.tuning:HypergradientTask",
