@@ -25,6 +25,7 @@ import time
 import warnings
 
 from _provenance import mean_std, write_results
+from _runs import quiet_fit_options, seed_options
 
 METHODS = {
     "CE": ["--config", "sgd", "--data.init_args.noise_rate=0.4"],
@@ -44,19 +45,12 @@ def one_run(method: str, seed: int, epochs: int) -> dict[str, float]:
             [
                 "fit",
                 *METHODS[method],
-                f"--seed_everything={seed}",
-                f"--data.init_args.noise_seed={seed}",
-                f"--data.init_args.shuffle_seed={seed}",
+                *seed_options(seed),
                 f"--trainer.max_epochs={epochs}",
                 f"--model.init_args.lr_scheduler.init_args.T_max={epochs}",
                 "--model.init_args.reliability_diagram=false",
                 "--trainer.callbacks=[]",
-                "--trainer.enable_checkpointing=false",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.enable_model_summary=false",
-                "--trainer.logger=false",
-                f"--trainer.default_root_dir={root}",
-                "--test_after_fit=false",
+                *quiet_fit_options(root),
             ]
         )
         seconds = time.perf_counter() - start

@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 
 from _provenance import mean_std, write_results
+from _runs import quiet_fit_options, seed_options
 
 RECIPES = ("sgd", "adamw", "sam", "bsam", "ivon")
 SPARSITIES = (0.5, 0.7, 0.9)
@@ -80,17 +81,10 @@ def one_seed(recipe: str, seed: int) -> dict[str, float]:
                 "--config",
                 recipe,
                 *MLP,
-                f"--seed_everything={seed}",
-                f"--data.init_args.noise_seed={seed}",
-                f"--data.init_args.shuffle_seed={seed}",
+                *seed_options(seed),
                 "--model.init_args.posterior_samples=0",
                 "--trainer.callbacks=[]",
-                "--trainer.enable_checkpointing=false",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.enable_model_summary=false",
-                "--trainer.logger=false",
-                f"--trainer.default_root_dir={root}",
-                "--test_after_fit=false",
+                *quiet_fit_options(root),
             ]
         )
     dense, dm = cli.model.model.eval(), cli.datamodule

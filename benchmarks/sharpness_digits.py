@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from _provenance import mean_std, write_results
+from _runs import quiet_fit_options, seed_options
 
 KEYS = ("lambda_max", "hessian_trace", "m_sharpness", "adaptive_sharpness")
 
@@ -40,16 +41,9 @@ def one_run(recipe: str, seed: int, every: int) -> tuple[list[dict], float]:
                 "fit",
                 "--config",
                 recipe,
-                f"--seed_everything={seed}",
-                f"--data.init_args.noise_seed={seed}",
-                f"--data.init_args.shuffle_seed={seed}",
+                *seed_options(seed),
                 f"--trainer.callbacks={monitor}",
-                "--trainer.enable_checkpointing=false",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.enable_model_summary=false",
-                "--trainer.logger=false",
-                f"--trainer.default_root_dir={root}",
-                "--test_after_fit=false",
+                *quiet_fit_options(root),
             ]
         )
         found = [cb for cb in cli.trainer.callbacks if isinstance(cb, SharpnessMonitor)]

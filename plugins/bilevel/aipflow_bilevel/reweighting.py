@@ -35,6 +35,7 @@ from torch.func import functional_call
 
 from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.tasks import ClassificationTask
+from aipflow_bilevel._functional import forward_at
 
 __all__ = ["METHODS", "MetaWeightNet", "ReweightingTask", "l2rw_weights", "meta_weight_net_loss"]
 
@@ -63,8 +64,7 @@ def _virtual_parameters(
     """``w - alpha grad_w sum_i r_i l_i(w)`` for the trainable weights (a graph back to ``row_weights``)."""
     names = [n for n, p in network.named_parameters() if p.requires_grad]
     params = {n: p for n, p in network.named_parameters() if p.requires_grad}
-    buffers = {n: b.clone() for n, b in network.named_buffers()}  # the virtual pass leaves the real statistics alone
-    logits = functional_call(network, {**params, **buffers}, (x,))
+    logits = forward_at(network, params, x)
     weighted = (row_weights * per_row_loss(logits, y)).sum()
     grads = torch.autograd.grad(weighted, [params[n] for n in names], create_graph=True, allow_unused=True)
     return {n: params[n] if g is None else params[n] - alpha * g for n, g in zip(names, grads, strict=True)}
@@ -72,9 +72,7 @@ def _virtual_parameters(
 
 def _clean_loss(network: nn.Module, weights: dict[str, Tensor], batch: Any) -> Tensor:
     x, y = _inputs(batch)
-    buffers = {n: b.clone() for n, b in network.named_buffers()}
-    frozen = {n: p for n, p in network.named_parameters() if not p.requires_grad}
-    logits = functional_call(network, {**frozen, **weights, **buffers}, (x,))
+    logits = forward_at(network, weights, x)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     return nn.functional.cross_entropy(logits, y)
@@ -96,10 +94,8 @@ def l2rw_weights(network: nn.Module, per_row_loss, batch: Any, clean_batch: Any,
 
 def _row_losses(network: nn.Module, per_row_loss, x: Tensor, y: Tensor) -> Tensor:
     """Each row's loss at the current weights, without a graph and without touching batch-norm statistics."""
-    buffers = {n: b.clone() for n, b in network.named_buffers()}
-    params = dict(network.named_parameters())
     with torch.no_grad():
-        return per_row_loss(functional_call(network, {**params, **buffers}, (x,)), y)
+        return per_row_loss(forward_at(network, {}, x), y)
 
 
 def meta_weight_net_loss(

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from aipflow.losses import label_smoothing_loss
 from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.tasks import ClassificationTask
+from aipflow_bilevel._functional import forward_at
 from aipflow_bilevel.hypergradient import implicit_hypergradient, unrolled_hypergradient
 
 __all__ = ["HYPERPARAMETERS", "TUNING_METHODS", "HypergradientTask"]
@@ -185,7 +185,6 @@ class HypergradientTask(ClassificationTask):
         network = self.model
         names = [n for n, p in network.named_parameters() if p.requires_grad]
         params = [p for n, p in network.named_parameters() if p.requires_grad]
-        buffers = {n: b.clone() for n, b in network.named_buffers()}  # batch-norm statistics stay as they are
         x, y = _inputs(batch)
         xv, yv = _inputs(val_batch)
         hyper = [h.detach().requires_grad_(True) for h in self.hyperparameters_tuned()]
@@ -199,12 +198,12 @@ class HypergradientTask(ClassificationTask):
         def inner(weights: list[Tensor], values: list[Tensor]) -> Tensor:
             with_hyper(values)
             named = dict(zip(names, weights, strict=True))
-            logits = functional_call(network, {**named, **buffers}, (x,))
+            logits = forward_at(network, named, x)
             return self._data_loss(logits, y, batch) + self._penalty(named)
 
         def outer(weights: list[Tensor], values: list[Tensor]) -> Tensor:
             named = dict(zip(names, weights, strict=True))
-            logits = functional_call(network, {**named, **buffers}, (xv,))
+            logits = forward_at(network, named, xv)
             return nn.functional.cross_entropy(_at_least_float32(logits), yv)
 
         was_training = network.training
