@@ -9,7 +9,10 @@ hyper-parameters as tensors:
   module of the network that has parameters (per layer for ``nn.Sequential``); the optimizer's own weight decay
   should then be 0;
 - ``label_smoothing``: the core's label-smoothed cross-entropy (``(1 - eps) CE + eps`` times the mean negative
-  log-probability over classes) with ``eps = sigmoid(s)``, replacing the configured loss.
+  log-probability over classes) with ``eps = sigmoid(s)``, replacing the configured loss;
+- ``input_noise``: the magnitude of a data augmentation, Gaussian noise added to the training inputs,
+  ``x + sigma z`` with ``sigma = exp(log_sigma)`` (reparameterised, so the training loss is differentiable in it;
+  ``z`` from the task's own seeded generator, kept in checkpoints).
 
 Every ``hyper_every`` steps the hypergradient of the cross-entropy on one validation batch (a seeded cycle over the
 validation split) is taken at the current weights on the current training batch, by ``method``: ``neumann`` /
@@ -36,7 +39,7 @@ from aipflow_bilevel.hypergradient import implicit_hypergradient, unrolled_hyper
 
 __all__ = ["HYPERPARAMETERS", "TUNING_METHODS", "HypergradientTask"]
 
-HYPERPARAMETERS = ("weight_decay", "label_smoothing")
+HYPERPARAMETERS = ("weight_decay", "label_smoothing", "input_noise")
 TUNING_METHODS = ("neumann", "cg", "unrolled")
 
 
@@ -56,6 +59,7 @@ class HypergradientTask(ClassificationTask):
         tune: which hyper-parameters (see the module).
         weight_decay: the initial L2 strength (each group's), > 0.
         label_smoothing: the initial smoothing, in (0, 1).
+        input_noise: the initial std of the input-noise augmentation, > 0 (in the inputs' units).
         method: ``neumann``, ``cg`` or ``unrolled``.
         iterations: Neumann terms / CG steps / unrolled steps (20).
         neumann_alpha: the Neumann series' (and unrolled SGD's) step, below 2 / lambda_max(H) (0.01).
@@ -71,6 +75,7 @@ class HypergradientTask(ClassificationTask):
         tune: list[str] | None = None,
         weight_decay: float = 1e-3,
         label_smoothing: float = 0.1,
+        input_noise: float = 0.1,
         method: str = "neumann",
         iterations: int = 20,
         neumann_alpha: float = 0.01,
@@ -96,6 +101,8 @@ class HypergradientTask(ClassificationTask):
             raise ValueError(f"model.method must be one of {TUNING_METHODS}, got {method!r}")
         if not weight_decay > 0:
             raise ValueError(f"model.weight_decay must be > 0 (it is tuned in log space), got {weight_decay}")
+        if not input_noise > 0:
+            raise ValueError(f"model.input_noise must be > 0 (it is tuned in log space), got {input_noise}")
         if not 0.0 < label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing must lie in (0, 1), got {label_smoothing}")
         for name, value in (("iterations", iterations), ("hyper_every", hyper_every)):
@@ -121,6 +128,8 @@ class HypergradientTask(ClassificationTask):
         # plain tensors (not nn.Parameters): the network's optimizer must not see them; saved as buffers
         self.register_buffer("log_weight_decay", torch.full((max(len(self.groups), 1),), math.log(weight_decay)))
         self.register_buffer("smoothing_logit", torch.tensor(math.log(label_smoothing / (1 - label_smoothing))))
+        self.register_buffer("log_input_noise", torch.tensor(math.log(input_noise)))
+        self._augment_generator = torch.Generator().manual_seed(hyper_seed + 1)
         self._hyper_optimizer: torch.optim.Optimizer | None = None
         self._val_generator = torch.Generator().manual_seed(hyper_seed)
         self._val_cursor = 0
@@ -133,7 +142,25 @@ class HypergradientTask(ClassificationTask):
             out.append(self.log_weight_decay)
         if "label_smoothing" in self.hparams.tune:
             out.append(self.smoothing_logit)
+        if "input_noise" in self.hparams.tune:
+            out.append(self.log_input_noise)
         return out
+
+    def _noise_like(self, x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=self._augment_generator, dtype=torch.float32).to(x)
+
+    def _augmented(self, x: Tensor, noise: Tensor) -> Tensor:
+        if "input_noise" not in self.hparams.tune:
+            return x
+        return x + torch.exp(self.log_input_noise).to(x.dtype) * noise
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        """The parent's step on augmented inputs when ``input_noise`` is tuned."""
+        if "input_noise" in self.hparams.tune:
+            x, _ = _inputs(batch)
+            noisy = self._augmented(x, self._noise_like(x))
+            batch = {**batch, "x": noisy} if isinstance(batch, dict) else (noisy, *batch[1:])
+        return super().training_step(batch, batch_idx)
 
     def _penalty(self, weights: dict[str, Tensor]) -> Tensor:
         if "weight_decay" not in self.hparams.tune:
@@ -164,7 +191,7 @@ class HypergradientTask(ClassificationTask):
             self._make_hyper_optimizer()
 
     def _make_hyper_optimizer(self) -> None:
-        for t in (self.log_weight_decay, self.smoothing_logit):
+        for t in (self.log_weight_decay, self.smoothing_logit, self.log_input_noise):
             t.requires_grad_(False)
         self._hyper_optimizer = torch.optim.Adam(self.hyperparameters_tuned(), lr=self.hparams.hyper_lr)
 
@@ -188,7 +215,12 @@ class HypergradientTask(ClassificationTask):
         x, y = _inputs(batch)
         xv, yv = _inputs(val_batch)
         hyper = [h.detach().requires_grad_(True) for h in self.hyperparameters_tuned()]
-        originals = {"log_weight_decay": self.log_weight_decay, "smoothing_logit": self.smoothing_logit}
+        originals = {
+            "log_weight_decay": self.log_weight_decay,
+            "smoothing_logit": self.smoothing_logit,
+            "log_input_noise": self.log_input_noise,
+        }
+        noise = self._noise_like(x)  # one augmentation draw for every evaluation of the inner loss
         keys = [k for k, t in originals.items() if any(t is h for h in self.hyperparameters_tuned())]
 
         def with_hyper(values: list[Tensor]):
@@ -198,7 +230,7 @@ class HypergradientTask(ClassificationTask):
         def inner(weights: list[Tensor], values: list[Tensor]) -> Tensor:
             with_hyper(values)
             named = dict(zip(names, weights, strict=True))
-            logits = forward_at(network, named, x)
+            logits = forward_at(network, named, self._augmented(x, noise))
             return self._data_loss(logits, y, batch) + self._penalty(named)
 
         def outer(weights: list[Tensor], values: list[Tensor]) -> Tensor:
@@ -243,6 +275,8 @@ class HypergradientTask(ClassificationTask):
                 self.log(f"hyper/weight_decay/{group}", value, on_step=True, on_epoch=False)
         if "label_smoothing" in self.hparams.tune:
             self.log("hyper/label_smoothing", torch.sigmoid(self.smoothing_logit), on_step=True, on_epoch=False)
+        if "input_noise" in self.hparams.tune:
+            self.log("hyper/input_noise", torch.exp(self.log_input_noise), on_step=True, on_epoch=False)
 
     # ---------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -250,6 +284,7 @@ class HypergradientTask(ClassificationTask):
         checkpoint["aipflow_hypergradient"] = {
             "optimizer": self._hyper_optimizer.state_dict() if self._hyper_optimizer is not None else None,
             "val_generator": self._val_generator.get_state(),
+            "augment_generator": self._augment_generator.get_state(),
             "val_cursor": self._val_cursor,
             "val_order": self._val_order,
         }
@@ -260,6 +295,8 @@ class HypergradientTask(ClassificationTask):
         if state is None:
             return
         self._val_generator.set_state(state["val_generator"])
+        if "augment_generator" in state:
+            self._augment_generator.set_state(state["augment_generator"])
         self._val_cursor = int(state["val_cursor"])
         self._val_order = state["val_order"]
         if state["optimizer"] is not None:

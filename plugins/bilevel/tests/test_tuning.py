@@ -1,7 +1,7 @@
-"""Hypergradient tuning inside fit: the task's hypergradients of weight decay and label smoothing equal the
-implicit-function-theorem formula with the Hessian built densely from a loss written by hand (float64 softmax
-regression); during fit the hyper-parameters move, are logged, and a resumed run equals the uninterrupted one;
-bad settings are one line."""
+"""Hypergradient tuning inside fit: the task's hypergradients of weight decay, label smoothing and the
+input-noise augmentation's magnitude equal the implicit-function-theorem formula with the Hessian built densely
+from a loss written by hand (float64 softmax regression, the same noise draw); during fit the hyper-parameters
+move, are logged, and a resumed run equals the uninterrupted one; bad settings are one line."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def linear_task(tune, method="cg", iterations=40):
         tune=tune,
         weight_decay=0.05,
         label_smoothing=0.2,
+        input_noise=0.3,
         method=method,
         iterations=iterations,
         neumann_alpha=0.5,
@@ -40,11 +41,14 @@ def batches():
 
 
 def dense_ift(task, train, val):
-    """-(d^2 L_T / dlambda dw)^T H^-1 dL_V/dw for (log weight decay, smoothing logit), H from
-    torch.autograd.functional.hessian on a hand-written loss of the flattened weights."""
+    """-(d^2 L_T / dlambda dw)^T H^-1 dL_V/dw for (log weight decay, smoothing logit, log input noise), H from
+    torch.autograd.functional.hessian on a hand-written loss of the flattened weights; the input noise is the task
+    generator's first draw (seeded hyper_seed + 1)."""
     layer = task.model[1]
     flat = torch.cat([layer.weight.detach().flatten(), layer.bias.detach()])
+    z = torch.randn(train[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float32).double()
     x, y = train[0].flatten(1), train[1]
+    z = z.flatten(1)
     xv, yv = val[0].flatten(1), val[1]
 
     def unpack(v):
@@ -52,7 +56,7 @@ def dense_ift(task, train, val):
 
     def inner(v, hyper):
         w, b = unpack(v)
-        log_p = torch.log_softmax(x @ w.T + b, 1)
+        log_p = torch.log_softmax((x + torch.exp(hyper[2]) * z) @ w.T + b, 1)
         eps = torch.sigmoid(hyper[1])
         data = ((1 - eps) * -log_p.gather(1, y[:, None]).squeeze(1) + eps * -log_p.mean(1)).mean()
         return data + 0.5 * torch.exp(hyper[0]) * (v * v).sum()
@@ -61,7 +65,7 @@ def dense_ift(task, train, val):
         w, b = unpack(v)
         return nn.functional.cross_entropy(xv @ w.T + b, yv)
 
-    hyper = torch.tensor([math.log(0.05), math.log(0.2 / 0.8)], dtype=torch.float64)
+    hyper = torch.tensor([math.log(0.05), math.log(0.2 / 0.8), math.log(0.3)], dtype=torch.float64)
     hessian = torch.autograd.functional.hessian(lambda v: inner(v, hyper), flat)
     v_outer = torch.autograd.functional.jacobian(outer, flat)
     mixed = torch.autograd.functional.jacobian(
@@ -72,14 +76,15 @@ def dense_ift(task, train, val):
 
 @pytest.mark.parametrize("method, iterations", [("cg", 650), ("neumann", 3000)])
 def test_the_tasks_hypergradients_are_the_implicit_function_theorems(method, iterations):
-    task = linear_task(["weight_decay", "label_smoothing"], method, iterations)
+    task = linear_task(["weight_decay", "label_smoothing", "input_noise"], method, iterations)
     task.hparams.neumann_alpha = 1.0
     train, val = batches()
     task.log_weight_decay = task.log_weight_decay.double()
     task.smoothing_logit = task.smoothing_logit.double()
-    decay, smoothing = task.hypergradient(train, val)
+    task.log_input_noise = task.log_input_noise.double()
+    decay, smoothing, noise = task.hypergradient(train, val)
     want = dense_ift(task, train, val)
-    assert [float(decay), float(smoothing)] == pytest.approx(want, rel=1e-6)
+    assert [float(decay), float(smoothing), float(noise)] == pytest.approx(want, rel=1e-6)
 
 
 def test_inside_fit_the_hyperparameters_move_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path):
@@ -87,7 +92,7 @@ def test_inside_fit_the_hyperparameters_move_and_a_resumed_run_equals_the_uninte
         torch.manual_seed(0)
         return HypergradientTask(
             nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)),
-            tune=["weight_decay", "label_smoothing"],
+            tune=["weight_decay", "label_smoothing", "input_noise"],
             method="neumann",
             iterations=5,
             hyper_every=2,
@@ -107,6 +112,7 @@ def test_inside_fit_the_hyperparameters_move_and_a_resumed_run_equals_the_uninte
     straight, trainer = run(2, "a")
     assert not torch.equal(straight.log_weight_decay, torch.full((2,), math.log(1e-3)))
     assert "hyper/label_smoothing" in trainer.logged_metrics and "hyper/weight_decay/1" in trainer.logged_metrics
+    assert "hyper/input_noise" in trainer.logged_metrics and float(straight.log_input_noise) != math.log(0.1)
     half, trainer = run(1, "b")
     path = tmp_path / "one.ckpt"
     trainer.save_checkpoint(path)
@@ -116,7 +122,7 @@ def test_inside_fit_the_hyperparameters_move_and_a_resumed_run_equals_the_uninte
 
 
 def test_bad_settings_are_one_line():
-    with pytest.raises(ValueError, match=r"model.tune must list some of \('weight_decay', 'label_smoothing'\)"):
+    with pytest.raises(ValueError, match=r"model.tune must list some of \('weight_decay', 'label_smoothing'"):
         HypergradientTask(nn.Linear(2, 2), tune=["dropout"])
     with pytest.raises(ValueError, match="model.method must be one of"):
         HypergradientTask(nn.Linear(2, 2), method="lissa")
