@@ -16,7 +16,7 @@ of ``--repeats`` repeats with every network of a seed interleaved round by round
 in the same round. The table is mean ± std over seeds; the plot puts accuracy after fine-tuning against batch-32
 latency and against parameters (a Pareto view across methods).
 
-    python benchmarks/compress_resnet18.py [--seeds 0 1 2] [--epochs 15] [--ft_epochs 5] [--repeats 15]
+    python benchmarks/compress_resnet18.py [--seeds 0 1 2] [--epochs 15] [--ft_epochs 10] [--repeats 15]
 
 Writes benchmarks/results/compress_resnet18.md and compress_resnet18.png.
 """
@@ -155,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--ft_epochs", type=int, default=5)
+    parser.add_argument("--ft_epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results_json", default=None, help="render from saved per-seed results, no runs")
