@@ -31,6 +31,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from aipflow.losses.robust import upcast
+
 __all__ = [
     "SharpnessMonitor",
     "gaussian_kl",
@@ -47,10 +49,7 @@ LossFn = Callable[[nn.Module, Any], Tensor]
 def cross_entropy_loss(model: nn.Module, batch: Any) -> Tensor:
     """The mean cross-entropy of ``model(x)`` on ``y`` (a dict batch with ``x`` / ``y``, or a tuple)."""
     x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
-    logits = model(x)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return nn.functional.cross_entropy(logits, y)
+    return nn.functional.cross_entropy(upcast(model(x)), y)
 
 
 def _batch_size(batch: Any) -> int:

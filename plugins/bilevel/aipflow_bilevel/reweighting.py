@@ -33,9 +33,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from aipflow.losses import upcast
 from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.tasks import ClassificationTask
-from aipflow_bilevel._functional import forward_at
+from aipflow_bilevel._functional import RowCycle, forward_at, inputs_and_labels
 
 __all__ = ["METHODS", "MetaWeightNet", "ReweightingTask", "l2rw_weights", "meta_weight_net_loss"]
 
@@ -54,10 +55,6 @@ class MetaWeightNet(nn.Module):
         return torch.sigmoid(self.net(losses.reshape(-1, 1))).reshape(-1)
 
 
-def _inputs(batch: Any) -> tuple[Tensor, Tensor]:
-    return (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
-
-
 def _virtual_parameters(
     network: nn.Module, per_row_loss, x: Tensor, y: Tensor, row_weights: Tensor, alpha: float
 ) -> dict[str, Tensor]:
@@ -71,17 +68,15 @@ def _virtual_parameters(
 
 
 def _clean_loss(network: nn.Module, weights: dict[str, Tensor], batch: Any) -> Tensor:
-    x, y = _inputs(batch)
+    x, y = inputs_and_labels(batch)
     logits = forward_at(network, weights, x)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return nn.functional.cross_entropy(logits, y)
+    return nn.functional.cross_entropy(upcast(logits), y)
 
 
 def l2rw_weights(network: nn.Module, per_row_loss, batch: Any, clean_batch: Any, alpha: float) -> Tensor:
     """Ren et al.'s example weights for ``batch`` (sum 1, or all zero), from one virtual step of size ``alpha``
     and the cross-entropy on ``clean_batch``."""
-    x, y = _inputs(batch)
+    x, y = inputs_and_labels(batch)
     dtype = next(network.parameters()).dtype
     eps = torch.zeros(len(y), device=y.device, dtype=dtype if dtype.is_floating_point else None, requires_grad=True)
     with torch.enable_grad():
@@ -104,7 +99,7 @@ def meta_weight_net_loss(
     """Shu et al.'s meta objective ``L_clean(w - alpha grad_w (1/n) sum_i V(l_i; theta) l_i(w))`` as a function
     of the weighting network's parameters ``theta`` (differentiable; ``weight_net`` a module or a functional call
     of one), and the rows' losses ``l_i``."""
-    x, y = _inputs(batch)
+    x, y = inputs_and_labels(batch)
     losses = _row_losses(network, per_row_loss, x, y)
     weights = weight_net(losses)
     virtual = _virtual_parameters(network, per_row_loss, x, y, weights / len(y), alpha)
@@ -171,8 +166,7 @@ class ReweightingTask(ClassificationTask):
         self.weight_net = MetaWeightNet(meta_hidden).requires_grad_(False) if method == "mwn" else None
         self._meta_optimizer: torch.optim.Optimizer | None = None
         self._meta_rows: Tensor | None = None
-        self._meta_generator = torch.Generator().manual_seed(meta_seed)
-        self._meta_cursor = 0
+        self._clean_rows: RowCycle | None = None
         self._row_weights: Tensor | None = None
 
     # ---------------------------------------------------------------------------------------- what trains
@@ -192,7 +186,7 @@ class ReweightingTask(ClassificationTask):
                 )
             chooser = torch.Generator().manual_seed(self.hparams.meta_seed)
             self._meta_rows = torch.randperm(len(dataset), generator=chooser)[: self.hparams.meta_size]
-            self._meta_dataset = dataset
+            self._clean_rows = RowCycle(dataset, self._meta_rows, self.hparams.meta_batch_size, self.hparams.meta_seed)
         if self.weight_net is not None and self._meta_optimizer is None:
             self.setup_meta_optimizer()
 
@@ -203,17 +197,7 @@ class ReweightingTask(ClassificationTask):
         )
 
     def _clean_batch(self) -> Any:
-        from torch.utils.data import default_collate
-
-        size = min(self.hparams.meta_batch_size, len(self._meta_rows))
-        if self._meta_cursor == 0:  # a new pass over the clean rows, in a seeded order
-            self._meta_order = self._meta_rows[torch.randperm(len(self._meta_rows), generator=self._meta_generator)]
-        rows = self._meta_order[self._meta_cursor : self._meta_cursor + size]
-        self._meta_cursor = (self._meta_cursor + size) % len(self._meta_rows)
-        if len(rows) < size:
-            self._meta_cursor = 0
-        batch = default_collate([self._meta_dataset[int(i)] for i in rows])
-        return self.transfer_batch_to_device(batch, self.device, 0)
+        return self.transfer_batch_to_device(self._clean_rows.next_batch(), self.device, 0)
 
     def _virtual_lr(self) -> float:
         if self.hparams.virtual_lr is not None:
@@ -266,10 +250,7 @@ class ReweightingTask(ClassificationTask):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["aipflow_reweighting"] = {
-            "meta_rows": self._meta_rows,
-            "meta_generator": self._meta_generator.get_state(),
-            "meta_cursor": self._meta_cursor,
-            "meta_order": getattr(self, "_meta_order", None),
+            "clean_rows": self._clean_rows.state_dict() if self._clean_rows is not None else None,
             "meta_optimizer": self._meta_optimizer.state_dict() if self._meta_optimizer is not None else None,
         }
 
@@ -278,11 +259,9 @@ class ReweightingTask(ClassificationTask):
         state = checkpoint.get("aipflow_reweighting")
         if state is None:
             return
-        self._meta_rows = state["meta_rows"]
-        self._meta_generator.set_state(state["meta_generator"])
-        self._meta_cursor = int(state["meta_cursor"])
-        if state["meta_order"] is not None:
-            self._meta_order = state["meta_order"]
+        if state["clean_rows"] is not None and self._clean_rows is not None:
+            self._clean_rows.load_state_dict(state["clean_rows"])
+            self._meta_rows = self._clean_rows.rows
         if state["meta_optimizer"] is not None:
             if self._meta_optimizer is None:
                 self.setup_meta_optimizer()

@@ -31,24 +31,16 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from aipflow.losses import label_smoothing_loss
+from aipflow.losses import label_smoothing_loss, upcast
 from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.tasks import ClassificationTask
-from aipflow_bilevel._functional import forward_at
+from aipflow_bilevel._functional import RowCycle, forward_at, inputs_and_labels
 from aipflow_bilevel.hypergradient import implicit_hypergradient, unrolled_hypergradient
 
 __all__ = ["HYPERPARAMETERS", "TUNING_METHODS", "HypergradientTask"]
 
 HYPERPARAMETERS = ("weight_decay", "label_smoothing", "input_noise")
 TUNING_METHODS = ("neumann", "cg", "unrolled")
-
-
-def _at_least_float32(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _inputs(batch: Any) -> tuple[Tensor, Tensor]:
-    return (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
 
 
 class HypergradientTask(ClassificationTask):
@@ -131,9 +123,7 @@ class HypergradientTask(ClassificationTask):
         self.register_buffer("log_input_noise", torch.tensor(math.log(input_noise)))
         self._augment_generator = torch.Generator().manual_seed(hyper_seed + 1)
         self._hyper_optimizer: torch.optim.Optimizer | None = None
-        self._val_generator = torch.Generator().manual_seed(hyper_seed)
-        self._val_cursor = 0
-        self._val_order: Tensor | None = None
+        self._val_rows: RowCycle | None = None
 
     # ---------------------------------------------------------------------------------------- the losses
     def hyperparameters_tuned(self) -> list[Tensor]:
@@ -157,7 +147,7 @@ class HypergradientTask(ClassificationTask):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         """The parent's step on augmented inputs when ``input_noise`` is tuned."""
         if "input_noise" in self.hparams.tune:
-            x, _ = _inputs(batch)
+            x, _ = inputs_and_labels(batch)
             noisy = self._augmented(x, self._noise_like(x))
             batch = {**batch, "x": noisy} if isinstance(batch, dict) else (noisy, *batch[1:])
         return super().training_step(batch, batch_idx)
@@ -167,9 +157,7 @@ class HypergradientTask(ClassificationTask):
             return torch.zeros((), device=self.device)
         total = torch.zeros((), device=self.device)
         for i, group in enumerate(self.groups):
-            squares = sum(
-                (_at_least_float32(w) ** 2).sum() for name, w in weights.items() if name.split(".")[0] == group
-            )
+            squares = sum((upcast(w) ** 2).sum() for name, w in weights.items() if name.split(".")[0] == group)
             total = total + 0.5 * torch.exp(self.log_weight_decay[i]) * squares
         return total
 
@@ -195,25 +183,23 @@ class HypergradientTask(ClassificationTask):
             t.requires_grad_(False)
         self._hyper_optimizer = torch.optim.Adam(self.hyperparameters_tuned(), lr=self.hparams.hyper_lr)
 
-    def _validation_batch(self) -> Any:
-        from torch.utils.data import default_collate
+    def _validation_rows(self) -> RowCycle:
+        if self._val_rows is None:
+            loader = self.trainer.datamodule.val_dataloader()
+            rows = torch.arange(len(loader.dataset))
+            self._val_rows = RowCycle(loader.dataset, rows, loader.batch_size or 64, self.hparams.hyper_seed)
+        return self._val_rows
 
-        dataset = self.trainer.datamodule.val_dataloader().dataset
-        size = min(self.trainer.datamodule.val_dataloader().batch_size or 64, len(dataset))
-        if self._val_order is None or self._val_cursor + size > len(dataset):
-            self._val_order = torch.randperm(len(dataset), generator=self._val_generator)
-            self._val_cursor = 0
-        rows = self._val_order[self._val_cursor : self._val_cursor + size]
-        self._val_cursor += size
-        return self.transfer_batch_to_device(default_collate([dataset[int(i)] for i in rows]), self.device, 0)
+    def _validation_batch(self) -> Any:
+        return self.transfer_batch_to_device(self._validation_rows().next_batch(), self.device, 0)
 
     def hypergradient(self, batch: Any, val_batch: Any) -> list[Tensor]:
         """The hypergradient of the validation cross-entropy for the current weights and training batch."""
         network = self.model
         names = [n for n, p in network.named_parameters() if p.requires_grad]
         params = [p for n, p in network.named_parameters() if p.requires_grad]
-        x, y = _inputs(batch)
-        xv, yv = _inputs(val_batch)
+        x, y = inputs_and_labels(batch)
+        xv, yv = inputs_and_labels(val_batch)
         hyper = [h.detach().requires_grad_(True) for h in self.hyperparameters_tuned()]
         originals = {
             "log_weight_decay": self.log_weight_decay,
@@ -236,7 +222,7 @@ class HypergradientTask(ClassificationTask):
         def outer(weights: list[Tensor], values: list[Tensor]) -> Tensor:
             named = dict(zip(names, weights, strict=True))
             logits = forward_at(network, named, xv)
-            return nn.functional.cross_entropy(_at_least_float32(logits), yv)
+            return nn.functional.cross_entropy(upcast(logits), yv)
 
         was_training = network.training
         try:
@@ -283,10 +269,8 @@ class HypergradientTask(ClassificationTask):
         super().on_save_checkpoint(checkpoint)
         checkpoint["aipflow_hypergradient"] = {
             "optimizer": self._hyper_optimizer.state_dict() if self._hyper_optimizer is not None else None,
-            "val_generator": self._val_generator.get_state(),
             "augment_generator": self._augment_generator.get_state(),
-            "val_cursor": self._val_cursor,
-            "val_order": self._val_order,
+            "val_rows": self._val_rows.state_dict() if self._val_rows is not None else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -294,11 +278,9 @@ class HypergradientTask(ClassificationTask):
         state = checkpoint.get("aipflow_hypergradient")
         if state is None:
             return
-        self._val_generator.set_state(state["val_generator"])
-        if "augment_generator" in state:
-            self._augment_generator.set_state(state["augment_generator"])
-        self._val_cursor = int(state["val_cursor"])
-        self._val_order = state["val_order"]
+        self._augment_generator.set_state(state["augment_generator"])
+        if state["val_rows"] is not None:  # the data module is set up when a fit restores its checkpoint
+            self._validation_rows().load_state_dict(state["val_rows"])
         if state["optimizer"] is not None:
             self._pending_hyper_state = state["optimizer"]
 
