@@ -11,7 +11,7 @@ momentum 0.9, cosine over 30 epochs).
 The final weights are tested on the clean test split (no checkpoint selection: the bilevel methods see validation
 rows during training). Seeds ``--seeds`` (initialisation, noise draw, order); mean ± std; time per run.
 
-    python benchmarks/bilevel_digits.py [--seeds 0 1 2] [--epochs 30]
+    python -m benchmarks.bilevel_digits [--seeds 0 1 2] [--epochs 30]
 
 Writes benchmarks/results/bilevel_digits.md.
 """
@@ -24,8 +24,8 @@ import tempfile
 import time
 import warnings
 
-from _provenance import mean_std, write_results
-from _runs import quiet_fit_options, seed_options
+from benchmarks._provenance import mean_std, write_results
+from benchmarks._runs import quiet_fit_options, seed_options
 
 METHODS = {
     "CE": ["--config", "sgd", "--data.init_args.noise_rate=0.4"],

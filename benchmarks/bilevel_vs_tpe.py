@@ -10,7 +10,7 @@ run's final validation NLL at its wall time; the table adds test accuracy of the
 hypergradient run, ``--seeds`` seeds for the hypergradient run, one TPE study per seed.
 
     pip install -e "plugins/bilevel[hpo]"
-    python benchmarks/bilevel_vs_tpe.py [--trials 12] [--seeds 0 1 2] [--epochs 30]
+    python -m benchmarks.bilevel_vs_tpe [--trials 12] [--seeds 0 1 2] [--epochs 30]
 
 Writes benchmarks/results/bilevel_vs_tpe.md and bilevel_vs_tpe.png.
 """
@@ -24,8 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, write_results
-from _runs import quiet_fit_options, seed_options
+from benchmarks._provenance import mean_std, write_results
+from benchmarks._runs import quiet_fit_options, seed_options
 
 
 def train(argv: list[str], seed: int, epochs: int) -> dict[str, float]:

@@ -16,7 +16,7 @@ split:
 The table gives test accuracy of the dense network and the drop (points) after each compression, mean ± std over
 seeds; the plot the accuracy against sparsity per optimizer (error bars: std over seeds).
 
-    python benchmarks/compress_flatness.py [--seeds 0 1 2]
+    python -m benchmarks.compress_flatness [--seeds 0 1 2]
 
 Writes benchmarks/results/compress_flatness.md and compress_flatness.png.
 """
@@ -31,8 +31,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, write_results
-from _runs import quiet_fit_options, seed_options
+from benchmarks._provenance import mean_std, write_results
+from benchmarks._runs import quiet_fit_options, seed_options
 
 RECIPES = ("sgd", "adamw", "sam", "bsam", "ivon")
 SPARSITIES = (0.5, 0.7, 0.9)

@@ -6,8 +6,8 @@ classifier: the recipe ``finetune/minilm_lora_bbc`` trained ``--epochs`` epochs 
 the adapters merged into the weights (the export step), every Linear layer of the encoder quantized; clean-test
 accuracy and NLL before and after, ``--seeds`` seeds.
 
-    python benchmarks/compress_minilm_int8.py [--repeats 7] [--seeds 0 1 2] [--epochs 3]
-    python benchmarks/compress_minilm_int8.py --compile [--repeats 7]   # latency only, under torch.compile
+    python -m benchmarks.compress_minilm_int8 [--repeats 7] [--seeds 0 1 2] [--epochs 3]
+    python -m benchmarks.compress_minilm_int8 --compile [--repeats 7]   # latency only, under torch.compile
 
 With ``--compile`` every variant (float32 included) is compiled by Inductor (``torch.compile``, static shapes,
 each batch size warmed up before timing) and only the latency table is measured, written to
@@ -30,8 +30,8 @@ import tempfile
 import time
 import warnings
 
-from _provenance import mean_std, write_results
-from finetune_bbc import lora_bbc_argv
+from benchmarks._provenance import mean_std, write_results
+from benchmarks.finetune_bbc import lora_bbc_argv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

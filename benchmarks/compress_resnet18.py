@@ -16,7 +16,7 @@ of ``--repeats`` repeats with every network of a seed interleaved round by round
 in the same round. The table is mean ± std over seeds; the plot puts accuracy after fine-tuning against batch-32
 latency and against parameters (a Pareto view across methods).
 
-    python benchmarks/compress_resnet18.py [--seeds 0 1 2] [--epochs 15] [--ft_epochs 10] [--repeats 15]
+    python -m benchmarks.compress_resnet18 [--seeds 0 1 2] [--epochs 15] [--ft_epochs 10] [--repeats 15]
 
 Writes benchmarks/results/compress_resnet18.md and compress_resnet18.png.
 """
@@ -31,7 +31,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, write_results
+from benchmarks._provenance import mean_std, write_results
 
 METHODS = (("channels", 0.3), ("channels", 0.5), ("tucker", 0.5), ("tucker", 0.25))
 

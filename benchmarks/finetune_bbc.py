@@ -4,7 +4,7 @@ NCE+RCE with SAM, GCE, and IVON, 3 seeds, clean-test accuracy, NLL and ECE (15 b
 cosine schedule) with the loss, optimizer (AdamW / SAM's base at lr 3e-3) and noise changed by overrides; texts cut
 to ``--max_length`` tokens, ``--epochs`` epochs; the final weights are tested (no model selection on validation).
 
-    python benchmarks/finetune_bbc.py [--noise 0 0.4 0.6] [--seeds 0 1 2] [--epochs 3] [--max_length 64]
+    python -m benchmarks.finetune_bbc [--noise 0 0.4 0.6] [--seeds 0 1 2] [--epochs 3] [--max_length 64]
                                       [--methods "GCE + AdamW" ...] [--append: keep the rows already written]
 
 Writes benchmarks/results/finetune_bbc.md.
@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, write_results
+from benchmarks._provenance import mean_std, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -5,7 +5,7 @@ with SAM (rho 0.05, two forward-backward passes) through aipflow. Same process, 
 steps after warm-up, the three interleaved in rounds (order alternating) so that a slow spell of the machine hits
 all of them.
 
-    python benchmarks/finetune_step.py [--steps 10] [--rounds 4]
+    python -m benchmarks.finetune_step [--steps 10] [--rounds 4]
 
 Targets (issue 16): aipflow's overhead <= 5 %; the SAM step <= 2.05x the plain LoRA step.
 Writes benchmarks/results/finetune_step.md.
@@ -21,7 +21,7 @@ import statistics
 import time
 import warnings
 
-from _provenance import write_results
+from benchmarks._provenance import write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -5,7 +5,7 @@ noise, seeds ``--seeds``. Tested at the best-validation-NLL checkpoint (the core
 ``optimizers_digits.py``); the posterior-predictive rows average the collected samples (SGLD / pSGLD) or 10
 posterior draws (IVON).
 
-    python benchmarks/langevin_digits.py [--seeds 0 1 2] [--noise 0.0 0.4]
+    python -m benchmarks.langevin_digits [--seeds 0 1 2] [--noise 0.0 0.4]
 
 Writes benchmarks/results/langevin_digits.md.
 """
@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _provenance import write_results
-from optimizers_digits import cell, one_run
+from benchmarks._provenance import write_results
+from benchmarks.optimizers_digits import cell, one_run
 
 RUNS = {
     "SGD": ("sgd", ()),

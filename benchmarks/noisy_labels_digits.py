@@ -4,7 +4,7 @@ Every method is its recipe (recipes/noisy_<method>.yaml: MLP 64-256-256-10 with 
 cosine schedule, batch 64, 60 epochs, no early stopping, so that memorisation can show). Test accuracy is measured after
 every epoch (``LabelNoiseMonitor(track_test=True)``); the table gives the best epoch and the last epoch.
 
-    python benchmarks/noisy_labels_digits.py [--seeds 0 1 2] [--methods ce sce ...]
+    python -m benchmarks.noisy_labels_digits [--seeds 0 1 2] [--methods ce sce ...]
 
 Writes benchmarks/results/noisy_labels_digits.md and noisy_labels_memorisation.png (train-set accuracy against
 the clean and the noisy labels over epochs, CE vs the best robust loss, symmetric 40 %).
@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, provenance_markdown
+from benchmarks._provenance import mean_std, provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = [("symmetric", 0.2), ("symmetric", 0.4), ("symmetric", 0.6), ("pair", 0.4), ("classmap", 0.4)]
@@ -93,7 +93,7 @@ def main() -> None:
     lines = [
         "# Learning with noisy labels on digits",
         "",
-        "`python benchmarks/noisy_labels_digits.py`: recipes `recipes/noisy_<method>.yaml` (MLP 64-256-256-10,",
+        "`python -m benchmarks.noisy_labels_digits`: recipes `recipes/noisy_<method>.yaml` (MLP 64-256-256-10,",
         "dropout 0.3, AdamW lr 1e-3, cosine, batch 64, 60 epochs, no early stopping). Noise on the training split only",
         "(`exact`",
         "convention; class map 2->7, 3->8, 5<->6, 7->1); test accuracy (%) on the clean test split after every epoch:",

@@ -12,7 +12,7 @@ Each with 40 % symmetric noise (exact) on the training split, and the loss swapp
 an instance-dependent noisy copy of the label (Xia et al. 2020, 40 %) written into the CSV, trained on through
 ``--data.noisy_label_column``. Clean test accuracy: the best epoch and the last (``LabelNoiseMonitor``).
 
-    python benchmarks/noisy_labels_own_data.py [--seeds 0 1 2] [--epochs 10]
+    python -m benchmarks.noisy_labels_own_data [--seeds 0 1 2] [--epochs 10]
 
 Writes benchmarks/results/noisy_labels_own_data.md.
 """
@@ -27,7 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, write_results
+from benchmarks._provenance import mean_std, write_results
 
 LOSSES = {
     "CE": ["--model.init_args.loss=CE"],

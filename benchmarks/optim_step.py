@@ -17,7 +17,7 @@ gradients:
 Also an end-to-end step (forward + backward + optimizer) of SAM vs the plain step on a small ResNet, and the
 persistent optimizer memory of SAM, bSAM and IVON beyond the base optimizer's own state.
 
-    python benchmarks/optim_step.py [--repeats 15]
+    python -m benchmarks.optim_step [--repeats 15]
 
 Writes benchmarks/results/optim_step_cpu.md.
 """
@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 import torch
-from _provenance import provenance_markdown
 from torch import nn
 
 from aipflow.optim import BSAM, IVON, SAM
+from benchmarks._provenance import provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -194,7 +194,7 @@ def main() -> None:
     lines = [
         "# Optimizer-side cost of a SAM step on CPU",
         "",
-        f"`python benchmarks/optim_step.py`, one process, {platform.processor() or platform.machine()}, "
+        f"`python -m benchmarks.optim_step`, one process, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {args.repeats} steps; random "
         "gradients, no forward/backward. Base optimizer: SGD with momentum, foreach.",
         "",

@@ -4,7 +4,7 @@ Each run is the optimizer's recipe (recipes/<name>.yaml: small CNN, 30 epochs, c
 best-validation-NLL checkpoint. Writes benchmarks/results/optimizers_digits.md (mean +- std over seeds) and
 benchmarks/results/optimizers_digits_reliability.png (seed 0, test set).
 
-    python benchmarks/optimizers_digits.py [--seeds 0 1 2] [--noise 0.0 0.4] [--epochs 30]
+    python -m benchmarks.optimizers_digits [--seeds 0 1 2] [--noise 0.0 0.4] [--epochs 30]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import mean_std, provenance_markdown
+from benchmarks._provenance import mean_std, provenance_markdown
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
@@ -97,7 +97,7 @@ def main() -> None:
         "with the `exact` convention on the training split only (val/test clean); tested at the best-validation-NLL",
         f"checkpoint. Seeds {args.seeds} (model init, noise draw and data order); mean ± std over seeds. ECE: 15",
         "bins (the `test/ece` of every run); the posterior-predictive rows (bSAM, IVON: 10 samples, `pp_*`) use 20",
-        "bins as the bSAM paper. Produced by `python benchmarks/optimizers_digits.py` on 2 CPU cores.",
+        "bins as the bSAM paper. Produced by `python -m benchmarks.optimizers_digits` on 2 CPU cores.",
         "",
     ]
     for noise in args.noise:

@@ -7,7 +7,7 @@ is cross-entropy (the quickstart before it was noise-aware) with the same checkp
 metrics at the best-validation-NLL checkpoint; ECE with 15 bins on the softmax of the network's logits (the point
 estimate; the posterior-predictive row uses 20 bins, as the bSAM paper).
 
-    python benchmarks/quickstart_calibration.py [--seeds 0 1 2] [--rows shipped anchor ce]
+    python -m benchmarks.quickstart_calibration [--seeds 0 1 2] [--rows shipped anchor ce]
 
 Writes benchmarks/results/quickstart_calibration.md (mean ± std over seeds, per-seed values, provenance).
 """
@@ -24,7 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from benchmarks._provenance import provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = {

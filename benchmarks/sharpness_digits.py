@@ -8,7 +8,7 @@ m 64), one ascent step each; for IVON also the posterior's average variance and 
 ``--seeds``; the plot shows the mean over seeds per epoch, the table the values after training and the clean test
 accuracy.
 
-    python benchmarks/sharpness_digits.py [--recipes sgd sam ivon] [--seeds 0 1 2] [--every 3]
+    python -m benchmarks.sharpness_digits [--recipes sgd sam ivon] [--seeds 0 1 2] [--every 3]
 
 Writes benchmarks/results/sharpness_digits.md and sharpness_digits.png.
 """
@@ -21,8 +21,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from _provenance import mean_std, write_results
-from _runs import quiet_fit_options, seed_options
+from benchmarks._provenance import mean_std, write_results
+from benchmarks._runs import quiet_fit_options, seed_options
 
 KEYS = ("lambda_max", "hessian_trace", "m_sharpness", "adaptive_sharpness")
 

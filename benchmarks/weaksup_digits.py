@@ -5,7 +5,7 @@ Each row is a recipe (`aipflow recipes` lists them; some rows override one optio
 stays fixed). Reported: the clean test metric of the checkpoint chosen by the weak validation risk (no clean
 label used for selection) and of the last epoch, mean +- std over seeds; and the class-prior estimators' error.
 
-    python benchmarks/weaksup_digits.py [--seeds 0 1 2 3 4] [--only pu binary complementary partial prior]
+    python -m benchmarks.weaksup_digits [--seeds 0 1 2 3 4] [--only pu binary complementary partial prior]
 
 Writes benchmarks/results/weaksup_digits.md and .csv.
 """
@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from benchmarks._provenance import provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RISK = "--model.init_args.risk.init_args"

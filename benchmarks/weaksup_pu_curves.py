@@ -2,7 +2,7 @@
 estimate of the negative-class risk, R_U^- - pi R_P^-, as in Kiryo et al. (2017, Fig. 1): uPU drives that
 estimate below zero, which no risk can be, and its error climbs; nnPU keeps it at zero or above.
 
-    python benchmarks/weaksup_pu_curves.py [--seeds 0 1 2 3 4]
+    python -m benchmarks.weaksup_pu_curves [--seeds 0 1 2 3 4]
 
 Writes benchmarks/results/weaksup_pu_curves.png and .csv (per seed and epoch).
 """
@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from _provenance import provenance_markdown
+from benchmarks._provenance import provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {"nnPU": "pu_nnpu", "uPU": "pu_upu"}

@@ -14,12 +14,12 @@ print(torch.cuda.get_device_name(0), torch.__version__, "cuda", torch.version.cu
 PY
 status=0
 timeout 240 python -m pytest -q -p no:cacheprovider tests/gpu tests/optim 2>&1 | tee "$out/gpu_tests.log" || status=1
-if [ -f benchmarks/kernels.py ]; then
-  timeout 240 python benchmarks/kernels.py --out "$out" 2>&1 | tee "$out/kernels.log" || status=1
+if [ -f benchmarks/kernel_throughput.py ]; then
+  timeout 240 python -m benchmarks.kernel_throughput --out "$out" 2>&1 | tee "$out/kernels.log" || status=1
 fi
 gpus=$(python -c "import torch; print(torch.cuda.device_count())")
 if [ "$gpus" -gt 1 ]; then  # data-parallel scaling needs several GPUs (nccl)
-  timeout 240 python benchmarks/distributed.py --steps 50 2>&1 | tee "$out/distributed.log" || status=1
+  timeout 240 python -m benchmarks.ddp_throughput --steps 50 2>&1 | tee "$out/distributed.log" || status=1
   cp benchmarks/results/distributed_gpu.md "$out/" 2>/dev/null
 fi
 echo "gpu_check: results in $out (status $status)"

@@ -15,7 +15,7 @@ Compilation needs a process where ``TRITON_INTERPRET`` is unset or 0 before trit
 
     python -m aipflow.kernels.aot SPECS.json OUT.json [--arch 80 90]
 
-``benchmarks/kernels_static.py`` writes the report; ``tests/kernels/test_aot.py`` fails CI on a compile error or
+``benchmarks/kernel_static.py`` writes the report; ``tests/kernels/test_aot.py`` fails CI on a compile error or
 a spill.
 """
 

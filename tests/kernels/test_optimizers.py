@@ -151,14 +151,10 @@ def test_bayesian_noise_depends_on_the_seed_only():
 
 
 def test_benchmark_script_runs(tmp_path):
-    """benchmarks/kernels.py in its smoke mode (tiny sizes, CPU): the GPU run must not be the first run."""
-    import importlib.util
-    from pathlib import Path
+    """benchmarks/kernel_throughput.py in its smoke mode (tiny sizes, CPU): the GPU run must not be the first run."""
+    import importlib
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("benchmarks.kernel_throughput")
     md = module.main(["--smoke", "--out", str(tmp_path)])
     text = md.read_text()
     assert "| smoke | 12 | triton |" in text and (tmp_path / "kernels.csv").exists()

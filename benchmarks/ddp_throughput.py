@@ -8,7 +8,7 @@ bSAM and IVON add passes but no communication: SAM all-reduces once per step (it
 local, m-sharpness), bSAM and IVON once (one flat all-reduce of their descent gradient and curvature estimate, 2x the
 gradient's bytes).
 
-    python benchmarks/distributed.py [--steps 30] [--devices 2] [--global-batch 256] [--width 1024]
+    python -m benchmarks.ddp_throughput [--steps 30] [--devices 2] [--global-batch 256] [--width 1024]
 
 Writes benchmarks/results/distributed_{cpu,gpu}.md.
 """
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _provenance import provenance_markdown
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from aipflow.lightning import SharpnessAwareTraining
 from aipflow.optim import BSAM, IVON, SAM
+from benchmarks._provenance import provenance_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP = 5

@@ -3,7 +3,7 @@ ops launch is compiled ahead of time for sm_80, sm_90 and sm_100 (aipflow.kernel
 each would use and do: registers, spills, stack, shared memory, an occupancy estimate, and the width of every
 global load and store (32-bit ``LDG.E``, 64-bit ``LDG.E.64``, 128-bit ``LDG.E.128``, 16-bit ``.U16``).
 
-    python benchmarks/kernels_static.py [--arch 80 90 100]
+    python -m benchmarks.kernel_static [--arch 80 90 100]
 
 Writes benchmarks/results/kernels_static.md (per kernel, pointer dtypes and target) and kernels_static.csv (every
 specialisation). This is the performance evidence until a GPU is lent; scripts/gpu_check.sh measures.
@@ -16,12 +16,11 @@ import csv
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 os.environ["TRITON_INTERPRET"] = "1"  # recording runs the ops in the interpreter; compiling happens in subprocesses
 
-from _provenance import provenance_markdown  # noqa: E402
+from benchmarks._provenance import provenance_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SM = {
@@ -60,7 +59,6 @@ def main() -> None:
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90, 100])
     args = parser.parse_args()
     origin = provenance_markdown()  # before any results file is rewritten (it would read as uncommitted)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from aipflow.kernels import _multi_tensor as mt
     from aipflow.kernels.aot import compile_in_subprocess, exercise_dispatch, recorded_launches
 

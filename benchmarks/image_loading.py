@@ -6,7 +6,7 @@ Measured: the loader's images/s alone with 0, 1 and 2 workers; the training step
 memory; and the training loop fed by the loader (the worker shares the CPU with the step). Peak memory (RSS of the
 process, heap and file-backed) after a setup and 40 batches, in fresh processes, at 10k and 60k rows.
 
-    python benchmarks/data_loading.py [--rows 10000 60000] [--batches 40]
+    python -m benchmarks.image_loading [--rows 10000 60000] [--batches 40]
 
 Writes benchmarks/results/data_loading.md.
 """
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import write_results
+from benchmarks._provenance import write_results
 
 BATCH = 64
 
@@ -79,15 +79,15 @@ def step_rate(dm, batches: int, fed: bool) -> float:
 def peak_memory(source: Path, batches: int) -> dict:
     """In a fresh process: set up and read ``batches`` batches in that process (no worker, so that one process
     holds everything); its peak RSS, and now its anonymous (heap) and file-backed (memory-mapped Arrow) parts."""
-    here = str(Path(__file__).parent)
     code = (
-        f"import sys, json; sys.path.insert(0, {here!r}); import data_loading as d; "
+        "import json; from benchmarks import image_loading as d; "
         f"dm = d.data_module({str(source)!r}, 0); d.loader_rate(dm, {batches}); "
         "status = dict(l.split(':', 1) for l in open('/proc/self/status')); "
         "kib = lambda k: int(status[k].split()[0]); "
         "print(json.dumps({'peak': kib('VmHWM'), 'anon': kib('RssAnon'), 'file': kib('RssFile')}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    root = Path(__file__).resolve().parent.parent  # `python -c` puts its working folder first on the path
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -17,8 +17,8 @@ time those bytes take at the copy bandwidth measured in this run), and kernel la
 bSAM: optimizer side of one step (M = 1, the closure only hands back fixed gradients) relative to SAM's.
 End-to-end: ResNet-50, batch 128, bf16 autocast, SAM step / plain SGD step.
 
-    python benchmarks/kernels.py --out DIR        (GPU)
-    TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke --out DIR   (tiny sizes on CPU: checks it runs)
+    python -m benchmarks.kernel_throughput --out DIR        (GPU)
+    TRITON_INTERPRET=1 python -m benchmarks.kernel_throughput --smoke --out DIR   (tiny sizes on CPU: checks it runs)
 
 Writes DIR/kernels.csv and DIR/kernels_<card>.md, and copies the markdown to benchmarks/results/.
 """
@@ -29,7 +29,6 @@ import argparse
 import csv
 import functools
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -37,10 +36,8 @@ import torch
 from torch import nn
 
 from aipflow.optim import BSAM, SAM
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import provenance_markdown
-from optim_step import Davda54StyleSAM  # noqa: E402  (the same baseline as the CPU benchmark)
+from benchmarks._provenance import provenance_markdown
+from benchmarks.optim_step import Davda54StyleSAM  # the same baseline as the CPU benchmark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAM_BYTES = 36  # per fp32 parameter, SGD-momentum base (see the module docstring)
@@ -246,7 +243,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"torch {torch.__version__}; copy bandwidth measured in this run: {bandwidth:.0f} GB/s. Optimizer side of",
         "a SAM step (SGD-momentum base, fp32, fixed gradients); AdamW(fused=True) is one plain AdamW step, a",
         "same-traffic yardstick. GB/s and % of floor use the bytes a fused design must move (36 B/param for SAM,",
-        "28 for AdamW) at the copy bandwidth above. Written by benchmarks/kernels.py.",
+        "28 for AdamW) at the copy bandwidth above. Written by benchmarks/kernel_throughput.py.",
         "",
         "| params | tensors | method | p20 ms | p50 ms | p80 ms | GB/s | % of floor | launches/step | vs loop | "
         "vs foreach |",
