@@ -1,15 +1,31 @@
 """aipflow: sharpness-aware and Bayesian optimizers, noisy-label losses and weak supervision on PyTorch Lightning.
 
-The public API is what each public module lists in its ``__all__``: ``aipflow.optim``, ``aipflow.losses``,
-``aipflow.data``, ``aipflow.tasks``, ``aipflow.models``, ``aipflow.metrics``, ``aipflow.callbacks``,
-``aipflow.lightning``, ``aipflow.passes``, ``aipflow.plugins``, ``aipflow.sharpness``, ``aipflow.testing``,
-``aipflow.config``
-(docs/plugins.md says what the plugin api version covers). Modules and names starting with ``_`` are private.
+The public API is what each module of :data:`PUBLIC_MODULES` lists in its ``__all__`` (docs/plugins.md says what
+the plugin api version covers, and lists the same modules). Modules and names starting with ``_`` are private.
 
 This file imports nothing: Lightning loads ``aipflow._entry`` at every ``Trainer``, which runs it.
 """
 
-__all__ = ["__version__"]
+__all__ = ["PUBLIC_MODULES", "__version__"]
+
+#: the modules whose ``__all__`` is the public API (plugins import only these names)
+PUBLIC_MODULES = (
+    "aipflow.optim",
+    "aipflow.losses",
+    "aipflow.data",
+    "aipflow.tasks",
+    "aipflow.models",
+    "aipflow.metrics",
+    "aipflow.callbacks",
+    "aipflow.lightning",
+    "aipflow.passes",
+    "aipflow.plugins",
+    "aipflow.sharpness",
+    "aipflow.testing",
+    "aipflow.config",
+    "aipflow.sizes",
+    "aipflow.cli",
+)
 
 
 def __getattr__(name: str):

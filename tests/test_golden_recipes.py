@@ -117,7 +117,8 @@ def fingerprint(cli) -> dict:
         for name, t in tensors.items()
         if t.is_floating_point() and t.numel()
     }
-    return {"digest": digest.hexdigest(), "tensors": summary, "metrics": metrics, "global_step": cli.trainer.global_step}
+    step = cli.trainer.global_step
+    return {"digest": digest.hexdigest(), "tensors": summary, "metrics": metrics, "global_step": step}
 
 
 @pytest.fixture(scope="module")

@@ -14,26 +14,11 @@ from pathlib import Path
 import pytest
 
 import aipflow
+from aipflow import PUBLIC_MODULES
 from aipflow._template import render
 from aipflow.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC_MODULES = (
-    "aipflow.optim",
-    "aipflow.losses",
-    "aipflow.data",
-    "aipflow.tasks",
-    "aipflow.models",
-    "aipflow.metrics",
-    "aipflow.callbacks",
-    "aipflow.lightning",
-    "aipflow.passes",
-    "aipflow.plugins",
-    "aipflow.testing",
-    "aipflow.config",
-    "aipflow.sizes",
-    "aipflow.cli",
-)
 
 
 def readme_block(language: str, after: str) -> str:
@@ -65,6 +50,13 @@ def test_version_and_public_modules_declare_their_api():
         assert hasattr(module, "__all__"), f"{name} has no __all__"
         missing = [n for n in module.__all__ if not hasattr(module, n)]
         assert not missing, f"{name}.__all__ lists missing names {missing}"
+
+
+def test_the_plugin_docs_list_the_public_modules():
+    text = " ".join((ROOT / "docs" / "plugins.md").read_text().split())
+    listed = text.split("modules ", 1)[1].split(" Modules and names starting with")[0]
+    named = [m for m in listed.replace("`", " ").replace(",", " ").split() if m.startswith("aipflow.")]
+    assert sorted(set(named)) == sorted(PUBLIC_MODULES)
 
 
 def test_in_tree_plugins_import_only_the_public_api():

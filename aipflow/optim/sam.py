@@ -14,6 +14,7 @@ The weights are restored from a saved copy (exact), never by subtracting e. A ze
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,6 +41,9 @@ class SAM(MultiPassOptimizer):
             perturbation are fused kernels, and a ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` base step runs as one
             fused kernel per dtype group that also restores in-place-perturbed weights; other base optimizers take
             their own step.
+        base_options: the base optimizer's own options as keywords, davda54/sam's call shape:
+            ``SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)`` is
+            ``SAM(model.parameters(), functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9), rho=0.05)``.
 
     ``step(closure)`` calls the closure itself (no gradients need exist before). For hand-written loops:
     ``loss.backward(); opt.first_step(zero_grad=True); loss_fn().backward(); opt.second_step(zero_grad=True)``.
@@ -55,6 +59,7 @@ class SAM(MultiPassOptimizer):
         interval: int = 1,
         max_grad_norm: float | None = None,
         impl: str = "auto",
+        **base_options: Any,
     ) -> None:
         check_positive("rho", rho)
         if max_grad_norm is not None:
@@ -69,7 +74,7 @@ class SAM(MultiPassOptimizer):
                 f"or functools.partial(torch.optim.SGD, lr=0.1)), got {base_optimizer!r}"
             )
         super().__init__(list(params), dict(rho=rho, adaptive=adaptive, eta=eta))
-        base = base_optimizer(self.param_groups)
+        base = base_optimizer(self.param_groups, **base_options)
         if not isinstance(base, Optimizer):
             raise TypeError(f"base_optimizer must build a torch.optim.Optimizer, it built {type(base).__name__}")
         if isinstance(base, MultiPassOptimizer):
@@ -297,6 +302,7 @@ class ASAM(SAM):
         interval: int = 1,
         max_grad_norm: float | None = None,
         impl: str = "auto",
+        **base_options: Any,
     ) -> None:
         super().__init__(
             params,
@@ -307,4 +313,5 @@ class ASAM(SAM):
             interval=interval,
             max_grad_norm=max_grad_norm,
             impl=impl,
+            **base_options,
         )

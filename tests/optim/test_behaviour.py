@@ -128,6 +128,23 @@ def test_interval_takes_plain_steps_in_between():
     assert len(calls) == 2 + 1 + 1 + 2 + 1 + 1
 
 
+@pytest.mark.parametrize("cls", [SAM, ASAM])
+def test_base_options_as_keywords_davda54_call_shape(cls):
+    """``SAM(params, torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)`` (davda54/sam's shape) is the factory form
+    ``SAM(params, partial(SGD, lr=0.1, momentum=0.9), rho=0.05)``: the same base options, the same steps."""
+    keywords, factory = Problem(), Problem()
+    a = cls(keywords.model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+    b = cls(factory.model.parameters(), functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9), rho=0.05)
+    assert (a.param_groups[0]["lr"], a.param_groups[0]["momentum"]) == (0.1, 0.9)
+    for t in range(3):
+        a.step(keywords.closure(a, t))
+        b.step(factory.closure(b, t))
+    for p, q in zip(keywords.model.parameters(), factory.model.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(TypeError, match="momentun"):  # a misspelt base option is the base optimizer's error
+        cls(Problem().model.parameters(), torch.optim.SGD, lr=0.1, momentun=0.9)
+
+
 def test_lr_scheduler_drives_the_base_optimizer():
     prob = Problem()
     opt = SAM(prob.model.parameters(), SGD)

@@ -95,7 +95,12 @@ def compress_network(
         from aipflow_compress.heads import prune_heads
 
         ratio = 0.5 if options.ratio is None else options.ratio
-        prune_heads(network, ratio, options.importance, options.scope == "global", batches=calibration or None)
+        report = prune_heads(network, ratio, options.importance, options.scope == "global", batches=calibration or None)
+        if not report:
+            raise ValueError(
+                "--method heads: the network has no attention layer to prune (timm Attention or BERT-family "
+                f"self-attention), found none in {type(network).__name__}"
+            )
         return network, f"ratio {ratio} ({options.importance}, {options.scope})"
     if method == "quantize":
         from aipflow_compress.quantize import quantize_linear_layers, quantize_static
@@ -181,12 +186,20 @@ def _row(method: str, settings: str, network: nn.Module, example, metrics: dict,
         "method": method,
         "settings": settings,
         "params": sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor)),  # stored entries
-        "nonzero": sum(int((w != 0).sum()) for w in weights if w.is_floating_point()),
+        "nonzero": sum(_nonzero(w) for w in weights if w.is_floating_point()),
         "macs": _macs(network, example),
         "state_bytes": _state_bytes(network),
         **latency,
         **metrics,
     }
+
+
+def _nonzero(weight: torch.Tensor) -> int:
+    """Non-zero entries of a weight. torchao's quantized tensors implement no comparison: they are counted on their
+    dequantized values (their non-zero integer codes; a weight that rounded to 0 counts as 0)."""
+    if type(weight) not in (torch.Tensor, nn.Parameter) and hasattr(weight, "dequantize"):
+        weight = weight.dequantize()
+    return int((weight != 0).sum())
 
 
 def _load(config: str, ckpt_path: str, overrides: list[str]):

@@ -64,3 +64,37 @@ def test_bad_input_is_one_line(trained, tmp_path, capsys):
     assert "give one of --energy, --ratio, --rank" in capsys.readouterr().err
     assert main(["compress", "--config", "sgd", "--ckpt_path", str(tmp_path / "none.ckpt"), "--method", "prune"]) == 2
     assert f"aipflow: error: --ckpt_path {tmp_path / 'none.ckpt'}: no such file" in capsys.readouterr().err
+
+
+#: every method and quantization scheme through the command, on the digits CNN (one Linear head, convolutions):
+#: (argv, the settings the report must show, whether the stored weights shrink or their non-zeros fall)
+EVERY_METHOD = {
+    "prune": (["--method", "prune", "--sparsity", "0.5"], "sparsity 0.5 (global)", "nonzero"),
+    "channels": (["--method", "channels", "--ratio", "0.25"], "ratio 0.25 (l1)", "params"),
+    "int8_dynamic": (["--method", "quantize", "--scheme", "int8_dynamic"], "int8_dynamic", "state_bytes"),
+    "int8_weight_only": (["--method", "quantize", "--scheme", "int8_weight_only"], "int8_weight_only", "state_bytes"),
+    "low_rank": (["--method", "low_rank", "--rank", "2"], "rank 2", "params"),
+    "cp": (["--method", "cp", "--rank", "4"], "rank 4", "params"),
+    "tensor_train": (["--method", "tensor_train", "--rank", "2"], "max rank 2", "params"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_METHOD))
+def test_every_method_and_scheme_runs_through_the_command(name, trained, tmp_path):
+    """The plugin README's own example (``--method quantize --scheme int8_dynamic``) once crashed in the report
+    (``w != 0`` on torchao's Int8Tensor): each method writes its row, its model and a report that shows it worked."""
+    options, settings, smaller = EVERY_METHOD[name]
+    out = tmp_path / name
+    argv = ["compress", "--config", "sgd", "--ckpt_path", str(trained), *options, "--repeats", "1", "--out", str(out)]
+    assert main(argv) == 0
+    before, after = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert settings in after["settings"], after["settings"]
+    assert int(after[smaller]) < int(before[smaller]), (smaller, before[smaller], after[smaller])
+    assert int(after["nonzero"]) > 0 and 0.5 < float(after["test_acc"]) <= 1  # a trained digits CNN stays useful
+    assert (out / "model.pt").stat().st_size > 0 and (out / "report.md").exists()
+
+
+def test_head_pruning_of_a_network_without_attention_is_one_line(trained, tmp_path, capsys):
+    argv = ["compress", "--config", "sgd", "--ckpt_path", str(trained), "--method", "heads", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--method heads: the network has no attention layer to prune" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lightning.pytorch.cli import LightningCLI
 
-from aipflow.cli import _has_test_data, run_summary
+from aipflow.cli.summary import has_test_data, run_summary
 
 __all__ = ["AipflowCLI"]
 
@@ -116,7 +116,7 @@ class AipflowCLI(LightningCLI):
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
             return
         datamodule = self.datamodule
-        if datamodule is None or not _has_test_data(datamodule):
+        if datamodule is None or not has_test_data(datamodule):
             return
         from aipflow.lightning.sharpness import _shards_parameters
 

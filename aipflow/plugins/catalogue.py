@@ -1,9 +1,11 @@
-"""The core's own components, registered through the same contract as any plugin (see :mod:`aipflow.plugins`).
+"""The core's own components, registered through the same contract as any plugin (see :mod:`aipflow.plugins.contract`).
 
 Targets are ``"module:attribute"`` strings so that listing them imports nothing.
 """
 
-from aipflow.plugins import CORE_SOURCE, PLUGIN_API_VERSION, Plugin
+from aipflow.plugins.contract import CORE_SOURCE, PLUGIN_API_VERSION, Plugin
+
+__all__ = ["CORE"]
 
 _CORE_COMPONENTS: dict[str, str] = {
     # LightningModules and DataModules

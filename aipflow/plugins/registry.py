@@ -1,29 +1,5 @@
-"""The plugin contract, entry-point discovery and the component registry.
-
-Contract, version ``PLUGIN_API_VERSION`` (major.minor). A plugin is a distribution that declares an entry point
-in the group ``aipflow.plugins``; the entry point names a :class:`Plugin` instance (or a zero-argument callable
-returning one)::
-
-    # pyproject.toml of the plugin
-    [project.entry-points."aipflow.plugins"]
-    weaksup = "aipflow_weaksup:plugin"
-
-    # aipflow_weaksup/__init__.py
-    from aipflow.plugins import Plugin
-    plugin = Plugin(
-        name="weaksup",
-        api_version="1.0",
-        components={"nnPU": "aipflow_weaksup.risks:NNPULoss"},   # short name -> "module:attribute"
-        recipes="aipflow_weaksup:recipes",                      # optional: package folder of *.yaml recipes
-    )
-
-A plugin is *compatible* when its major api version equals the core's and its minor version is not newer. The
-core registers its own components through the same :class:`Plugin` type (``aipflow.components.CORE``).
-
-Discovery (:func:`discover`) is separate from use (:class:`Registry`): discovering never imports a component's
-module, and nothing a plugin declares is added to a run unless a recipe names it. A plugin that fails to load or
-declares an incompatible api version is recorded with its status and skipped.
-"""
+"""Discovery (entry points, never a component's import) and the registry (short name -> component) over the core's
+catalogue and every compatible plugin."""
 
 from __future__ import annotations
 
@@ -31,128 +7,25 @@ import difflib
 import importlib
 import importlib.metadata as metadata
 import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = [
-    "CORE_SOURCE",
-    "DISABLE_AUTOLOAD_ENV",
-    "ENTRY_POINT_GROUP",
-    "CORE_COMMANDS",
-    "ONLY_PLUGINS_ENV",
-    "PLUGIN_API_VERSION",
-    "Component",
-    "Plugin",
-    "PluginError",
-    "PluginRecord",
-    "Registry",
-    "discover",
-    "get_registry",
-    "is_compatible",
-    "reset_registry",
-]
+from aipflow.plugins.catalogue import CORE
+from aipflow.plugins.contract import (
+    CORE_COMMANDS,
+    CORE_SOURCE,
+    DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    ONLY_PLUGINS_ENV,
+    Component,
+    Plugin,
+    PluginError,
+    PluginRecord,
+    is_compatible,
+)
 
-# 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD
-PLUGIN_API_VERSION = "1.2"
-#: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
-CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})
-ENTRY_POINT_GROUP = "aipflow.plugins"
-DISABLE_AUTOLOAD_ENV = "AIPFLOW_DISABLE_PLUGIN_AUTOLOAD"
-ONLY_PLUGINS_ENV = "AIPFLOW_PLUGINS"
-
-CORE_SOURCE = "aipflow"
-
-
-class PluginError(Exception):
-    """A plugin, or a component name, that cannot be used; the message says why and what is valid."""
-
-
-@dataclass(frozen=True)
-class Plugin:
-    """What a plugin declares: its name, the api version it was written for, its components and recipes.
-
-    ``components`` maps a short name (usable as ``class_path`` in YAML) to ``"module:attribute"`` or to the
-    object itself. ``recipes`` is ``"package:folder"`` (or a path) holding ``*.yaml`` recipes. ``commands`` (api
-    1.1) maps a subcommand of ``aipflow`` to ``"module:function"``: ``aipflow NAME ARGS...`` calls
-    ``function(list_of_args)``, which returns the exit code; errors it raises are reported in one line like the
-    core's (``ValueError``: bad input, exit 2). A command may not take a core command's name.
-    """
-
-    name: str
-    api_version: str
-    components: Mapping[str, str | type | Callable] = field(default_factory=dict)
-    recipes: str | None = None
-    commands: Mapping[str, str | Callable] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise PluginError(f"Plugin.name must be a non-empty string, got {self.name!r}")
-        _parse_version(self.api_version, "Plugin.api_version")
-
-
-@dataclass
-class PluginRecord:
-    """One discovered plugin: where it came from and whether it can be used."""
-
-    entry_point: str
-    distribution: str
-    version: str
-    status: str  # "ok" | "broken" | "incompatible"
-    plugin: Plugin | None = None
-    error: str | None = None
-    modules: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.plugin.name if self.plugin is not None else self.entry_point
-
-    def describe_failure(self) -> str:
-        what = f"plugin '{self.name}' from distribution {self.distribution} {self.version}"
-        if self.status == "incompatible":
-            return (
-                f"{what} is incompatible: it requires plugin api {self.plugin.api_version}, "
-                f"aipflow provides {PLUGIN_API_VERSION}"
-            )
-        return f"{what} failed to load: {self.error}"
-
-
-@dataclass(frozen=True)
-class Component:
-    name: str
-    target: str | type | Callable
-    source: str  # CORE_SOURCE or the plugin's name
-
-    @property
-    def import_path(self) -> str:
-        """The dotted path jsonargparse and LightningCLI take as ``class_path``."""
-        if isinstance(self.target, str):
-            return self.target.replace(":", ".")
-        return f"{self.target.__module__}.{self.target.__qualname__}"
-
-    def load(self):
-        if not isinstance(self.target, str):
-            return self.target
-        module, _, attr = self.target.partition(":")
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
-
-
-def _parse_version(value: str, what: str) -> tuple[int, int]:
-    try:
-        major, minor = (int(p) for p in str(value).split(".")[:2])
-    except ValueError:
-        raise PluginError(f"{what} must look like 'MAJOR.MINOR', got {value!r}") from None
-    return major, minor
-
-
-def is_compatible(api_version: str) -> bool:
-    major, minor = _parse_version(api_version, "api_version")
-    core_major, core_minor = _parse_version(PLUGIN_API_VERSION, "PLUGIN_API_VERSION")
-    return major == core_major and minor <= core_minor
+__all__ = ["Registry", "discover", "get_registry", "reset_registry"]
 
 
 def _only_plugins() -> set[str] | None:
@@ -359,8 +232,6 @@ def _resolve_folder(spec: str) -> Path:
 @lru_cache(maxsize=1)
 def get_registry() -> Registry:
     """The registry of this process: the core plus every compatible discovered plugin (cached)."""
-    from aipflow.components import CORE
-
     records = discover()
     plugins = [CORE] + [r.plugin for r in records if r.status == "ok"]
     return Registry(plugins, records)
