@@ -95,12 +95,7 @@ def compress_network(
         from aipflow_compress.heads import prune_heads
 
         ratio = 0.5 if options.ratio is None else options.ratio
-        report = prune_heads(network, ratio, options.importance, options.scope == "global", batches=calibration or None)
-        if not report:
-            raise ValueError(
-                "--method heads: the network has no attention layer to prune (timm Attention or BERT-family "
-                f"self-attention), found none in {type(network).__name__}"
-            )
+        prune_heads(network, ratio, options.importance, options.scope == "global", batches=calibration or None)
         return network, f"ratio {ratio} ({options.importance}, {options.scope})"
     if method == "quantize":
         from aipflow_compress.quantize import quantize_linear_layers, quantize_static
