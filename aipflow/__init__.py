@@ -11,6 +11,7 @@ __all__ = ["PUBLIC_MODULES", "__version__"]
 #: the modules whose ``__all__`` is the public API (plugins import only these names)
 PUBLIC_MODULES = (
     "aipflow.optim",
+    "aipflow.optim.functional",
     "aipflow.losses",
     "aipflow.data",
     "aipflow.tasks",

@@ -107,14 +107,14 @@ def optimizer_side(name: str, repeats: int) -> dict:
     sam = SAM(params, sgd, rho=0.05, impl="foreach")
     t_sam = timed(lambda: (sam.first_step(), sam.second_step()), repeats)
     t_perturb_restore = timed(lambda: (sam.first_step(), sam.restore()), repeats)
-    from aipflow.optim import _functional
+    from aipflow.optim import functional
 
-    owns = _functional.owns_storage
-    _functional.owns_storage = lambda p: False  # force the in-place (copy) path, as for FSDP views
+    owns = functional.owns_storage
+    functional.owns_storage = lambda p: False  # force the in-place (copy) path, as for FSDP views
     try:
         t_pr_copy = timed(lambda: (sam.first_step(), sam.restore()), repeats)
     finally:
-        _functional.owns_storage = owns
+        functional.owns_storage = owns
     backup_bytes = sum(b.numel() * b.element_size() for b in sam._backups.values())
 
     bandwidth = memcpy_bandwidth(numel, repeats)

@@ -11,7 +11,7 @@ Modules: ``norm`` (global ||g||, ASAM's ||T_w g||), ``sam`` (perturbation), ``de
 optionally fused with restoring saved weights and with global-norm clipping), ``bsam``, ``ivon`` (noise from
 in-kernel Philox, regenerated from a seed and offset, never stored) and ``noise`` (the same Philox stream as
 tensors, to feed a reference implementation). Kernels know nothing of optimizers or Lightning; ``aipflow.optim``
-reaches them only through its ``_functional`` seam.
+reaches them only through :mod:`aipflow.optim.functional`.
 """
 
 from __future__ import annotations

@@ -189,13 +189,29 @@ def grad_or_zeros(p: Tensor) -> Tensor:
     return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
+class OptionError(ValueError):
+    """A bad optimizer option, as data: ``field`` (the argument's name), the ``value`` given and what was
+    ``expected``. The message reads ``"<field> must <expected>, got <value>"``; the command turns ``field`` into the
+    config's path (``model.init_args.optimizer.init_args.<field>``) without reading the message."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field, self.value, self.expected = field, value, expected
+        shown = value if isinstance(value, (int, float)) else repr(value)
+        super().__init__(f"{field} must {expected}, got {shown}")
+
+
 def check_beta(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        raise OptionError(name, value, "lie in [0, 1)")
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False, allow_inf: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (math.isinf(value) and not allow_inf) or math.isnan(value):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise OptionError(name, value, "be >= 0" if allow_zero else "be > 0")
+
+
+def check_count(name: str, value: float, least: int) -> None:
+    """An integer option (a count) of at least ``least``."""
+    if int(value) != value or value < least:
+        raise OptionError(name, value, f"be an integer >= {least}")

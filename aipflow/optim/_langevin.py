@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from aipflow.optim import _functional as F
-from aipflow.optim._base import MultiPassOptimizer, NoiseGenerators, check_positive, grad_or_zeros
+from aipflow.optim import functional
+from aipflow.optim._base import MultiPassOptimizer, NoiseGenerators, check_count, check_positive, grad_or_zeros
 
 
 class LangevinOptimizer(MultiPassOptimizer):
@@ -52,9 +52,8 @@ class LangevinOptimizer(MultiPassOptimizer):
         if train_size is not None:
             check_positive("train_size", train_size)
         for name, value, least in (("burn_in", burn_in, 0), ("thinning", thinning, 1), ("max_samples", max_samples, 0)):
-            if int(value) != value or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value}")
-        F.check_impl(impl)
+            check_count(name, value, least)
+        functional.check_impl(impl)
         super().__init__(params, defaults)
         self.temperature = float(temperature)
         self.train_size = train_size
@@ -87,7 +86,7 @@ class LangevinOptimizer(MultiPassOptimizer):
             p.grad = g
         self._sync(closure, grads)
         self._descent_ready(closure)
-        impl = F.resolve_impl(self.impl, [p for _, p in trainable])
+        impl = functional.resolve_impl(self.impl, [p for _, p in trainable])
         seed = None
         if impl == "triton":  # one Philox seed per step, from the checkpointed CPU generator (exact resume)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.noise(torch.device("cpu"))))
@@ -108,7 +107,7 @@ class LangevinOptimizer(MultiPassOptimizer):
             square_avgs = None
             if self.preconditioned:
                 square_avgs = [self._square_avg(p) for p in params]
-            F.langevin_update(
+            functional.langevin_update(
                 params,
                 [p.grad for p in params],
                 noises,

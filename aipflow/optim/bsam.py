@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from aipflow.optim import _functional as F
+from aipflow.optim import functional
 from aipflow.optim._base import (
     BayesianMixin,
     MultiPassOptimizer,
     check_beta,
+    check_count,
     check_positive,
     grad_or_zeros,
 )
@@ -67,11 +68,10 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
         check_positive("damping", damping, allow_zero=True)
         check_positive("s_init", s_init)
         check_positive("dafactor", dafactor)
-        if int(num_subbatches) != num_subbatches or num_subbatches < 1:
-            raise ValueError(f"num_subbatches must be an integer >= 1, got {num_subbatches}")
+        check_count("num_subbatches", num_subbatches, 1)
         if train_size is not None:
             check_positive("train_size", train_size)
-        F.check_impl(impl)
+        functional.check_impl(impl)
         defaults = dict(
             lr=lr, rho=rho, beta1=beta1, beta2=beta2, prior_precision=prior_precision, damping=damping, s_init=s_init
         )
@@ -108,7 +108,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
         if closure is None:
             raise ValueError("BSAM.step needs a closure running forward + backward (closure(k) for sub-batch k)")
         n = self.effective_n
-        impl = F.resolve_impl(self.impl, [p for _, p in self._trainable()])
+        impl = functional.resolve_impl(self.impl, [p for _, p in self._trainable()])
         groups = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.requires_grad]
@@ -129,7 +129,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
             )
         m_count = self.num_subbatches
         fused = impl == "triton"
-        ops = F.fused_ops() if fused else None
+        ops = functional.fused_ops() if fused else None
         self.last_noise_seeds = []
         losses = []
         for k in range(m_count):
@@ -140,7 +140,9 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
                     ops.bsam.bsam_noisy_point(g["params"], g["means"], g["precisions"], n, seed, offset)
                     offset += sum(p.numel() for p in g["params"])
                 else:
-                    F.bsam_noisy_point(g["params"], g["means"], g["precisions"], self._noise_like(g["params"]), n)
+                    functional.bsam_noisy_point(
+                        g["params"], g["means"], g["precisions"], self._noise_like(g["params"]), n
+                    )
             loss = self._evaluate_or_restore(closure, sub, groups)
             if loss is None:
                 return None
@@ -152,7 +154,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
                         g["params"], g["means"], grads, g["precisions"], g["h_sums"], g["group"]["rho"]
                     )
                 else:
-                    F.bsam_perturbed_point(
+                    functional.bsam_perturbed_point(
                         g["params"], g["means"], grads, g["precisions"], g["h_sums"], g["group"]["rho"], impl
                     )
             if self._evaluate_or_restore(closure, sub, groups) is None:
@@ -165,7 +167,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
         sync_list = []
         for g in groups:
             if not fuse_restore:
-                F.restore(g["params"], g["means"], impl)
+                functional.restore(g["params"], g["means"], impl)
             torch._foreach_div_(g["g_sums"], m_count)
             torch._foreach_div_(g["h_sums"], m_count)
             for p, gs in zip(g["params"], g["g_sums"], strict=True):
@@ -191,7 +193,7 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
             if fused:
                 ops.bsam.bsam_update(*args, means=g["means"] if fuse_restore else None)
             else:
-                F.bsam_update(*args, impl)
+                functional.bsam_update(*args, impl)
         return torch.stack(losses).float().mean()
 
     def _evaluate_or_restore(self, closure, sub, groups) -> Tensor | None:
@@ -199,15 +201,15 @@ class BSAM(BayesianMixin, MultiPassOptimizer):
             loss = self._evaluate(closure, sub)
         except BaseException:
             for g in groups:
-                F.restore(g["params"], g["means"], "reference")
+                functional.restore(g["params"], g["means"], "reference")
             raise
         if loss is None:
             for g in groups:
-                F.restore(g["params"], g["means"], "reference")
+                functional.restore(g["params"], g["means"], "reference")
         return loss
 
     def _noise_like(self, params: list[Tensor]) -> list[Tensor]:
-        return F.gaussian_like(params, self.noise)
+        return functional.gaussian_like(params, self.noise)
 
     # -------------------------------------------------------------------------------------------- posterior
     def posterior_std(self) -> list[Tensor]:

@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from aipflow.optim import _functional as F
+from aipflow.optim import functional
 from aipflow.optim._base import (
     BayesianMixin,
     MultiPassOptimizer,
     check_beta,
+    check_count,
     check_positive,
     grad_or_zeros,
 )
@@ -61,9 +62,8 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         check_positive("clip_radius", clip_radius, allow_inf=True)
         if ess is not None:
             check_positive("ess", ess)
-        if int(mc_samples) != mc_samples or mc_samples < 1:
-            raise ValueError(f"mc_samples must be an integer >= 1, got {mc_samples}")
-        F.check_impl(impl)
+        check_count("mc_samples", mc_samples, 1)
+        functional.check_impl(impl)
         defaults = dict(
             lr=lr, hess_init=hess_init, beta1=beta1, beta2=beta2, weight_decay=weight_decay, clip_radius=clip_radius
         )
@@ -118,7 +118,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         if closure is None:
             raise ValueError("IVON.step needs a closure running forward + backward and returning the loss")
         ess = self._lambda()
-        impl = F.resolve_impl(self.impl, [p for _, p in self._trainable()])
+        impl = functional.resolve_impl(self.impl, [p for _, p in self._trainable()])
         groups = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.requires_grad]
@@ -148,7 +148,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
                 loss = self._evaluate(closure)
             finally:
                 for _, params, _, means in groups:
-                    F.restore(params, means, impl)
+                    functional.restore(params, means, impl)
             if loss is None:
                 return None
             losses.append(torch.as_tensor(loss).detach().float())
@@ -171,7 +171,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         for (group, params, states, _), out in zip(groups, h_hats, strict=True):
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1.0)
-            F.ivon_update(
+            functional.ivon_update(
                 params,
                 [p.grad for p in params],
                 out,
@@ -192,7 +192,7 @@ class IVON(BayesianMixin, MultiPassOptimizer):
         stored. One sample and no integration hooks: sample, then one kernel for the whole descent (h_hat from
         the gradient and the seed, the mean read from its saved copy). Otherwise h_hat (and the gradient sum for
         several samples) is accumulated after each sample, so that hooks see it and DDP can average it."""
-        ops = F.fused_ops().ivon
+        ops = functional.fused_ops().ivon
         samples = self.mc_samples
         hooks = any(getattr(closure, name, None) is not None for name in ("sync", "descent_ready"))
         one_pass = samples == 1 and not hooks
@@ -217,17 +217,17 @@ class IVON(BayesianMixin, MultiPassOptimizer):
                 loss = self._evaluate(closure)
             except BaseException:
                 for _, params, _, means in groups:
-                    F.restore(params, means, "foreach")
+                    functional.restore(params, means, "foreach")
                 raise
             if loss is None:
                 for _, params, _, means in groups:
-                    F.restore(params, means, "foreach")
+                    functional.restore(params, means, "foreach")
                 return None
             losses.append(torch.as_tensor(loss).detach().float())
             if one_pass:
                 continue
             for i, ((group, params, states, means), offset) in enumerate(zip(groups, offsets, strict=True)):
-                F.restore(params, means, "foreach")
+                functional.restore(params, means, "foreach")
                 ops.ivon_accumulate(
                     [grad_or_zeros(p) for p in params],
                     [s["hess"] for s in states],

@@ -20,8 +20,15 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from aipflow.optim import _functional as F
-from aipflow.optim._base import MultiPassOptimizer, check_positive, is_distributed_tensor, local_part
+from aipflow.optim import functional
+from aipflow.optim._base import (
+    MultiPassOptimizer,
+    OptionError,
+    check_count,
+    check_positive,
+    is_distributed_tensor,
+    local_part,
+)
 
 
 class SAM(MultiPassOptimizer):
@@ -65,20 +72,21 @@ class SAM(MultiPassOptimizer):
         if max_grad_norm is not None:
             check_positive("max_grad_norm", max_grad_norm)
         check_positive("eta", eta, allow_zero=True)
-        if int(interval) != interval or interval < 1:
-            raise ValueError(f"interval must be an integer >= 1, got {interval}")
-        F.check_impl(impl)
+        check_count("interval", interval, 1)
+        functional.check_impl(impl)
         if isinstance(base_optimizer, Optimizer) or not callable(base_optimizer):
-            raise TypeError(
-                "base_optimizer must be an optimizer class or factory taking the parameters (e.g. torch.optim.SGD "
-                f"or functools.partial(torch.optim.SGD, lr=0.1)), got {base_optimizer!r}"
+            raise OptionError(
+                "base_optimizer",
+                base_optimizer,
+                "be an optimizer class or factory taking the parameters (e.g. torch.optim.SGD or "
+                "functools.partial(torch.optim.SGD, lr=0.1))",
             )
         super().__init__(list(params), dict(rho=rho, adaptive=adaptive, eta=eta))
         base = base_optimizer(self.param_groups, **base_options)
         if not isinstance(base, Optimizer):
-            raise TypeError(f"base_optimizer must build a torch.optim.Optimizer, it built {type(base).__name__}")
+            raise OptionError("base_optimizer", base_optimizer, "build a torch.optim.Optimizer")
         if isinstance(base, MultiPassOptimizer):
-            raise TypeError(f"base_optimizer cannot itself be multi-pass ({type(base).__name__})")
+            raise OptionError("base_optimizer", base_optimizer, "build a single-pass optimizer, not a multi-pass one")
         self.base_optimizer = base
         self.param_groups = base.param_groups  # one set of groups: schedulers and Lightning see the same lr
         self.state = base.state
@@ -91,7 +99,7 @@ class SAM(MultiPassOptimizer):
         self._perturbed: list[tuple[str, list[Tensor], list[Tensor]]] = []
 
     def _resolved_impl(self) -> str:
-        return F.resolve_impl(self.impl, [local_part(p) for g in self.param_groups for p in g["params"]])
+        return functional.resolve_impl(self.impl, [local_part(p) for g in self.param_groups for p in g["params"]])
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> Tensor:
@@ -122,11 +130,13 @@ class SAM(MultiPassOptimizer):
         for group, params, grads in groups:
             rho, adaptive, eta = group["rho"], group["adaptive"], group["eta"]
             buffers = [self._backup_for(p) for p in params]
-            if self._sum_over_shards is None and all(F.owns_storage(p) for p in params):
-                _, originals = F.sam_perturb_swap(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
+            if self._sum_over_shards is None and all(functional.owns_storage(p) for p in params):
+                _, originals = functional.sam_perturb_swap(
+                    params, grads, buffers, rho, adaptive, eta, impl, squared_norm
+                )
                 self._perturbed.append(("swap", params, originals))
             else:
-                F.sam_perturb(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
+                functional.sam_perturb(params, grads, buffers, rho, adaptive, eta, impl, squared_norm)
                 self._perturbed.append(("copy", params, buffers))
         if zero_grad:
             self.zero_grad()
@@ -158,7 +168,7 @@ class SAM(MultiPassOptimizer):
             ps.extend(params)
             gs.extend(grads)
         parts = [
-            F.sam_squared_norm(params, grads, adaptive, eta, impl)
+            functional.sam_squared_norm(params, grads, adaptive, eta, impl)
             for (adaptive, eta), (params, grads) in by_scaling.items()
         ]
         if len(parts) == 1:
@@ -179,17 +189,17 @@ class SAM(MultiPassOptimizer):
         impl = self._resolved_impl()
         for mode, params, saved in self._perturbed:
             if mode == "swap":
-                F.swap_back(params, saved)
+                functional.swap_back(params, saved)
             else:
-                F.restore(params, saved, impl)
+                functional.restore(params, saved, impl)
         self._perturbed.clear()
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore ``w`` and take the base step with the gradients at ``w + e``."""
         impl = self._resolved_impl()
-        if impl == "triton" and F.base_step_fusable(self.base_optimizer) and not self._distributed_tensors():
-            F.fused_base_step(self.base_optimizer, self._restore_for_fused_step(), self.max_grad_norm)
+        if impl == "triton" and functional.base_step_fusable(self.base_optimizer) and not self._distributed_tensors():
+            functional.fused_base_step(self.base_optimizer, self._restore_for_fused_step(), self.max_grad_norm)
         else:
             self.restore()
             self._base_step(impl)
@@ -203,7 +213,7 @@ class SAM(MultiPassOptimizer):
         backups = {}
         for mode, params, saved in self._perturbed:
             if mode == "swap":
-                F.swap_back(params, saved)
+                functional.swap_back(params, saved)
                 continue
             for p, b in zip(params, saved, strict=True):
                 if p.grad is not None:
@@ -218,7 +228,7 @@ class SAM(MultiPassOptimizer):
 
     def _base_step(self, impl: str) -> None:
         fusable = impl == "triton" and not self._distributed_tensors()
-        if fusable and F.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
+        if fusable and functional.fused_base_step(self.base_optimizer, None, self.max_grad_norm):
             return
         if self.max_grad_norm is not None:
             params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]

@@ -22,8 +22,9 @@ __all__ = [
     "is_compatible",
 ]
 
-# 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD
-PLUGIN_API_VERSION = "1.2"
+# 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD;
+# 1.3: aipflow.optim.functional (the step functions), aipflow.optim.OptionError, SAM's base options as keywords
+PLUGIN_API_VERSION = "1.3"
 #: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
 CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})
 ENTRY_POINT_GROUP = "aipflow.plugins"

@@ -39,14 +39,18 @@ def check_optimizer_options(module: L.LightningModule, field: str = "model.init_
     from lightning.pytorch.utilities.seed import isolate_rng
 
     from aipflow.config import ConfigError
+    from aipflow.optim import OptionError
 
     try:
         with isolate_rng():
             built = module.configure_optimizers()
-    except (ValueError, TypeError) as exc:
-        if not _raised_by_an_optimizer(exc):
+    except OptionError as exc:  # aipflow's optimizers say which option, as data
+        raise ConfigError(f"{field}.init_args.{exc.field}: {exc}") from None
+    except ValueError as exc:
+        if not str(exc).startswith("Invalid "):  # not one of torch.optim's own option checks: left to the run
             return None
-        raise ConfigError(f"{_optimizer_field(field, str(exc))}: {exc}") from None
+        option = _torch_option(str(exc))
+        raise ConfigError(f"{field}.init_args.{option}: {exc}" if option else f"{field}: {exc}") from None
     except Exception:  # noqa: BLE001 - e.g. needs self.trainer: left to the run
         return None
     if isinstance(built, dict):
@@ -56,7 +60,7 @@ def check_optimizer_options(module: L.LightningModule, field: str = "model.init_
     return built if isinstance(built, torch.optim.Optimizer) else None
 
 
-#: torch.optim's messages name their option in words
+#: torch.optim's own checks raise ``ValueError("Invalid <option in words>: <value>")``
 _TORCH_OPTION_WORDS = {
     "learning rate": "lr",
     "momentum": "momentum",
@@ -67,22 +71,9 @@ _TORCH_OPTION_WORDS = {
 }
 
 
-def _optimizer_field(field: str, message: str) -> str:
-    """``model.init_args.optimizer.init_args.rho`` when the message names the option (``rho must be > 0``)."""
-    first = message.split(" ", 1)[0]
-    if first.isidentifier() and (" must " in message or " needs " in message):
-        return f"{field}.init_args.{first}"
-    for words, option in _TORCH_OPTION_WORDS.items():
-        if message.startswith("Invalid") and words in message:
-            return f"{field}.init_args.{option}"
-    return field
-
-
-def _raised_by_an_optimizer(exc: BaseException) -> bool:
-    import traceback
-
-    files = [frame.filename.replace("\\", "/") for frame in traceback.extract_tb(exc.__traceback__)]
-    return any("/torch/optim/" in f or "/aipflow/optim/" in f for f in files)
+def _torch_option(message: str) -> str | None:
+    """The option a ``torch.optim`` check names (``Invalid learning rate: -1.0`` -> ``lr``), or ``None``."""
+    return next((option for words, option in _TORCH_OPTION_WORDS.items() if words in message), None)
 
 
 class ClassificationTask(L.LightningModule):

@@ -45,7 +45,8 @@ def plugin_site(tmp_path, monkeypatch) -> Iterator[Callable[..., Path]]:
 # ------------------------------------------------------------------------------------------ the suite
 class PluginConformance:
     """Subclass as ``TestSomething`` with ``plugin = "<Plugin.name>"``. ``fit_recipes`` limits the recipes that
-    are trained (default: all); ``resume_recipe`` is the one resumed (default: the first)."""
+    are trained two steps (default: all; ``()``: none, when another test fits them already); ``resume_recipe`` is
+    the one resumed and fitted on two processes (default: the first to fit, else the first)."""
 
     plugin: str = ""
     fit_recipes: tuple[str, ...] | None = None
@@ -58,6 +59,7 @@ class PluginConformance:
                 monkeypatch.setenv(key, value)
 
     def _recipes(self) -> list[str]:
+        """The recipes to fit (``fit_recipes``; all by default)."""
         recipes = plugin_recipes(self.plugin)
         return [
             r
@@ -85,10 +87,10 @@ class PluginConformance:
     def test_resume_equals_the_uninterrupted_run(self, tmp_path):
         import torch
 
-        recipes = self._recipes()
+        recipes = plugin_recipes(self.plugin)
         if not recipes:
             pytest.skip(f"plugin {self.plugin!r} ships no recipes")
-        recipe = self.resume_recipe or recipes[0]
+        recipe = self.resume_recipe or (self._recipes() or recipes)[0]
         two_epochs = ("--trainer.max_steps=-1", "--trainer.max_epochs=2")
         assert fit_recipe(recipe, tmp_path / "straight", *two_epochs) == 0
         assert fit_recipe(recipe, tmp_path / "first", "--trainer.max_steps=-1", "--trainer.max_epochs=1") == 0
@@ -104,8 +106,8 @@ class PluginConformance:
 
     @pytest.mark.slow
     def test_fits_on_two_processes(self, tmp_path):
-        recipes = self._recipes()
+        recipes = plugin_recipes(self.plugin)
         if not recipes:
             pytest.skip(f"plugin {self.plugin!r} ships no recipes")
         ddp = ("--trainer.strategy=ddp_fork", "--trainer.devices=2", "--trainer.accelerator=cpu")
-        assert fit_recipe(self.resume_recipe or recipes[0], tmp_path, *ddp) == 0
+        assert fit_recipe(self.resume_recipe or (self._recipes() or recipes)[0], tmp_path, *ddp) == 0

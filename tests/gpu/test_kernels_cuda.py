@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from aipflow.kernels import bsam, descent, ivon, noise, sam
-from aipflow.optim import SAM
-from aipflow.optim import _functional as F
+from aipflow.optim import SAM, functional
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 SHAPES = [(5,), (1000,), (4097,), (1,), (333, 77), (8, 3, 3, 3)]
@@ -32,7 +31,7 @@ def close(got, want, dtype):
 def test_perturb_on_gpu(dtype, adaptive):
     ps, gs = tensors(dtype), tensors(dtype, 1)
     want = [p.clone() for p in ps]
-    F.sam_perturb(want, gs, [torch.empty_like(p) for p in ps], 0.05, adaptive, 0.01, "reference")
+    functional.sam_perturb(want, gs, [torch.empty_like(p) for p in ps], 0.05, adaptive, 0.01, "reference")
     out = [torch.empty_like(p) for p in ps]
     sam.sam_perturb(ps, gs, out, 0.05, adaptive, 0.01)
     close(out, want, dtype)
@@ -57,7 +56,7 @@ def test_bayesian_ops_on_gpu(dtype):
     s = [torch.rand(p.shape, device="cuda") + 0.5 for p in means]
     z = noise.normal_like(means, seed=9)
     want = [p.clone() for p in means]
-    F.bsam_noisy_point(want, means, s, z, 256.0)
+    functional.bsam_noisy_point(want, means, s, z, 256.0)
     got = [torch.empty_like(p) for p in means]
     bsam.bsam_noisy_point(got, means, s, 256.0, seed=9)
     close(got, want, dtype)

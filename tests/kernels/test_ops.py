@@ -1,4 +1,4 @@
-"""Each kernel against an independent plain-torch reference (aipflow.optim._functional's reference path or
+"""Each kernel against an independent plain-torch reference (aipflow.optim.functional's reference path or
 torch.optim itself), through Triton's CPU interpreter: fp32 <= 1e-6, fp16 within a stated tolerance."""
 
 import pytest
@@ -11,7 +11,7 @@ import torch
 
 from aipflow.kernels import _multi_tensor as mt
 from aipflow.kernels import bsam, descent, ivon, langevin, noise, norm, sam
-from aipflow.optim import _functional as F
+from aipflow.optim import functional
 
 # odd sizes, sizes not multiple of the block (16) or chunk (64), a one-element tensor, a 2-D and a 4-D tensor
 SHAPES = [(5,), (64,), (65,), (1,), (33, 7), (2, 3, 4, 5)]
@@ -83,7 +83,7 @@ def test_one_launch_per_dtype_group(monkeypatch):
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_global_norm(dtype, adaptive):
     ps, gs = tensors(dtype), tensors(dtype, seed=1)
-    want = F.sam_scale_norm(ps, gs, adaptive, 0.01, "reference")
+    want = functional.sam_scale_norm(ps, gs, adaptive, 0.01, "reference")
     got = norm.global_norm(gs, ps, adaptive, 0.01)
     assert abs(got.item() - want.item()) <= 1e-6 * want.item()
 
@@ -105,7 +105,7 @@ def test_sam_perturb(dtype, adaptive, mode):
     ps, gs = tensors(dtype), tensors(dtype, seed=1)
     original = [p.clone() for p in ps]
     want = [p.clone() for p in ps]
-    F.sam_perturb(want, gs, [torch.empty_like(p) for p in ps], 0.05, adaptive, 0.01, "reference")
+    functional.sam_perturb(want, gs, [torch.empty_like(p) for p in ps], 0.05, adaptive, 0.01, "reference")
     out = [torch.empty_like(p) for p in ps]
     got_norm = sam.sam_perturb(ps, gs, out, 0.05, adaptive, 0.01, mode=mode)
     moved, kept = (out, ps) if mode == "swap" else (ps, out)
@@ -240,13 +240,13 @@ def test_bsam_ops_match_reference_fed_the_same_noise():
     s = [torch.rand(p.shape, generator=torch.Generator().manual_seed(2)) + 0.5 for p in means]
     z = noise.normal_like(means, seed=9, offset=4)
     want = [p.clone() for p in means]
-    F.bsam_noisy_point(want, means, s, z, 256.0)
+    functional.bsam_noisy_point(want, means, s, z, 256.0)
     got = [torch.empty_like(p) for p in means]
     bsam.bsam_noisy_point(got, means, s, 256.0, seed=9, offset=4)
     assert_close(got, want)
 
     h_want, h_got = [torch.ones_like(p) for p in means], [torch.ones_like(p) for p in means]
-    F.bsam_perturbed_point(want, means, gs, s, h_want, 0.01, "reference")
+    functional.bsam_perturbed_point(want, means, gs, s, h_want, 0.01, "reference")
     bsam.bsam_perturbed_point(got, means, gs, s, h_got, 0.01)
     assert_close(got, want)
     assert_close(h_got, h_want)
@@ -257,7 +257,7 @@ def test_bsam_ops_match_reference_fed_the_same_noise():
         return [torch.full_like(p, 0.1) for p in means]
 
     m_want, gbar_want, s_want = [p.clone() for p in means], gbar0(), [x.clone() for x in s]
-    F.bsam_update(m_want, gs, h_want, gbar_want, s_want, impl="reference", **args)
+    functional.bsam_update(m_want, gs, h_want, gbar_want, s_want, impl="reference", **args)
     m_got, gbar_got, s_got = [p + 3.0 for p in means], gbar0(), [x.clone() for x in s]
     bsam.bsam_update(m_got, gs, h_got, gbar_got, s_got, means=means, **args)  # restore fused in
     for got_, want_ in ((m_got, m_want), (gbar_got, gbar_want), (s_got, s_want)):
@@ -288,7 +288,7 @@ def test_ivon_ops_match_reference_fed_the_same_noise(clip):
         return [torch.full_like(p, 0.2) for p in means]
 
     m_want, mom_want, h_want = [p.clone() for p in means], mom0(), [x.clone() for x in h]
-    F.ivon_update(m_want, gs, h_hat_want, mom_want, h_want, impl="reference", **kw)
+    functional.ivon_update(m_want, gs, h_hat_want, mom_want, h_want, impl="reference", **kw)
     # materialised h_hat
     m1, mom1, h1 = [p.clone() for p in means], mom0(), [x.clone() for x in h]
     ivon.ivon_update(m1, gs, mom1, h1, h_hats=h_hat, **kw)
@@ -310,7 +310,7 @@ def test_langevin_step_matches_reference_fed_the_same_noise(preconditioned, dtyp
     z = noise.normal_like(params, seed=3, offset=11)
     kw = dict(lr=0.05, weight_decay=0.1, noise_variance=0.02, alpha=0.9, eps=1e-3)
     want, want_avg = [p.clone() for p in params], [v.clone() for v in averages]
-    F.langevin_update(want, gs, z, want_avg if preconditioned else None, impl="reference", **kw)
+    functional.langevin_update(want, gs, z, want_avg if preconditioned else None, impl="reference", **kw)
     got, got_avg = [p.clone() for p in params], [v.clone() for v in averages]
     end = langevin.langevin_step(got, gs, got_avg if preconditioned else None, seed=3, offset=11, **kw)
     assert end == 11 + sum(p.numel() for p in params)
@@ -334,8 +334,8 @@ def test_langevin_step_gives_each_dtype_group_its_own_noise():
 
 def test_resolve_impl_names_what_blocks_triton():
     with pytest.raises(RuntimeError, match="contiguous"):
-        F.resolve_impl("triton", [torch.zeros(4, 4).t()])
+        functional.resolve_impl("triton", [torch.zeros(4, 4).t()])
     with pytest.raises(RuntimeError, match="dtype"):
-        F.resolve_impl("triton", [torch.zeros(4, dtype=torch.float64)])
-    assert F.resolve_impl("triton", [torch.zeros(4)]) == "triton"  # interpreter on CPU
-    assert F.resolve_impl("auto", [torch.zeros(4)]) == "foreach"  # auto picks Triton only on CUDA
+        functional.resolve_impl("triton", [torch.zeros(4, dtype=torch.float64)])
+    assert functional.resolve_impl("triton", [torch.zeros(4)]) == "triton"  # interpreter on CPU
+    assert functional.resolve_impl("auto", [torch.zeros(4)]) == "foreach"  # auto picks Triton only on CUDA

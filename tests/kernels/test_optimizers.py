@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from aipflow.kernels.noise import normal_like
-from aipflow.optim import ASAM, BSAM, IVON, PSGLD, SAM, SGLD
-from aipflow.optim import _functional as F
+from aipflow.optim import ASAM, BSAM, IVON, PSGLD, SAM, SGLD, functional
 
 
 def problem(dtype=torch.float32, unused=False):
@@ -91,7 +90,7 @@ def test_sam_triton_matches_foreach(case, monkeypatch):
 
 
 def test_sam_copy_path_with_unused_parameter(monkeypatch):
-    monkeypatch.setattr("aipflow.optim._functional.owns_storage", lambda p: False)
+    monkeypatch.setattr("aipflow.optim.functional.owns_storage", lambda p: False)
     make = sam_with(functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9))
     a, _ = train(make, "foreach", unused=True)
     b, _ = train(make, "triton", unused=True)
@@ -182,7 +181,7 @@ def test_langevin_triton_step_is_the_reference_step_with_the_kernels_philox_nois
             for ps, kw, avg in zip(ref_groups, settings, averages):
                 noise = normal_like(ps, seed, offset)
                 offset += sum(p.numel() for p in ps)
-                F.langevin_update(
+                functional.langevin_update(
                     ps,
                     [p.grad for p in ps],
                     noise,

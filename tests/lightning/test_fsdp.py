@@ -12,7 +12,7 @@ import torch
 from torch.func import functional_call
 
 from aipflow.optim import ASAM, SAM
-from aipflow.optim._functional import triton_available as can_use_triton
+from aipflow.optim.functional import triton_available as can_use_triton
 from aipflow.testing import CPUFSDPStrategy
 from tests.lightning.helpers import CountingModule, loader, regression_data, trainer
 from tests.lightning.test_ddp import rank_rows

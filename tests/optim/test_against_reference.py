@@ -144,7 +144,7 @@ def run_sam(impl, base, adaptive, rho, nesterov=False, groups=1, bias_rho=None):
 def storage_mode(request, monkeypatch):
     """SAM moves parameters that own their storage out of place (swap) and views in place (copy): test both."""
     if request.param == "copy":
-        monkeypatch.setattr("aipflow.optim._functional.owns_storage", lambda p: False)
+        monkeypatch.setattr("aipflow.optim.functional.owns_storage", lambda p: False)
     return request.param
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from aipflow.optim import ASAM, BSAM, IVON, SAM
+from aipflow.optim import ASAM, BSAM, IVON, SAM, OptionError
 from tests.optim.test_against_reference import Problem
 from tests.optim.test_against_reference import storage_mode as storage_mode  # the fixture
 
@@ -175,7 +175,7 @@ def test_non_finite_loss_is_a_clear_error_and_weights_stay():
         (lambda p: SAM(p, SGD, rho=0.0), "rho must be > 0, got 0.0"),
         (lambda p: SAM(p, SGD, rho=-1), "rho must be > 0"),
         (lambda p: SAM(p, torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=0.1)), "base_optimizer must be"),
-        (lambda p: SAM(p, lambda params: "not an optimizer"), "must build a torch.optim.Optimizer"),
+        (lambda p: SAM(p, lambda params: "not an optimizer"), "base_optimizer must build a torch.optim.Optimizer"),
         (lambda p: SAM(p, SGD, interval=0), "interval must be an integer >= 1"),
         (lambda p: SAM(p, SGD, impl="cuda"), "impl must be one of"),
         (lambda p: BSAM(p, beta1=1.0, train_size=10), r"beta1 must lie in \[0, 1\), got 1.0"),
@@ -187,8 +187,11 @@ def test_non_finite_loss_is_a_clear_error_and_weights_stay():
     ],
 )
 def test_bad_arguments(build, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    """Each refusal is an OptionError carrying the option's name and value: the command names the config field
+    from them (``model.init_args.optimizer.init_args.<field>``) without reading the message."""
+    with pytest.raises(OptionError, match=match) as raised:
         build([nn.Parameter(torch.ones(2))])
+    assert match.startswith(raised.value.field) and str(raised.value).startswith(f"{raised.value.field} must ")
 
 
 @pytest.mark.parametrize("cls, missing", [(BSAM, "train_size"), (IVON, "ess")])
@@ -213,7 +216,7 @@ def test_step_without_closure_explains():
 
 
 def test_triton_request_without_kernels_is_an_error(monkeypatch):
-    from aipflow.optim._functional import resolve_impl
+    from aipflow.optim.functional import resolve_impl
 
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # CPU tensors, no interpreter: the kernels cannot run
     with pytest.raises(RuntimeError, match="impl='triton' was asked for.*TRITON_INTERPRET=1"):
