@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -136,16 +138,17 @@ class TransitionMatrixEstimation(Callback):
             f"[aipflow] estimating the noise transition matrix ({self.method}): {self.cross_fit_folds}-fold cross-fit, "
             f"{self.warmup_epochs} epochs per fold"
         )
-        x, labels = _training_inputs(trainer.datamodule.train_set)
+        rows, labels = _training_rows(trainer.datamodule.train_set)
         probs = out_of_fold_posteriors(
             pl_module,
-            x,
+            rows,
             labels,
             self.cross_fit_folds,
             self.warmup_epochs,
             self.cross_fit_batch_size,
             self.cross_fit_seed,
             progress=trainer.progress_bar_callback is not None,
+            collate=getattr(trainer.datamodule, "collate", None),
         )
         self._set(trainer, pl_module, probs, labels)
         if self.errors:
@@ -195,34 +198,53 @@ class TransitionMatrixEstimation(Callback):
             self.errors = {"max": float(error.max()), "mean": float(error.mean())}
 
 
-def _training_inputs(train_set) -> tuple[torch.Tensor, torch.Tensor]:
+def _training_rows(train_set) -> tuple[list, torch.Tensor]:
+    """Every training row once, as the data module gives it (``{"x": ..., "y": ...}``; token lists for text), and
+    the noisy labels."""
     rows = [train_set[i] for i in range(len(train_set))]
-    return torch.stack([r["x"] for r in rows]), torch.stack([r["y"] for r in rows])
+    return rows, torch.stack([torch.as_tensor(r["y"]) for r in rows])
 
 
 def out_of_fold_posteriors(
     pl_module: L.LightningModule,
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[dict],
     labels: torch.Tensor,
     folds: int,
     epochs: int,
     batch_size: int,
     seed: int,
     progress: bool = False,
+    collate: Callable[[list[dict]], dict] | None = None,
 ) -> torch.Tensor:
     """``P(noisy label | x)`` for every row from a copy of the task's network that never saw it: ``folds`` copies,
-    each re-initialised and trained with cross-entropy on the noisy labels of the other folds, with the task's
-    optimizer (``optimizer_factory``; AdamW 1e-3 when the task has none), then evaluated on its own fold. The
-    caller's RNG streams and the task's weights are untouched."""
+    each trained with cross-entropy on the noisy labels of the other folds, then evaluated on its own fold.
+
+    ``x``: the inputs as one tensor (row ``i`` is ``x[i]``), or the rows themselves as the data module gives them
+    (``{"x": ..., "y": ...}``, dicts of tokens for text), batched by ``collate`` (the data module's; torch's
+    ``default_collate`` when ``None``), so that images, tables and text cross-fit alike. Each copy starts where the
+    run starts (:func:`aipflow.models.reinitialize`, seeded per fold: a network from scratch is re-drawn whole, a
+    pretrained one keeps its pretrained weights and re-draws its head and adapters) and trains what the run trains
+    (:func:`aipflow.models.trainable_parameters`, with the task's optimizer: ``optimizer_factory``, AdamW 1e-3 when
+    the task has none). The caller's RNG streams and the task's weights are untouched."""
     import copy
 
     from lightning.pytorch.utilities.seed import isolate_rng
+    from torch.utils.data import default_collate
+
+    from aipflow.models import reinitialize, trainable_parameters
+    from aipflow.optim import build_optimizer
 
     network = getattr(pl_module, "model", None)
     if not isinstance(network, torch.nn.Module):
         raise ValueError("cross-fitting needs the task's network as pl_module.model (ClassificationTask has it)")
     device = next(network.parameters()).device
     n = len(labels)
+    rows = [{"x": x[i], "y": labels[i]} for i in range(n)] if isinstance(x, torch.Tensor) else x
+    collate = collate or default_collate
+
+    def inputs(indices: torch.Tensor):
+        return move_data_to_device(collate([rows[i] for i in indices.tolist()])["x"], device)
+
     probs = torch.zeros(n, _num_classes(pl_module, labels))
     with isolate_rng():
         generator = torch.Generator().manual_seed(seed)
@@ -231,21 +253,18 @@ def out_of_fold_posteriors(
         for k in range(folds):
             torch.manual_seed(seed * 1000 + k)
             copy_ = copy.deepcopy(network).to(device)
-            for m in copy_.modules():
-                if hasattr(m, "reset_parameters") and m is not copy_:
-                    m.reset_parameters()
+            reinitialize(copy_)
             fit_rows = torch.nonzero(fold_of != k).flatten()
             held_rows = torch.nonzero(fold_of == k).flatten()
-            factory = getattr(pl_module, "optimizer_factory", None)
-            opt = factory(copy_.parameters()) if factory else torch.optim.AdamW(copy_.parameters(), lr=1e-3)
+            opt = build_optimizer(getattr(pl_module, "optimizer_factory", None), trainable_parameters(copy_))
             if getattr(opt, "train_size", 0) is None:  # bSAM / IVON: the dataset size scales the posterior
                 opt.train_size = len(fit_rows)
             copy_.train()
             for _ in range(epochs):
                 order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
                 for start in range(0, len(order), batch_size):
-                    rows = order[start : start + batch_size]
-                    xb, yb = x[rows].to(device), labels[rows].to(device)
+                    batch = order[start : start + batch_size]
+                    xb, yb = inputs(batch), labels[batch].to(device)
 
                     def closure(xb=xb, yb=yb, opt=opt, net=copy_):
                         opt.zero_grad()
@@ -258,8 +277,8 @@ def out_of_fold_posteriors(
             copy_.eval()
             with torch.no_grad():
                 for start in range(0, len(held_rows), 512):
-                    rows = held_rows[start : start + 512]
-                    probs[rows] = copy_(x[rows].to(device)).float().softmax(1).cpu()
+                    batch = held_rows[start : start + 512]
+                    probs[batch] = copy_(inputs(batch)).float().softmax(1).cpu()
         bar.close()
     return probs
 

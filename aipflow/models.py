@@ -1,4 +1,5 @@
-"""Networks for the embedded tasks, plus any timm model by name."""
+"""Networks for the embedded tasks, plus any timm model by name; and how a network is re-initialised for a fresh
+copy (a cross-fitting fold, a co-teaching peer) without throwing its pretraining away."""
 
 from __future__ import annotations
 
@@ -7,7 +8,40 @@ from torch import nn
 
 from aipflow.sizes import require_size
 
-__all__ = ["MLP", "SmallCNN", "TimmModel"]
+__all__ = ["MLP", "SmallCNN", "TimmModel", "reinitialize", "trainable_parameters"]
+
+
+def trainable_parameters(network: nn.Module) -> list:
+    """What an optimizer of ``network`` updates: its ``parameter_groups()`` when it declares them (e.g. layer-wise
+    learning-rate decay: groups with an ``lr_scale``), else every parameter that requires a gradient (a frozen
+    backbone gets no optimizer state, no weight decay and, with bSAM / IVON, no noise)."""
+    groups = getattr(network, "parameter_groups", None)
+    if callable(groups):
+        return [g for g in groups() if any(p.requires_grad for p in g["params"])]
+    return [p for p in network.parameters() if p.requires_grad]
+
+
+def reinitialize(network: nn.Module) -> None:
+    """Re-draw ``network``'s initialisation in place, as a new run would start it, from the global torch RNG (seed
+    it first): the fresh copy a cross-fitting fold or a co-teaching peer trains.
+
+    A module that declares ``reinitialize_trainable()`` is asked to and its submodules are left to it: a pretrained
+    network re-draws only what a run initialises itself (its head, its adapters) and keeps the pretrained weights.
+    Every other module with ``reset_parameters`` is reset, in module order (``network.modules()``)."""
+    seen: set[int] = set()
+    stack = [network]
+    while stack:  # pre-order, children in order: the order of network.modules()
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        declared = getattr(module, "reinitialize_trainable", None)
+        if callable(declared):
+            declared()
+            continue
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        stack.extend(reversed(list(module.children())))
 
 
 class MLP(nn.Module):
@@ -99,6 +133,12 @@ class TimmModel(nn.Module):
             name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, checkpoint_path=checkpoint_path
         )
         self.input_size = input_size
+        self.pretrained = bool(pretrained or checkpoint_path)
+
+    def reinitialize_trainable(self) -> None:
+        """For a fresh copy (:func:`reinitialize`): with pretrained weights only the classifier is re-drawn (the
+        backbone is what every run starts from); from scratch, everything."""
+        reinitialize(self.model.get_classifier() if self.pretrained else self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size is not None and x.shape[-1] != self.input_size:

@@ -79,3 +79,72 @@ def test_estimated_before_training_saved_and_not_redone_on_resume(tmp_path):
     resumed_task, resumed, calls, _ = fit(2, ckpt)
     assert calls == [] and torch.equal(resumed.estimate, estimator.estimate)
     assert torch.equal(resumed_task.loss_fn.transition_matrix, estimator.estimate)
+
+
+def test_reinitialize_redraws_a_network_from_scratch_as_reset_parameters_in_module_order():
+    """The fold copies, co-teaching's peer and the PU prior's copies all use reinitialize: for a network from
+    scratch it must draw exactly what resetting every module in ``modules()`` order draws (the golden runs hold the
+    recipes to it)."""
+    import copy
+
+    from aipflow.models import SmallCNN, reinitialize
+
+    network = SmallCNN(num_classes=10, in_channels=1, width=8)
+    by_hand, ours = copy.deepcopy(network), copy.deepcopy(network)
+    torch.manual_seed(5)
+    for module in by_hand.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    torch.manual_seed(5)
+    reinitialize(ours)
+    assert all(torch.equal(a, b) for a, b in zip(by_hand.state_dict().values(), ours.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), ours.state_dict().values()))
+
+
+class PretrainedHead(torch.nn.Module):
+    """A frozen "pretrained" feature layer and a head: it declares that only the head is re-drawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Linear(4, 6).requires_grad_(False)
+        self.head = torch.nn.Linear(6, 3)
+
+    def reinitialize_trainable(self) -> None:
+        self.head.reset_parameters()
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.features(x)))
+
+
+def test_a_declared_network_keeps_what_it_was_given_even_when_nested():
+    import copy
+
+    from aipflow.models import reinitialize
+
+    network = torch.nn.Sequential(torch.nn.Identity(), PretrainedHead())
+    fresh = copy.deepcopy(network)
+    reinitialize(fresh)
+    assert torch.equal(fresh[1].features.weight, network[1].features.weight)
+    assert not torch.equal(fresh[1].head.weight, network[1].head.weight)
+
+
+def test_fold_copies_train_what_the_run_trains():
+    """Each copy's optimizer gets the copy's trainable parameters only (IVON would otherwise sample noise on the
+    frozen weights), never the task's own."""
+    from aipflow.optim import IVON
+
+    torch.manual_seed(0)
+    network = PretrainedHead()
+    given = []
+
+    def factory(params):
+        params = list(params)
+        given.append(params)
+        return IVON(params, lr=0.05, ess=40)
+
+    task = ClassificationTask(network, num_classes=3, optimizer=factory)
+    x, labels = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    out_of_fold_posteriors(task, x, labels, folds=2, epochs=2, batch_size=8, seed=0)
+    assert len(given) == 2 and all(len(params) == 2 and all(p.requires_grad for p in params) for params in given)
+    assert all(p.shape in ((3, 6), (3,)) for params in given for p in params)  # the head's weight and bias
+    assert not {id(p) for params in given for p in params} & {id(p) for p in network.parameters()}

@@ -1,7 +1,7 @@
 """Sharpness-aware, Bayesian and Langevin optimizers (one per file), each with its functional form in
 :mod:`aipflow.optim.functional` (step functions over lists of tensors, the one seam to the backends)."""
 
-from aipflow.optim._base import MultiPassOptimizer, OptionError
+from aipflow.optim._base import MultiPassOptimizer, OptionError, build_optimizer
 from aipflow.optim.bsam import BSAM
 from aipflow.optim.ivon import IVON
 from aipflow.optim.psgld import PSGLD
@@ -19,4 +19,5 @@ __all__ = [
     "OptionError",
     "PolynomialDecayLR",
     "SAM",
+    "build_optimizer",
 ]

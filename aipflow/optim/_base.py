@@ -189,6 +189,17 @@ def grad_or_zeros(p: Tensor) -> Tensor:
     return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
+def build_optimizer(factory: Callable[[list], Optimizer] | None, params: list) -> Optimizer:
+    """A run's optimizer over ``params`` (tensors or parameter groups): ``factory(params)``, or AdamW (lr 1e-3,
+    weight decay 1e-2) without one; a group's ``lr_scale`` multiplies its learning rate (layer-wise decay, a head's
+    own scale). The task and the copies it cross-fits build theirs here."""
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2) if factory is None else factory(params)
+    for group in optimizer.param_groups:
+        if "lr_scale" in group:
+            group["lr"] = group["lr"] * group["lr_scale"]
+    return optimizer
+
+
 class OptionError(ValueError):
     """A bad optimizer option, as data: ``field`` (the argument's name), the ``value`` given and what was
     ``expected``. The message reads ``"<field> must <expected>, got <value>"``; the command turns ``field`` into the

@@ -14,6 +14,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from aipflow.metrics import DEFAULT_ECE_BINS, plot_reliability_diagram
+from aipflow.models import trainable_parameters
+from aipflow.optim import build_optimizer
 from aipflow.sizes import require_size
 
 _STAGES = ("train", "val", "test")
@@ -411,24 +413,16 @@ class ClassificationTask(L.LightningModule):
         """What the optimizer updates: the network's ``parameter_groups()`` when it has them (e.g. layer-wise
         learning-rate decay: groups with an ``lr_scale``), else every parameter that requires a gradient (a frozen
         backbone gets no optimizer state, no weight decay and, with bSAM / IVON, no noise)."""
-        groups = getattr(self.model, "parameter_groups", None)
-        if callable(groups):
-            params = [g for g in groups() if any(p.requires_grad for p in g["params"])]
-        else:
-            params = [p for p in self.parameters() if p.requires_grad]
+        # the task's own parameters count too (a loss may learn: T-Revision's correction) unless the network
+        # declares its groups
+        declares_groups = callable(getattr(self.model, "parameter_groups", None))
+        params = trainable_parameters(self.model if declares_groups else self)
         if not params:
             raise ValueError("model: no parameter requires a gradient, nothing would train (is everything frozen?)")
         return params
 
     def configure_optimizers(self):
-        params = self.trainable_parameters()
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
-        else:
-            optimizer = self.optimizer_factory(params)
-        for group in optimizer.param_groups:  # a group's lr_scale multiplies the optimizer's learning rate
-            if "lr_scale" in group:
-                group["lr"] = group["lr"] * group["lr_scale"]
+        optimizer = build_optimizer(self.optimizer_factory, self.trainable_parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -20,15 +20,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from aipflow.metrics import DEFAULT_ECE_BINS
+from aipflow.models import reinitialize
 from aipflow.passes import in_extra_pass
 from aipflow.tasks.classification import ClassificationTask, _unpack
 
 
 def _reinitialise(module: nn.Module, seed: int) -> None:
     torch.manual_seed(seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+    reinitialize(module)  # a pretrained network keeps its pretrained weights: the peer differs in what a run draws
 
 
 class CoTeachingTask(ClassificationTask):

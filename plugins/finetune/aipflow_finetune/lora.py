@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-__all__ = ["LoraSettings", "apply_lora"]
+__all__ = ["LoraSettings", "apply_lora", "reset_adapters"]
 
 
 @dataclass
@@ -49,3 +49,14 @@ def apply_lora(backbone: nn.Module, settings: LoraSettings, field_name: str = "m
             f"{field_name}.target_modules={targets!r} matches no layer of {type(backbone).__name__}; "
             f"its linear layers are named {linear}"
         ) from None
+
+
+def reset_adapters(module: nn.Module) -> None:
+    """Re-draw every LoRA adapter in ``module`` as peft initialises a new one (A Kaiming-uniform, B zero: the update
+    starts at 0), from the global torch RNG; the frozen pretrained weights are left as they are."""
+    from peft.tuners.lora import LoraLayer
+
+    for layer in module.modules():
+        if isinstance(layer, LoraLayer):
+            for adapter in layer.lora_A:
+                layer.reset_lora_parameters(adapter, True)

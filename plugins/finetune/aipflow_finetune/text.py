@@ -12,7 +12,7 @@ from torch import nn
 
 from aipflow.sizes import require_size
 from aipflow_finetune.backbones import load_failure, offline, resolve_backbone
-from aipflow_finetune.lora import LoraSettings, apply_lora
+from aipflow_finetune.lora import LoraSettings, apply_lora, reset_adapters
 
 __all__ = ["METHODS", "POOLINGS", "TextClassifier", "pool"]
 
@@ -110,6 +110,12 @@ class TextClassifier(nn.Module):
         self.encoder = encoder.train()
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(int(config.hidden_size), num_classes)
+
+    def reinitialize_trainable(self) -> None:
+        """A fresh copy of this classifier (a cross-fitting fold: :func:`aipflow.models.reinitialize`) starts where
+        a run starts: the pretrained encoder as loaded, the head and the LoRA adapters re-drawn."""
+        self.head.reset_parameters()
+        reset_adapters(self.encoder)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         if not isinstance(x, dict) or "input_ids" not in x:

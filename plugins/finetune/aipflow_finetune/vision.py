@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from aipflow.data import package_path
+from aipflow.models import reinitialize
 from aipflow.sizes import require_size
-from aipflow_finetune.lora import LoraSettings, apply_lora
+from aipflow_finetune.lora import LoraSettings, apply_lora, reset_adapters
 from aipflow_finetune.text import METHODS
 
 __all__ = ["VisionClassifier", "load_weights_in_order"]
@@ -67,6 +68,14 @@ class VisionClassifier(nn.Module):
                     param.requires_grad_(True)
         self.network = network
         self.method = method
+        self.pretrained = weights is not None
+
+    def reinitialize_trainable(self) -> None:
+        """A fresh copy (a cross-fitting fold: :func:`aipflow.models.reinitialize`) starts where a run starts: with
+        pretrained weights, those as loaded and the classifier and LoRA adapters re-drawn; without, everything."""
+        timm_model = self.network.get_base_model() if hasattr(self.network, "get_base_model") else self.network
+        reinitialize(timm_model.get_classifier() if self.pretrained else timm_model)
+        reset_adapters(self.network)  # after the layers: an adapter's B starts at zero
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)

@@ -64,13 +64,13 @@ def _network_scores(template, fit, held, seed, max_epochs, batch_size, lr, weigh
     import torch
     from torch.nn import functional as F
 
+    from aipflow.models import reinitialize
+
     device = next(template.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         net = copy.deepcopy(template)
-        for module in net.modules():  # a fresh initialisation per fold, not the template's weights
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        reinitialize(net)  # a fresh initialisation per fold, not the template's weights (pretrained ones kept)
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
         x_fit, s_fit, x_held, s_held = (torch.as_tensor(a, device=device).float() for a in (*fit, *held))
         best_loss, best = float("inf"), None
