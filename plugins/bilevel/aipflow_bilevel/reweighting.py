@@ -234,8 +234,8 @@ class ReweightingTask(ClassificationTask):
         self._row_weights = (weights / total if total > 0 else weights).detach()
 
     def training_loss(self, logits: Tensor, y: Tensor, batch) -> Tensor:
-        """``sum_i r_i l_i`` with this batch's weights ``r`` (sum 1); a pass on a slice of the batch (bSAM's
-        sub-batches) uses the slice's weights, renormalised."""
+        """``sum_i r_i l_i`` with this batch's weights ``r`` (sum 1). A pass on a slice of the batch (bSAM's
+        sub-batches) has no weights of its own and is refused with one line."""
         weights = self._row_weights
         per_row = self._per_row(logits, y)
         if weights is None or len(weights) != len(per_row):

@@ -178,3 +178,39 @@ def test_bad_settings_are_one_line():
     model = ReweightingTask(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), meta_size=5000)
     with pytest.raises(ValueError, match="model.meta_size is 5000 but the validation split has 270 rows"):
         quiet_trainer(max_epochs=1, limit_train_batches=1).fit(model, data())
+
+
+def test_the_meta_weight_net_step_descends_its_clean_meta_objective():
+    """One meta step (Adam on the weighting network, its first step moves each parameter by -lr sign(g)) lowers
+    Shu et al.'s meta objective on the same batches: a step that ascended (``p.grad = -g``) raises it."""
+    torch.manual_seed(0)
+    task = ReweightingTask(MLP(in_features=4, num_classes=3, hidden=(8,)), method="mwn", num_classes=3, virtual_lr=0.5)
+    task.setup_meta_optimizer()
+    for group in task._meta_optimizer.param_groups:
+        group["lr"] = 1e-3  # small: the first-order decrease dominates
+    g = torch.Generator().manual_seed(1)
+    batch = {"x": torch.randn(32, 4, generator=g), "y": torch.randint(0, 3, (32,), generator=g)}
+    clean = {"x": torch.randn(16, 4, generator=g), "y": torch.randint(0, 3, (16,), generator=g)}
+    task._clean_batch = lambda: clean
+
+    def meta_loss() -> float:
+        with torch.enable_grad():
+            return float(meta_weight_net_loss(task.model, task.weight_net, task._per_row, batch, clean, 0.5)[0])
+
+    before = meta_loss()
+    task.on_train_batch_start(batch, 0)
+    after = meta_loss()
+    assert after < before, (before, after)
+
+
+def test_the_reweighted_training_loss_is_the_weighted_sum_of_the_row_losses():
+    """``sum_i r_i l_i`` with the batch's weights (sum 1), by hand: a mean in its place would divide by the rows."""
+    torch.manual_seed(0)
+    task = ReweightingTask(MLP(in_features=4, num_classes=3, hidden=(8,)), num_classes=3)
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    task._row_weights = torch.tensor([0.5, 0.0, 0.25, 0.125, 0.125, 0.0])
+    by_hand = sum(
+        float(w) * float(nn.functional.cross_entropy(logits[i : i + 1], y[i : i + 1]))
+        for i, w in enumerate(task._row_weights)
+    )
+    assert float(task.training_loss(logits, y, {"x": None, "y": y})) == pytest.approx(by_hand, rel=1e-6)

@@ -128,3 +128,25 @@ def test_bad_settings_are_one_line():
         HypergradientTask(nn.Linear(2, 2), method="lissa")
     with pytest.raises(ValueError, match=r"model.label_smoothing must lie in \(0, 1\), got 0.0"):
         HypergradientTask(nn.Linear(2, 2), label_smoothing=0.0)
+
+
+def test_the_hyper_step_moves_each_hyperparameter_against_its_hypergradient():
+    """The step the task takes after a batch (Adam's first step: -lr sign(g)) moves log weight decay, the smoothing
+    logit and log input noise each against the dense implicit-function-theorem hypergradient, i.e. the way that
+    lowers the validation loss to first order: a step that ascended (``tensor.grad = -grad``) fails."""
+    import types
+
+    task = linear_task(["weight_decay", "label_smoothing", "input_noise"], "cg", 650)
+    train, val = batches()
+    want = dense_ift(task, train, val)
+    tuned = ("log_weight_decay", "smoothing_logit", "log_input_noise")
+    for name in tuned:  # float64 like the network: the hypergradient is then the dense formula's (test above)
+        setattr(task, name, getattr(task, name).double())
+    task._make_hyper_optimizer()
+    task._validation_batch = lambda: val
+    task._trainer = types.SimpleNamespace(global_step=0)  # on_train_batch_end reads only the step count
+    task.log = lambda *args, **kwargs: None
+    before = [float(getattr(task, name)) for name in tuned]
+    task.on_train_batch_end(None, train, 0)
+    moved = [float(getattr(task, name)) - b for name, b in zip(tuned, before)]
+    assert all(step * gradient < 0 for step, gradient in zip(moved, want)), (moved, want)

@@ -1,6 +1,6 @@
 """Tucker-2 convolutions against numpy in float64: full ranks reproduce the layer; the three convolutions compute
 the convolution with the reconstructed kernel ``G x_0 U_out x_1 U_in``; the HOSVD factors are numpy's leading
-singular vectors of each mode's unfolding and HOOI does not fit worse; ranks by energy and by budget; a model's
+singular vectors of each mode's unfolding and HOOI improves on them; ranks by energy and by budget; a model's
 convolutions replaced where that saves weights; one line for bad input."""
 
 import numpy as np
@@ -43,16 +43,20 @@ def test_the_three_convolutions_compute_the_reconstructed_kernel_and_hosvd_is_nu
     assert np.allclose(np.abs(leading_in.T @ u_in), np.eye(4), atol=1e-8)
 
 
-def test_hooi_fits_at_least_as_well_as_hosvd():
+def test_hooi_improves_on_hosvd_where_hosvd_is_not_optimal():
+    """A random 16 x 16 x 3 x 3 kernel at rank 4: the truncated HOSVD is not the best Tucker-2 fit, and each HOOI
+    round lowers the error (16 x 16 at rank 4: HOSVD 2.172, three rounds 2.096). A HOOI that does not refine
+    (its loop never run) gives HOSVD's error and fails."""
     layer = conv(out_channels=16, in_channels=16)
     errors = []
-    for iterations in (0, 3):
+    for iterations in (0, 1, 3):
         tucker = factorize_conv2d(layer, rank=4, iterations=iterations)
         approx = torch.einsum(
             "sa,abij,bc->scij", tucker[2].weight[:, :, 0, 0], tucker[1].weight, tucker[0].weight[:, :, 0, 0]
         )
         errors.append(float((approx - layer.weight).norm().detach()))
-    assert errors[1] <= errors[0] + 1e-12
+    assert errors[0] > errors[1] >= errors[2] - 1e-12
+    assert errors[2] < 0.99 * errors[0]
 
 
 def test_ranks_by_energy_and_by_budget():
