@@ -148,5 +148,5 @@ def test_the_hyper_step_moves_each_hyperparameter_against_its_hypergradient():
     task.log = lambda *args, **kwargs: None
     before = [float(getattr(task, name)) for name in tuned]
     task.on_train_batch_end(None, train, 0)
-    moved = [float(getattr(task, name)) - b for name, b in zip(tuned, before)]
-    assert all(step * gradient < 0 for step, gradient in zip(moved, want)), (moved, want)
+    moved = [float(getattr(task, name)) - b for name, b in zip(tuned, before, strict=True)]
+    assert all(step * gradient < 0 for step, gradient in zip(moved, want, strict=True)), (moved, want)
