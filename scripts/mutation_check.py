@@ -76,6 +76,14 @@ MUTATIONS = (
         fast=True,
     ),
     Mutation(
+        "low-rank-drops-the-bias",
+        "plugins/compress/aipflow_compress/lowrank.py",
+        "        layer[1].bias.copy_(linear.bias)\n",
+        "        pass\n",
+        ("plugins/compress/tests/test_lowrank.py::test_low_rank_replaces_only_the_layers_it_shrinks",),
+        fast=True,
+    ),
+    Mutation(
         "langevin-noise-halved",
         "aipflow/optim/_langevin.py",
         'return 2.0 * group["lr"] * self.temperature / float(self.train_size)',

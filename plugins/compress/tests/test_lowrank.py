@@ -2,6 +2,8 @@
 factorised layer equal to the truncated matrix, the squared relative error equal to the energy left out
 (Eckart-Young), layers left alone where factoring saves nothing, and one line for each bad input."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -62,9 +64,19 @@ def test_low_rank_replaces_only_the_layers_it_shrinks():
     report = low_rank(model, energy=1.0)  # full rank: exact, and no saving for either layer
     assert not any(entry["replaced"] for entry in report.values())
     singular = np.linalg.svd(model[0].weight.detach().double().numpy(), compute_uv=False)
+    original = copy.deepcopy(model)
     report = low_rank(model, ratio=0.25)
     assert report["0"]["replaced"] and isinstance(model[0], LowRankLinear)
     rank = report["0"]["rank"]
+    # the model now computes the original with each replaced weight truncated by numpy's SVD, its bias kept
+    for name, entry in report.items():
+        if entry["replaced"]:
+            layer = original.get_submodule(name)
+            u, s, vt = np.linalg.svd(layer.weight.detach().double().numpy(), full_matrices=False)
+            r = entry["rank"]
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(u[:, :r] @ np.diag(s[:r]) @ vt[:r]))
+    assert torch.allclose(model(x), original(x), atol=1e-5)
     assert report["0"]["energy"] == pytest.approx((singular[:rank] ** 2).sum() / (singular**2).sum(), rel=1e-10)
     assert report["0"]["weights_after"] <= 0.25 * 64 * 128
     assert model(x).shape == (8, 4)

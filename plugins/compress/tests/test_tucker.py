@@ -3,6 +3,8 @@ the convolution with the reconstructed kernel ``G x_0 U_out x_1 U_in``; the HOSV
 singular vectors of each mode's unfolding and HOOI improves on them; ranks by energy and by budget; a model's
 convolutions replaced where that saves weights; one line for bad input."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -74,13 +76,23 @@ def test_ranks_by_energy_and_by_budget():
 def test_a_models_convolutions_are_replaced_where_that_saves_weights():
     torch.manual_seed(0)
     model = SmallCNN(num_classes=10, in_channels=1, width=16).eval()
+    original = copy.deepcopy(model)
     x = torch.randn(2, 1, 8, 8)
     report = tucker_convs(model, ratio=0.5)
     replaced = [name for name, entry in report.items() if entry["replaced"]]
     assert replaced == ["features.0.0", "features.1.0", "features.3.0"]  # every 3x3 convolution
     assert isinstance(model.features[1][0], TuckerConv2d)
     assert all(report[n]["weights_after"] <= 0.5 * report[n]["weights_before"] for n in replaced)
-    assert model(x).shape == (2, 10)
+    # the model now computes the original with each replaced kernel reconstructed from its factors, the
+    # convolution's bias, stride and padding kept (a dropped bias fails here)
+    with torch.no_grad():
+        for name in replaced:
+            tucker = model.get_submodule(name)
+            kernel = torch.einsum(
+                "sa,abij,bc->scij", tucker[2].weight[:, :, 0, 0], tucker[1].weight, tucker[0].weight[:, :, 0, 0]
+            )
+            original.get_submodule(name).weight.copy_(kernel)
+    assert torch.allclose(model(x), original(x), atol=1e-5)
 
 
 @pytest.mark.parametrize(
