@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aipflow import testing
 from aipflow.cli import run
 from aipflow.config import list_recipes
 from aipflow.data.examples import write_digits_image_folder, write_table
@@ -41,16 +42,8 @@ TOLERANCE = 1e-3
 #: the libraries whose kernels or defaults decide a run's numbers
 LIBRARIES = ("torch", "lightning", "numpy", "timm", "transformers", "peft", "torchao", "datasets", "scikit-learn")
 
-SHORT_RUN = (
-    "--trainer.max_steps=2",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.num_sanity_val_steps=0",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.logger=false",
-    "--test_after_fit=false",
-)
+#: the plugin kit's two-step run (aipflow.testing.fit_recipe's), quiet, without a logger or the test after fit
+SHORT_RUN = (*testing.SHORT_RUN, "--trainer.logger=false", "--test_after_fit=false")
 
 RECIPES = sorted(list_recipes())
 
@@ -154,7 +147,8 @@ def recipe_argv(recipe: str, sources: Path, root: Path) -> list[str]:
     return argv
 
 
-def _skip_without_data_package(recipe: str) -> None:
+def missing_data_package(recipe: str) -> str | None:
+    """The package a recipe reads its data from (``source: package:...``) when it is not installed, else None."""
     import yaml
 
     text = yaml.safe_load(Path(list_recipes()[recipe]).read_text())
@@ -162,7 +156,8 @@ def _skip_without_data_package(recipe: str) -> None:
     if isinstance(source, str) and source.startswith("package:"):
         package = source[len("package:") :].split("/")[0]
         if importlib.util.find_spec(package) is None:  # optional data (e.g. a licence to accept first)
-            pytest.skip(f"{recipe} reads data from {package}, which is not installed")
+            return package
+    return None
 
 
 def _load() -> dict:
@@ -201,7 +196,9 @@ def compare(recipe: str, got: dict, want: dict, same_environment: bool) -> list[
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_reproduces_its_golden_run(recipe, sources, tmp_path, monkeypatch):
-    _skip_without_data_package(recipe)
+    package = missing_data_package(recipe)
+    if package is not None:
+        pytest.skip(f"{recipe} reads data from {package}, which is not installed")
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.setenv(key, "1")
     monkeypatch.chdir(tmp_path)
@@ -223,15 +220,7 @@ def test_recipe_reproduces_its_golden_run(recipe, sources, tmp_path, monkeypatch
     assert not problems, f"{recipe} differs from its golden run, compared {where}:\n  " + "\n  ".join(problems[:20])
 
 
-def _data_package_missing(recipe: str) -> bool:
-    try:
-        _skip_without_data_package(recipe)
-    except pytest.skip.Exception:
-        return True
-    return False
-
-
 def test_every_recipe_has_a_golden_run():
     """Every recipe this install can run (its data package installed) has a golden run."""
-    missing = sorted(r for r in set(RECIPES) - set(_load()["recipes"]) if not _data_package_missing(r))
+    missing = sorted(r for r in set(RECIPES) - set(_load()["recipes"]) if missing_data_package(r) is None)
     assert not missing or UPDATE, f"recipes without a golden run: {missing}"

@@ -148,3 +148,25 @@ def test_fold_copies_train_what_the_run_trains():
     assert len(given) == 2 and all(len(params) == 2 and all(p.requires_grad for p in params) for params in given)
     assert all(p.shape in ((3, 6), (3,)) for params in given for p in params)  # the head's weight and bias
     assert not {id(p) for params in given for p in params} & {id(p) for p in network.parameters()}
+
+
+def test_a_pretrained_timm_model_keeps_its_backbone_and_redraws_its_classifier():
+    """TimmModel with weights (``pretrained`` or ``checkpoint_path``; set by hand here: nothing downloads) keeps
+    every backbone tensor in a fresh copy and re-draws the classifier; from scratch it re-draws everything."""
+    import copy
+
+    from aipflow.models import TimmModel, reinitialize
+
+    torch.manual_seed(0)
+    network = TimmModel("resnet18", num_classes=3, in_chans=1)
+    for pretrained in (True, False):
+        network.pretrained = pretrained
+        torch.manual_seed(1)
+        fresh = copy.deepcopy(network)
+        reinitialize(fresh)
+        before, after = network.state_dict(), fresh.state_dict()
+        changed = {name for name in before if not torch.equal(before[name], after[name])}
+        if pretrained:
+            assert changed == {"model.fc.weight", "model.fc.bias"}
+        else:
+            assert {"model.conv1.weight", "model.fc.weight", "model.layer4.1.conv2.weight"} <= changed
