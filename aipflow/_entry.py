@@ -8,8 +8,8 @@ from __future__ import annotations
 
 def default_callbacks() -> list:
     try:
-        from aipflow.lightning.sharpness import AutomaticSharpnessAwareTraining
+        from aipflow.lightning.defaults import default_callbacks as defaults
 
-        return [AutomaticSharpnessAwareTraining()]
+        return defaults(scope="trainer")
     except Exception:  # any import problem: no integration rather than a broken Trainer
         return []

@@ -107,9 +107,19 @@ def _import_path(name: str, registry: Registry) -> str:
     return component.import_path
 
 
+#: Lightning classes a config names that the command builds as aipflow's subclass with the same options and state
+#: (its ``save_last=True`` rewrites ``last.ckpt`` every epoch; Lightning 2.6's only on a top-k save)
+UPGRADED_CLASS_PATHS = {
+    "lightning.pytorch.callbacks.ModelCheckpoint": "aipflow.lightning.checkpoint.ModelCheckpoint",
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint": "aipflow.lightning.checkpoint.ModelCheckpoint",
+}
+
+
 def _resolve_class_path(value: str, field: str, registry: Registry) -> str:
     if value in registry:
         return _import_path(value, registry)
+    if value in UPGRADED_CLASS_PATHS:
+        return UPGRADED_CLASS_PATHS[value]
     if "." not in value:
         raise ConfigError(registry.unknown_name_message(value, field))
     failed = registry.failed_record_for_module(value)

@@ -52,10 +52,13 @@ class AipflowCLI(LightningCLI):
             self.datamodule = self._sized_datamodule
 
     def instantiate_trainer(self, **kwargs):
-        from aipflow.lightning.checkpoint import complete_callbacks
+        from aipflow.lightning.defaults import command_callbacks
 
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        configured = trainer_config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        kwargs.setdefault("callbacks", command_callbacks(configured, trainer_config.get("enable_checkpointing")))
         trainer = super().instantiate_trainer(**kwargs)
-        complete_callbacks(trainer)
         if self.subcommand == "predict":
             from aipflow.lightning.predictions import PredictionWriter
 
@@ -74,7 +77,7 @@ class AipflowCLI(LightningCLI):
 
     def _check_before_data(self) -> None:
         # bad optimizer options and impossible combinations are refused before any data is read
-        from aipflow.tasks.classification import check_optimizer_options
+        from aipflow.tasks.base import check_optimizer_options
 
         if self.recipe and hasattr(self.model, "run_label"):
             self.model.run_label = self.recipe

@@ -37,7 +37,6 @@ __all__ = [
     "RNGStateCheckpoint",
     "check_checkpoint_file",
     "collect_rng_state",
-    "complete_callbacks",
     "explain_restore_error",
     "restore_rng_state",
 ]
@@ -180,25 +179,6 @@ def _noise_state(optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
 
     noise = getattr(optimizer, "noise", None)
     return noise.state_dict() if isinstance(noise, NoiseGenerators) else None
-
-
-def complete_callbacks(trainer: L.Trainer) -> None:
-    """What every ``aipflow`` run gets: the RNG state in its checkpoints, a stop at the first non-finite loss or
-    monitored metric, one clear line when another process of the run died, and a true ``last.ckpt`` every epoch
-    from its (first) checkpoint callback, whether the recipe configured one or Lightning added its default (unless
-    the recipe says ``save_last: false``)."""
-    from aipflow.lightning.guards import LostProcessExplainer, NonFiniteGuard
-
-    for kind in (NonFiniteGuard, RNGStateCheckpoint, LostProcessExplainer):
-        if not any(isinstance(cb, kind) for cb in trainer.callbacks):
-            trainer.callbacks.insert(0, kind())
-    if not trainer.checkpoint_callbacks:  # checkpointing disabled
-        return
-    first = trainer.checkpoint_callbacks[0]
-    if type(first) is _LightningModelCheckpoint:
-        first.__class__ = ModelCheckpoint  # adds behaviour only (no state): last.ckpt at every trigger
-    if isinstance(first, ModelCheckpoint) and first.save_last is None:  # unset; an explicit false is respected
-        first.save_last = True
 
 
 # ------------------------------------------------------------------------------------------ checkpoint errors

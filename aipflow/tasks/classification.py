@@ -5,18 +5,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import ClassVar
 
-import lightning as L
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from aipflow.metrics import DEFAULT_ECE_BINS, plot_reliability_diagram
-from aipflow.models import trainable_parameters
-from aipflow.optim import build_optimizer
 from aipflow.sizes import require_size
+from aipflow.tasks.base import Task
 
 _STAGES = ("train", "val", "test")
 POSTERIOR_ECE_BINS = 20  # as reported in the bSAM paper
@@ -33,52 +31,7 @@ def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def check_optimizer_options(module: L.LightningModule, field: str = "model.init_args.optimizer"):
-    """Build ``module``'s optimizer once, before any data is read, so that a bad option (``lr < 0``, ``rho < 0``)
-    is reported naming the config field rather than after data set-up; the RNG is isolated (an unseeded IVON draws
-    its seed), so the run itself is unchanged. Returns the optimizer, or ``None`` when the module cannot build it
-    outside a Trainer (its ``configure_optimizers`` needs the trainer: it is then checked when the run builds it)."""
-    from lightning.pytorch.utilities.seed import isolate_rng
-
-    from aipflow.config import ConfigError
-    from aipflow.optim import OptionError
-
-    try:
-        with isolate_rng():
-            built = module.configure_optimizers()
-    except OptionError as exc:  # aipflow's optimizers say which option, as data
-        raise ConfigError(f"{field}.init_args.{exc.field}: {exc}") from None
-    except ValueError as exc:
-        if not str(exc).startswith("Invalid "):  # not one of torch.optim's own option checks: left to the run
-            return None
-        option = _torch_option(str(exc))
-        raise ConfigError(f"{field}.init_args.{option}: {exc}" if option else f"{field}: {exc}") from None
-    except Exception:  # noqa: BLE001 - e.g. needs self.trainer: left to the run
-        return None
-    if isinstance(built, dict):
-        built = built.get("optimizer")
-    elif isinstance(built, (list, tuple)) and built:
-        built = built[0][0] if isinstance(built[0], (list, tuple)) else built[0]
-    return built if isinstance(built, torch.optim.Optimizer) else None
-
-
-#: torch.optim's own checks raise ``ValueError("Invalid <option in words>: <value>")``
-_TORCH_OPTION_WORDS = {
-    "learning rate": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "epsilon": "eps",
-    "beta parameter": "betas",
-    "dampening": "dampening",
-}
-
-
-def _torch_option(message: str) -> str | None:
-    """The option a ``torch.optim`` check names (``Invalid learning rate: -1.0`` -> ``lr``), or ``None``."""
-    return next((option for words, option in _TORCH_OPTION_WORDS.items() if words in message), None)
-
-
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(Task):
     """Classification LightningModule.
 
     Logs ``{train,val,test}/acc``, ``/nll`` (mean cross-entropy against the labels given: noisy on train, clean on
@@ -88,10 +41,6 @@ class ClassificationTask(L.LightningModule):
     Args:
         model: the network, ``(N, ...) -> (N, num_classes)`` logits.
         loss: training loss module taking ``(logits, targets)``; cross-entropy when omitted.
-        optimizer: optimizer factory over the trainable parameters (:meth:`trainable_parameters`); AdamW(lr=1e-3,
-            weight_decay=1e-2) when omitted.
-        lr_scheduler: scheduler factory over the optimizer (``torch.optim.lr_scheduler.*``).
-        lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         num_classes: the number of classes (checked against the data module's ``num_classes`` when it has one;
             null: the command takes it from the data, see :mod:`aipflow.sizes`).
         ece_bins: number of bins for ECE and the reliability diagram.
@@ -103,25 +52,26 @@ class ClassificationTask(L.LightningModule):
         posterior_seed: seed of the posterior samples drawn for evaluation (fixed: comparable across epochs).
         sample_weights: weight each training row's loss by the batch's ``weight`` (a data module's weight column,
             e.g. annotator agreement): ``sum w_i l_i / sum w_i``.
+        **kwargs: :class:`aipflow.tasks.Task`'s ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``.
+
+    A subclass declares only what it adds and hands the rest on (see :mod:`aipflow.tasks.base`).
     """
+
+    #: whether the training loss honours ``sample_weights`` (a scheme that weighs or selects rows itself does not)
+    accepts_sample_weights: ClassVar[bool] = True
 
     def __init__(
         self,
         model: nn.Module,
         loss: nn.Module | None = None,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: str = "epoch",
         num_classes: int | None = 10,
         ece_bins: int = DEFAULT_ECE_BINS,
         reliability_diagram: bool = True,
         posterior_samples: int = 0,
         posterior_seed: int = 0,
         sample_weights: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        if lr_scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"model.lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
         num_classes = require_size(num_classes, "model.num_classes")
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
@@ -129,11 +79,13 @@ class ClassificationTask(L.LightningModule):
             raise ValueError(f"model.ece_bins must be >= 1, got {ece_bins}")
         if posterior_samples < 0:
             raise ValueError(f"model.posterior_samples must be >= 0, got {posterior_samples}")
-        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
-        self.model = model
+        if sample_weights and not self.accepts_sample_weights:
+            raise ValueError(
+                f"model.sample_weights: {type(self).__name__} weighs or selects its training rows itself, so it "
+                "cannot also take the data's row weights; set sample_weights: false"
+            )
+        super().__init__(model, **kwargs)
         self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_metrics": MetricCollection(
@@ -163,7 +115,6 @@ class ClassificationTask(L.LightningModule):
         self.reliability_diagram_path: Path | None = None
         #: names the run in plots (the ``aipflow`` command sets the recipe's name)
         self.run_label: str | None = None
-        self._configuration_checked = False
 
     @property
     def probabilities_description(self) -> str:
@@ -171,24 +122,10 @@ class ClassificationTask(L.LightningModule):
         loss = type(self.loss_fn).__name__
         return f"softmax of the network's logits (point estimate; trained with {loss})"
 
-    def configure_callbacks(self) -> list:
-        # multi-pass optimizers need the integration (every Trainer gets it through aipflow's entry point; here too
-        # in case the entry point is not installed), and a resumed run needs the RNG state; only what the trainer
-        # lacks (a model callback would replace the trainer's own)
-        from aipflow.lightning import LostProcessExplainer, NonFiniteGuard, RNGStateCheckpoint, SharpnessAwareTraining
-
-        wanted = (SharpnessAwareTraining, RNGStateCheckpoint, NonFiniteGuard, LostProcessExplainer)
-        return [kind() for kind in wanted if not any(isinstance(cb, kind) for cb in self.trainer.callbacks)]
-
-    def check_configuration(self) -> None:
-        """What can be refused before any data is read (the ``aipflow`` command calls it after parsing): the
-        optimizer's options, and ``posterior_samples`` without a Bayesian optimizer to sample from."""
+    def check_options(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """``posterior_samples`` needs a Bayesian optimizer to sample from."""
         from aipflow.config import ConfigError
 
-        if self._configuration_checked:  # the command checks before any data is read; setup need not again
-            return
-        self._configuration_checked = True
-        optimizer = check_optimizer_options(self)
         samples = self.hparams.posterior_samples
         if samples and optimizer is not None and not hasattr(optimizer, "sampled_params"):
             raise ConfigError(
@@ -198,8 +135,7 @@ class ClassificationTask(L.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.check_configuration()
+        super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         found = getattr(dm, "num_classes", None)
         if found is not None and found != self.hparams.num_classes:
@@ -212,9 +148,6 @@ class ClassificationTask(L.LightningModule):
                     "module has no train_size; use a data module whose batches carry 'index' (aipflow's do)"
                 )
             self.loss_fn.num_samples = int(size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self(x)
@@ -408,25 +341,3 @@ class ClassificationTask(L.LightningModule):
         )
         self._test_probs.clear()
         self._test_labels.clear()
-
-    def trainable_parameters(self) -> list:
-        """What the optimizer updates: the network's ``parameter_groups()`` when it has them (e.g. layer-wise
-        learning-rate decay: groups with an ``lr_scale``), else every parameter that requires a gradient (a frozen
-        backbone gets no optimizer state, no weight decay and, with bSAM / IVON, no noise)."""
-        # the task's own parameters count too (a loss may learn: T-Revision's correction) unless the network
-        # declares its groups
-        declares_groups = callable(getattr(self.model, "parameter_groups", None))
-        params = trainable_parameters(self.model if declares_groups else self)
-        if not params:
-            raise ValueError("model: no parameter requires a gradient, nothing would train (is everything frozen?)")
-        return params
-
-    def configure_optimizers(self):
-        optimizer = build_optimizer(self.optimizer_factory, self.trainable_parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.lr_scheduler_interval},
-        }

@@ -15,11 +15,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn import functional as F
 
-from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.models import reinitialize
 from aipflow.passes import in_extra_pass
 from aipflow.tasks.classification import ClassificationTask, _unpack
@@ -40,7 +38,11 @@ class CoTeachingTask(ClassificationTask):
         disagreement: Co-teaching+: select among the samples the networks disagree on.
         init_epoch: Co-teaching+ uses plain Co-teaching before this epoch.
         peer_seed: seed of the twin's initialisation.
+        **kwargs: the rest of :class:`aipflow.tasks.ClassificationTask`'s options (not ``loss``: the papers'
+            cross-entropy).
     """
+
+    accepts_sample_weights = False  # each peer's rows are chosen by small loss
 
     def __init__(
         self,
@@ -51,32 +53,13 @@ class CoTeachingTask(ClassificationTask):
         disagreement: bool = False,
         init_epoch: int = 20,
         peer_seed: int = 1,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: str = "epoch",
-        num_classes: int | None = 10,
-        ece_bins: int = DEFAULT_ECE_BINS,
-        reliability_diagram: bool = True,
-        posterior_samples: int = 0,
-        posterior_seed: int = 0,
+        **kwargs,
     ) -> None:
         if not 0.0 <= forget_rate < 1.0:
             raise ValueError(f"model.forget_rate must lie in [0, 1), got {forget_rate}")
         if num_gradual < 1:
             raise ValueError(f"model.num_gradual must be >= 1, got {num_gradual}")
-        super().__init__(
-            model,
-            loss=None,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_interval=lr_scheduler_interval,
-            num_classes=num_classes,
-            ece_bins=ece_bins,
-            reliability_diagram=reliability_diagram,
-            posterior_samples=posterior_samples,
-            posterior_seed=posterior_seed,
-        )
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+        super().__init__(model, loss=None, **kwargs)  # the papers' cross-entropy, on the rows each peer picks
         self.peer = copy.deepcopy(model)
         _reinitialise(self.peer, peer_seed)
 

@@ -52,23 +52,35 @@ def test_resumed_recipe_equals_the_uninterrupted_run(recipe, tmp_path, monkeypat
     assert not different, f"{recipe}: resumed weights differ in {different}"
 
 
-def test_every_run_gets_a_true_last_checkpoint_and_its_rng_unless_told_otherwise():
+def test_every_command_run_gets_a_true_last_checkpoint_and_its_rng_unless_told_otherwise():
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint as LightningCheckpoint
 
-    from aipflow.lightning import ModelCheckpoint, NonFiniteGuard, RNGStateCheckpoint
-    from aipflow.lightning.checkpoint import complete_callbacks
+    from aipflow.config import rewrite_short_names
+    from aipflow.lightning import (
+        AutomaticSharpnessAwareTraining,
+        ModelCheckpoint,
+        NonFiniteGuard,
+        RNGStateCheckpoint,
+        command_callbacks,
+    )
 
-    def completed(*callbacks):
-        trainer = L.Trainer(logger=False, callbacks=list(callbacks), enable_progress_bar=False)
-        complete_callbacks(trainer)
-        return trainer
+    def built(*configured, enable_checkpointing=None):
+        callbacks = command_callbacks(list(configured), enable_checkpointing)
+        return L.Trainer(
+            logger=False, callbacks=callbacks, enable_checkpointing=enable_checkpointing, enable_progress_bar=False
+        )
 
-    default = completed()  # Lightning's own default checkpoint callback
+    default = built()  # none configured: aipflow's, not Lightning's default
     assert type(default.checkpoint_callback) is ModelCheckpoint and default.checkpoint_callback.save_last is True
+    assert len(default.checkpoint_callbacks) == 1
     assert any(isinstance(c, RNGStateCheckpoint) for c in default.callbacks)
     assert any(isinstance(c, NonFiniteGuard) for c in default.callbacks)
-    configured = completed(LightningCheckpoint(monitor="val/nll"))
-    assert type(configured.checkpoint_callback) is ModelCheckpoint and configured.checkpoint_callback.save_last
-    refused = completed(LightningCheckpoint(monitor="val/nll", save_last=False))
+    assert sum(isinstance(c, AutomaticSharpnessAwareTraining) for c in default.callbacks) == 1  # the entry point's
+    configured = built(ModelCheckpoint(monitor="val/nll"))
+    assert configured.checkpoint_callback.save_last is True and len(configured.checkpoint_callbacks) == 1
+    refused = built(ModelCheckpoint(monitor="val/nll", save_last=False))
     assert refused.checkpoint_callback.save_last is False
+    assert not built(enable_checkpointing=False).checkpoint_callbacks
+    # a config that names Lightning's own class is built as aipflow's (no class is swapped on a live object)
+    named = rewrite_short_names({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"})
+    assert named == {"class_path": "aipflow.lightning.checkpoint.ModelCheckpoint"}

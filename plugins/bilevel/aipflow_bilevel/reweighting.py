@@ -29,12 +29,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from aipflow.losses import upcast
-from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.tasks import ClassificationTask
 from aipflow_bilevel._functional import RowCycle, forward_at, inputs_and_labels
 
@@ -117,8 +115,10 @@ class ReweightingTask(ClassificationTask):
         meta_seed: seed of the clean rows' choice and order.
         virtual_lr: the virtual step's size (null: the optimizer's first group's learning rate at that step).
         meta_lr / meta_weight_decay / meta_hidden: Meta-Weight-Net's optimizer (Adam) and width (1e-3, 1e-4, 100).
-        The rest: as :class:`aipflow.tasks.ClassificationTask`.
+        **kwargs: the rest of :class:`aipflow.tasks.ClassificationTask`'s options.
     """
+
+    accepts_sample_weights = False  # the meta step learns each row's weight
 
     def __init__(
         self,
@@ -131,15 +131,7 @@ class ReweightingTask(ClassificationTask):
         meta_lr: float = 1e-3,
         meta_weight_decay: float = 1e-4,
         meta_hidden: int = 100,
-        loss: nn.Module | None = None,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: str = "epoch",
-        num_classes: int | None = 10,
-        ece_bins: int = DEFAULT_ECE_BINS,
-        reliability_diagram: bool = True,
-        posterior_samples: int = 0,
-        posterior_seed: int = 0,
+        **kwargs,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"model.method must be one of {METHODS}, got {method!r}")
@@ -148,19 +140,7 @@ class ReweightingTask(ClassificationTask):
                 raise ValueError(f"model.{name} must be >= 1, got {value}")
         if virtual_lr is not None and not virtual_lr > 0:
             raise ValueError(f"model.virtual_lr must be > 0, got {virtual_lr}")
-        super().__init__(
-            model,
-            loss=loss,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_interval=lr_scheduler_interval,
-            num_classes=num_classes,
-            ece_bins=ece_bins,
-            reliability_diagram=reliability_diagram,
-            posterior_samples=posterior_samples,
-            posterior_seed=posterior_seed,
-        )
-        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
+        super().__init__(model, **kwargs)
         # its parameters take no gradient from the training loss (and data-parallel wrappers leave them alone):
         # the meta-step differentiates a functional copy and hands the gradient to its own optimizer
         self.weight_net = MetaWeightNet(meta_hidden).requires_grad_(False) if method == "mwn" else None

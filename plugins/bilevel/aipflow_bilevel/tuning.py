@@ -28,11 +28,9 @@ import math
 from typing import Any
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from aipflow.losses import label_smoothing_loss, upcast
-from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.tasks import ClassificationTask
 from aipflow_bilevel._functional import RowCycle, forward_at, inputs_and_labels
 from aipflow_bilevel.hypergradient import implicit_hypergradient, unrolled_hypergradient
@@ -58,7 +56,7 @@ class HypergradientTask(ClassificationTask):
         hyper_lr: Adam's rate on ``log lambda`` and ``logit eps`` (0.01).
         hyper_every: optimizer steps between hyper-steps (10).
         hyper_seed: seed of the validation batches' order.
-        The rest: as :class:`aipflow.tasks.ClassificationTask`.
+        **kwargs: the rest of :class:`aipflow.tasks.ClassificationTask`'s options.
     """
 
     def __init__(
@@ -74,16 +72,7 @@ class HypergradientTask(ClassificationTask):
         hyper_lr: float = 0.01,
         hyper_every: int = 10,
         hyper_seed: int = 0,
-        loss: nn.Module | None = None,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: str = "epoch",
-        num_classes: int | None = 10,
-        ece_bins: int = DEFAULT_ECE_BINS,
-        reliability_diagram: bool = True,
-        posterior_samples: int = 0,
-        posterior_seed: int = 0,
-        sample_weights: bool = False,
+        **kwargs,
     ) -> None:
         tune = list(tune if tune is not None else ["weight_decay"])
         unknown = [t for t in tune if t not in HYPERPARAMETERS]
@@ -100,20 +89,7 @@ class HypergradientTask(ClassificationTask):
         for name, value in (("iterations", iterations), ("hyper_every", hyper_every)):
             if value < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {value}")
-        super().__init__(
-            model,
-            loss=loss,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_interval=lr_scheduler_interval,
-            num_classes=num_classes,
-            ece_bins=ece_bins,
-            reliability_diagram=reliability_diagram,
-            posterior_samples=posterior_samples,
-            posterior_seed=posterior_seed,
-            sample_weights=sample_weights,
-        )
-        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "lr_scheduler"])
+        super().__init__(model, **kwargs)
         self.groups = [name for name, child in model.named_children() if any(True for _ in child.parameters())]
         if "weight_decay" in tune and not self.groups:
             raise ValueError("model.tune: weight_decay needs a network with child modules holding parameters")

@@ -15,11 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn import functional as F
 
-from aipflow.metrics import DEFAULT_ECE_BINS
 from aipflow.passes import in_extra_pass
 from aipflow.tasks import ClassificationTask
 
@@ -78,7 +76,7 @@ class DistillationTask(ClassificationTask):
             join the distillation loss, as later work does). The regressors are built from the data module's
             ``input_shape`` before the optimizer, and are saved with the student.
         feature_weight: the weight of the hint term (1).
-        The rest: as :class:`aipflow.tasks.ClassificationTask`.
+        **kwargs: the rest of :class:`aipflow.tasks.ClassificationTask`'s options (``loss`` weighs the labels).
 
     The teacher stays in eval mode (no dropout, its batch-norm statistics unchanged), gets no gradient and is
     not in the optimizer. Its outputs are computed in each pass (bSAM's passes see different slices of the batch).
@@ -91,18 +89,9 @@ class DistillationTask(ClassificationTask):
         teacher_checkpoint: str | None = None,
         temperature: float = 4.0,
         alpha: float = 0.9,
-        loss: nn.Module | None = None,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: str = "epoch",
-        num_classes: int | None = 10,
-        ece_bins: int = DEFAULT_ECE_BINS,
-        reliability_diagram: bool = True,
-        posterior_samples: int = 0,
-        posterior_seed: int = 0,
-        sample_weights: bool = False,
         features: dict[str, str] | None = None,
         feature_weight: float = 1.0,
+        **kwargs,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"model.temperature must be > 0, got {temperature}")
@@ -110,20 +99,7 @@ class DistillationTask(ClassificationTask):
             raise ValueError(f"model.alpha must lie in [0, 1], got {alpha}")
         if feature_weight < 0:
             raise ValueError(f"model.feature_weight must be >= 0, got {feature_weight}")
-        super().__init__(
-            model,
-            loss=loss,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            lr_scheduler_interval=lr_scheduler_interval,
-            num_classes=num_classes,
-            ece_bins=ece_bins,
-            reliability_diagram=reliability_diagram,
-            posterior_samples=posterior_samples,
-            posterior_seed=posterior_seed,
-            sample_weights=sample_weights,
-        )
-        self.save_hyperparameters(ignore=["model", "teacher", "loss", "optimizer", "lr_scheduler"])
+        super().__init__(model, **kwargs)
         if teacher_checkpoint is not None:
             load_teacher(teacher, teacher_checkpoint)
         self.teacher = teacher.eval().requires_grad_(False)

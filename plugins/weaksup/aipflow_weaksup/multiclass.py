@@ -24,15 +24,13 @@ from weak labels only: ``val/weak_risk``) and its clean labels for reports (``va
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
 from aipflow.data import EpochShuffleSampler, training_epoch
-from aipflow_weaksup._callbacks import guard_callbacks
+from aipflow.tasks import Task
 from aipflow_weaksup._distributed import share_rows, whole_split
 from aipflow_weaksup.data import IndexedTensorDataset, WeakLabelDataModule
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, check_complementary_prior, check_transition
@@ -217,20 +215,27 @@ class WeakDigitsDataModule(WeakLabelDataModule):
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler)
 
 
-class WeakMulticlassTask(L.LightningModule):
+class WeakMulticlassTask(Task):
     """Train a classifier from complementary labels (``ComplementaryLoss``) or partial labels
     (``PartialLabelLoss``). Model selection needs no clean labels: ``val/weak_risk`` is the complementary loss
     itself, or the CC loss for partial labels (PRODEN / RC weights belong to training samples). ``val/acc`` and
-    ``test/acc`` use the clean labels, for reports only."""
+    ``test/acc`` use the clean labels, for reports only.
 
-    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: OptimizerCallable | None = None) -> None:
-        super().__init__()
+    Args:
+        model: the network, ``(N, d) -> (N, num_classes)`` logits.
+        loss: ``ComplementaryLoss`` or ``PartialLabelLoss``.
+        **kwargs: :class:`aipflow.tasks.Task`'s ``optimizer`` (the core's default, AdamW lr 1e-3 weight decay
+            1e-2, when omitted; the recipes name theirs), ``lr_scheduler`` and ``lr_scheduler_interval``.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, **kwargs) -> None:
         if not isinstance(loss, (ComplementaryLoss, PartialLabelLoss)):
             raise TypeError(f"model.loss must be ComplementaryLoss or PartialLabelLoss, got {type(loss).__name__}")
-        self.model, self.loss = model, loss
-        self.optimizer_factory = optimizer
+        super().__init__(model, **kwargs)
+        self.loss = loss
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         dm = self.trainer.datamodule if self.trainer is not None else None
         if isinstance(self.loss, PartialLabelLoss) and self.loss.num_samples is None and dm is not None:
             self.loss.num_samples = dm.train_size
@@ -242,9 +247,6 @@ class WeakMulticlassTask(L.LightningModule):
         if isinstance(self.loss, ComplementaryLoss) and self.loss.kind == "forward" and transition is not None:
             if self.loss.transition is None:  # Yu et al.: Q known (recorded by the data module)
                 self.loss.transition = check_transition(transition, len(transition))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
     def _loss(self, logits, batch) -> torch.Tensor:
         if isinstance(self.loss, PartialLabelLoss):
@@ -284,11 +286,3 @@ class WeakMulticlassTask(L.LightningModule):
         if "y" in batch:
             out["label"] = batch["y"]
         return out | {"predicted": probs.argmax(1), "prob": probs}
-
-    def configure_callbacks(self) -> list:
-        return guard_callbacks(self.trainer)
-
-    def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            return torch.optim.Adam(self.parameters(), lr=1e-3, weight_decay=1e-4)
-        return self.optimizer_factory(self.parameters())

@@ -10,19 +10,17 @@ clean label; and ``val/error`` / ``test/error`` on the clean labels for reportin
 
 from __future__ import annotations
 
-import lightning as L
 import torch
-from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from aipflow_weaksup._callbacks import guard_callbacks
+from aipflow.tasks import Task
 from aipflow_weaksup._distributed import whole_split
 from aipflow_weaksup.prior import METHODS, PriorEstimate, estimate_prior
 from aipflow_weaksup.risks.binary import BinaryWeakRisk
 from aipflow_weaksup.risks.pu import PNRisk, PURisk, pu_risk
 
 
-class WeakBinaryTask(L.LightningModule):
+class WeakBinaryTask(Task):
     """Args:
     model: the network, ``(N, d) -> (N, 1)`` margins.
     risk: ``PURisk`` or ``PNRisk`` (with ``PUDigitsDataModule``), or ``BinaryWeakRisk`` (with
@@ -35,24 +33,24 @@ class WeakBinaryTask(L.LightningModule):
         ``model`` trained as labelled-vs-unlabelled classifiers (5-fold cross-fitting). ``risk.prior: auto``
         alone means ``bbe``.
     prior_bootstrap: bootstrap resamples for the estimate's 95 % interval (0: none).
-    optimizer: optimizer factory (Adam lr 1e-3, weight decay 5e-3 when omitted).
+    **kwargs: :class:`aipflow.tasks.Task`'s ``optimizer`` (the core's default, AdamW lr 1e-3 weight decay 1e-2,
+        when omitted; the recipes name theirs), ``lr_scheduler`` and ``lr_scheduler_interval``.
     """
 
     def __init__(
         self,
         model: nn.Module,
         risk: nn.Module,
-        optimizer: OptimizerCallable | None = None,
         prior_estimator: str | None = None,
         prior_bootstrap: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__()
         if not isinstance(risk, (PURisk, PNRisk, BinaryWeakRisk)):
             raise TypeError(f"model.risk must be PURisk, PNRisk or BinaryWeakRisk, got {type(risk).__name__}")
         if prior_estimator is not None and prior_estimator not in METHODS:
             raise ValueError(f"model.prior_estimator must be one of {METHODS} or null, got {prior_estimator!r}")
-        self.model, self.risk = model, risk
-        self.optimizer_factory = optimizer
+        super().__init__(model, **kwargs)
+        self.risk = risk
         self.prior_estimator, self.prior_bootstrap = prior_estimator, prior_bootstrap
         self.prior_estimate: PriorEstimate | None = None
 
@@ -61,6 +59,7 @@ class WeakBinaryTask(L.LightningModule):
         return out.squeeze(-1) if out.ndim == 2 and out.shape[1] == 1 else out
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         dm = self.trainer.datamodule
         prior = getattr(dm, "prior", None)
         if isinstance(self.risk, BinaryWeakRisk):
@@ -161,14 +160,6 @@ class WeakBinaryTask(L.LightningModule):
         if "y" in batch:
             out["label"] = batch["y"]
         return out | {"score": scores, "prob_positive": scores.sigmoid(), "predicted": (scores > 0).long() * 2 - 1}
-
-    def configure_callbacks(self) -> list:
-        return guard_callbacks(self.trainer)
-
-    def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            return torch.optim.Adam(self.parameters(), lr=1e-3, weight_decay=5e-3)
-        return self.optimizer_factory(self.parameters())
 
 
 def _error(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
