@@ -137,6 +137,31 @@ MUTATIONS = (
         ("tests/test_import_graph.py::test_no_import_circle_inside_aipflow",),
         fast=True,
     ),
+    Mutation(
+        "tensor-train-drops-the-bias",
+        "plugins/compress/aipflow_compress/tensor_train.py",
+        "        layer = TTLinear(factors, None if linear.bias is None else linear.bias.detach().double())\n",
+        "        layer = TTLinear(factors, None)\n",
+        (
+            "plugins/compress/tests/test_tensor_train.py::"
+            "test_a_models_linear_layers_are_replaced_where_that_saves_weights",
+        ),
+    ),
+    Mutation(
+        "task-relists-its-parents-arguments",
+        "aipflow/tasks/coteaching.py",
+        "        peer_seed: int = 1,\n        **kwargs,\n",
+        "        peer_seed: int = 1,\n        ece_bins: int = 15,\n        **kwargs,\n",
+        ("tests/test_task_base.py::test_a_task_declares_only_what_it_adds",),
+        fast=True,
+    ),
+    Mutation(
+        "compress-ignores-the-layer-filter",
+        "plugins/compress/aipflow_compress/api.py",
+        "        include, exclude = config.layers.include, config.layers.exclude\n",
+        "        pass\n",
+        ("plugins/compress/tests/test_api.py::test_every_layer_wise_method_touches_only_the_filtered_layers",),
+    ),
 )
 
 

@@ -59,6 +59,22 @@ def test_a_csv_with_class_names_is_split_scaled_and_mapped(wine):
     assert "carved from train" in dm.split_report and torch.equal(train.y, train.clean_y)
 
 
+def test_every_split_is_scaled_with_numpys_statistics_of_the_training_rows(wine):
+    from sklearn.model_selection import train_test_split
+
+    root, raw, _ = wine
+    dm = HFDataModule(str(root / "wine.csv"), feature_columns=[f"f{i}" for i in range(13)], split_seed=4)
+    dm.setup()
+    # the rows of each split, found the way the documented split is made (test first, then validation), by sklearn
+    strata = np.array([sorted(NAMES).index(n) for n in NAMES[raw.target]])
+    rest, test = train_test_split(np.arange(178), test_size=0.2, stratify=strata, random_state=4)
+    train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=strata[rest], random_state=4)
+    mean, scale = raw.data[train].mean(0), raw.data[train].std(0) + 0.1  # population std, the 0.1 floor
+    for name, rows in (("train", train), ("val", val), ("test", test)):
+        got = dm.sets[name].inputs.x.numpy()
+        assert np.allclose(got, (raw.data[rows] - mean) / scale, atol=1e-5), name
+
+
 def test_a_source_with_its_own_test_split_keeps_it(wine):
     root, _, _ = wine
     dm = HFDataModule(str(root / "splits"), val_fraction=0.2)
@@ -84,7 +100,15 @@ def test_a_noisy_label_column_trains_and_the_clean_one_evaluates(wine):
     train = dm.sets["train"]
     realised = (train.y != train.clean_y).float().mean().item()
     assert dm.noise_report.realised_rate == pytest.approx(realised) and 0.2 < realised < 0.4
-    assert torch.allclose(dm.noise_report.transition_matrix.sum(1), torch.ones(3, dtype=torch.float64))
+    # the crowd column moves a class to the next one (the fixture's flip pattern, in either column's names): the
+    # matrix is that pattern, each class's off-diagonal entry its flipped share of the training rows (numpy)
+    clean, crowd = train.clean_y.numpy(), train.y.numpy()
+    assert np.array_equal(crowd[crowd != clean], (clean[crowd != clean] + 1) % 3)
+    expected = np.zeros((3, 3))
+    for k in range(3):
+        flipped = np.mean(crowd[clean == k] != k)
+        expected[k, k], expected[k, (k + 1) % 3] = 1 - flipped, flipped
+    assert np.allclose(dm.noise_report.transition_matrix.numpy(), expected, atol=1e-12)
     assert "noisy label column" in dm.noise_report.summary()
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"x", "y", "clean_y", "index", "weight"} and batch["weight"].dtype == torch.float32

@@ -79,7 +79,24 @@ def test_predictions_of_a_user_file_equal_those_of_the_same_images(tmp_path, cap
 
 
 def test_weaksup_predictions(tmp_path):
-    _, table = fit_and_predict("weaksup/pu_nnpu", tmp_path)
+    pytest.importorskip("aipflow_weaksup")
+    from aipflow_weaksup.data import PUDigitsDataModule
+
+    from aipflow.models import SmallCNN
+
+    ckpt, table = fit_and_predict("weaksup/pu_nnpu", tmp_path)
     assert {"index", "label", "score", "prob_positive", "predicted"} <= set(table.columns)
-    assert set(table["predicted"]) <= {-1, 1} and set(table["label"]) <= {-1, 1}
-    assert np.allclose(table["prob_positive"], 1 / (1 + np.exp(-table["score"])), atol=1e-6)
+    # the scores are the checkpoint's network applied here, without the task or the command, to the test rows
+    net = SmallCNN(num_classes=1, width=32)  # the recipe's network
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    net.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    dm = PUDigitsDataModule(n_labeled=100, batch_size=128)
+    dm.setup()
+    assert list(table["index"]) == list(range(len(dm.test_set)))
+    with torch.no_grad():
+        scores = net.eval()(dm.test_set.x).squeeze(1).numpy()
+    assert np.allclose(table["score"], scores, atol=1e-5)
+    assert np.array_equal(table["label"].to_numpy(), dm.test_set.y.numpy())
+    assert np.array_equal(table["predicted"].to_numpy(), np.where(scores > 0, 1, -1))  # the sign of the score
+    assert len(set(table["predicted"])) == 2  # both classes occur: the sign check is not vacuous
+    assert np.allclose(table["prob_positive"], 1 / (1 + np.exp(-scores)), atol=1e-6)

@@ -177,6 +177,19 @@ def test_the_monitor_logs_and_plots_without_changing_the_training(tmp_path):
     last = monitor.history[-1]
     assert last["lambda_max"] > 0 and last["m_sharpness"] > 0 and last["adaptive_sharpness"] > 0
     assert 0 <= last["gibbs_error"] <= 1 and last["pac_bayes_bound"] > last["gibbs_error"]
+    # the bound from the trained IVON state, by numpy from the papers' equations: posterior N(m, 1 / (n (h + wd))),
+    # prior N(0, 1 / (n wd)) (Shen et al. 2024), KL of diagonal Gaussians, McAllester / Maurer's bound
+    optimizer = trainer.optimizers[0]
+    n, wd = float(optimizer.ess), 1e-3
+    kl = 0.0
+    for param in (p for p in watched.parameters() if p.requires_grad):
+        m = param.detach().double().numpy()
+        h = optimizer.state[param]["hess"].double().numpy()
+        var_q, var_p = 1.0 / (n * (h + wd)), 1.0 / (n * wd)
+        kl += 0.5 * np.sum(var_q / var_p + m**2 / var_p - 1.0 - np.log(var_q / var_p))
+    assert last["kl"] == pytest.approx(kl, rel=1e-6)
+    bound = last["gibbs_error"] + np.sqrt((kl + np.log(2 * np.sqrt(n) / 0.05)) / (2 * n))
+    assert last["pac_bayes_bound"] == pytest.approx(bound, rel=1e-9)
     assert (tmp_path / "watched" / "lightning_logs" / "version_0" / "sharpness.png").stat().st_size > 0
     restored = SharpnessMonitor()
     restored.load_state_dict(monitor.state_dict())

@@ -1,6 +1,8 @@
 """aipflow.data.open_dataset: one loader for every Hugging Face source (issue 15's first piece; weaksup reads its
 data through it): files of each format, saved datasets with and without splits, image folders, and the errors."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,29 @@ def test_an_image_folder_gives_lazily_decoded_images_and_class_labels(tmp_path):
     assert first["image"].size == (8, 8)  # a PIL image, decoded on access
     names = splits["train"].features["label"].names
     assert sorted(names) == sorted({str(t) for t in digits.target[:60]})
+
+
+def test_an_image_folders_metadata_adds_columns_row_by_row_and_refuses_gaps(tmp_path):
+    import pandas as pd
+
+    from aipflow.data.examples import write_digits_image_folder
+
+    folder = write_digits_image_folder(tmp_path / "digits", per_class=3)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png"))
+    crowd = {name: f"c{i}" for i, name in enumerate(files)}
+    rows = list(reversed(files))  # the metadata's order is not the folder's
+    pd.DataFrame({"file_name": rows, "crowd": [crowd[n] for n in rows]}).to_csv(folder / "metadata.csv", index=False)
+    train = open_dataset(str(folder))["train"]
+    names = train.features["label"].names
+    for row in train:  # each image's own metadata row (the image's path gives its name)
+        name = str(pathlib.Path(row["image"].filename).relative_to(folder))
+        assert row["crowd"] == crowd[name] and names[row["label"]] == name.split("/")[0]
+    pd.DataFrame({"file_name": rows[1:], "crowd": 1}).to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match=r"metadata.csv has no row for 1 image\(s\), e.g. '9/"):
+        open_dataset(str(folder))
+    pd.DataFrame({"file_name": rows, "label": 1}).to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match=r"column 'label' clashes with the folder's own"):
+        open_dataset(str(folder))
 
 
 def test_bad_sources_are_one_clear_line(tmp_path, monkeypatch):

@@ -140,6 +140,14 @@ def _init_parameters(class_path: str) -> list[str]:
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    except (ImportError, AttributeError, TypeError, ValueError):
+    except (ImportError, AttributeError):
         return []
+    try:  # as the command reads them: a task's **kwargs resolved to the options it hands to its base
+        from jsonargparse import ArgumentParser
+
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(cls, "c", fail_untyped=False)
+        names = [a.dest.split(".")[1] for a in parser._actions if a.dest.startswith("c.")]
+        return list(dict.fromkeys(n for n in names if n != "help"))
+    except Exception:  # noqa: BLE001 - an error message must not fail on a signature jsonargparse cannot read
+        return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]

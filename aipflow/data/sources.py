@@ -152,7 +152,11 @@ def _image_folder(path: Path):
     """Class sub-folders of images (optionally under ``train/``, ``validation/``, ``test/``) as a ``DatasetDict``
     of file paths (an ``image`` column, decoded on access) and a ``ClassLabel`` ``label`` with the class names
     sorted. Only the paths are held: 60,000 files cost a few MB (``datasets``' own ``imagefolder`` builder kept
-    about 1.8 KB per file and took seconds per thousand files to list them)."""
+    about 1.8 KB per file and took seconds per thousand files to list them).
+
+    A ``metadata.csv`` in a split's folder adds columns per image, as in ``datasets``' image folders: a
+    ``file_name`` column (the image's path relative to that folder) and any others (a noisy label column, a weight);
+    every image needs its row and every row its image (one line names the first that does not)."""
     import datasets as hf
 
     splits = [d for d in _SPLIT_FOLDERS if (path / d).is_dir()]
@@ -169,8 +173,44 @@ def _image_folder(path: Path):
                 found = sorted(e.path for e in os.scandir(folder) if e.is_file() and _is_image(e.name))
                 files += found
                 labels += [label] * len(found)
-        out[split] = hf.Dataset.from_dict({"image": files, "label": labels}, features=features)
+        columns = _folder_metadata(root, files)
+        if columns:
+            out[split] = hf.Dataset.from_dict({"image": files, "label": labels, **columns})
+            out[split] = out[split].cast_column("image", hf.Image()).cast_column("label", features["label"])
+        else:
+            out[split] = hf.Dataset.from_dict({"image": files, "label": labels}, features=features)
     return hf.DatasetDict(out)
+
+
+def _folder_metadata(root: Path, files: list[str]) -> dict[str, list]:
+    """The columns of ``root/metadata.csv`` in the order of ``files`` (none without the file)."""
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(meta)
+    if "file_name" not in table.columns:
+        raise ValueError(f"data.source: {meta} has no file_name column (each image's path relative to {root})")
+    clash = [c for c in ("image", "label") if c in table.columns]
+    if clash:
+        raise ValueError(f"data.source: {meta}'s column {clash[0]!r} clashes with the folder's own; rename it")
+    names = table["file_name"].astype(str).map(lambda n: os.path.normpath(n))
+    duplicated = names[names.duplicated()]
+    if len(duplicated):
+        raise ValueError(
+            f"data.source: {meta} has {len(duplicated)} repeated file_name rows, e.g. {duplicated.iloc[0]!r}"
+        )
+    rows = {name: row for row, name in enumerate(names)}
+    relative = [os.path.normpath(os.path.relpath(f, root)) for f in files]
+    missing = [r for r in relative if r not in rows]
+    if missing:
+        raise ValueError(f"data.source: {meta} has no row for {len(missing)} image(s), e.g. {missing[0]!r}")
+    unused = sorted(set(rows) - set(relative))
+    if unused:
+        raise ValueError(f"data.source: {meta} has {len(unused)} row(s) for no image of the folder, e.g. {unused[0]!r}")
+    order = [rows[r] for r in relative]
+    return {c: table[c].iloc[order].tolist() for c in table.columns if c != "file_name"}
 
 
 def _is_image(name: str) -> bool:

@@ -2,7 +2,9 @@
 gradual during fit; structured channels), int8 quantization, low-rank and Tucker-2 factorisation, knowledge
 distillation, and the ``aipflow compress`` command that applies one to a trained run and reports.
 
-Only aipflow's public API is imported here; component modules load when a recipe names them.
+In Python, one verb applies any method: ``compress_(model, config)`` with a frozen config per method
+(:mod:`aipflow_compress.api`). Only aipflow's public API is imported here; component modules load when a recipe
+names them.
 """
 
 from aipflow.plugins import Plugin
@@ -20,3 +22,27 @@ plugin = Plugin(
     recipes="aipflow_compress:recipes",
     commands={"compress": "aipflow_compress.command:main"},
 )
+
+_API = (
+    "CPConfig",
+    "ChannelPruningConfig",
+    "CompressionReport",
+    "HeadPruningConfig",
+    "Int8Config",
+    "LayerFilter",
+    "LowRankConfig",
+    "MagnitudePruningConfig",
+    "TensorTrainConfig",
+    "TuckerConfig",
+    "compress_",
+)
+__all__ = ["plugin", *_API]
+
+
+def __getattr__(name: str):
+    # the configs and the verb load on first use: plugin discovery (every `aipflow` start) imports only this file
+    if name in _API:
+        from aipflow_compress import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'aipflow_compress' has no attribute {name!r}")

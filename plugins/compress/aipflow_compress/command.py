@@ -76,57 +76,17 @@ def _parser() -> argparse.ArgumentParser:
 def compress_network(
     network: nn.Module, method: str, options: argparse.Namespace, example: torch.Tensor, calibration=()
 ) -> tuple[nn.Module, str]:
-    """Apply ``method`` to ``network`` (in place, except static int8, which returns a new graph); returns the
-    compressed network and its settings as text. ``calibration``: training batches (inputs and labels) for static
-    int8 and head sensitivity."""
-    if method == "prune":
-        from aipflow_compress.pruning import make_permanent, prune_magnitude
+    """Apply ``method`` to ``network`` with the config the options describe (:func:`~aipflow_compress.api.compress_`:
+    in place, except static int8, which returns a new graph); returns the compressed network and its settings as
+    text. ``calibration``: training batches (inputs and labels) for static int8 and head sensitivity."""
+    from aipflow_compress.api import compress_, config_from_options
 
-        prune_magnitude(network, options.sparsity, options.scope)
-        make_permanent(network)
-        return network, f"sparsity {options.sparsity} ({options.scope})"
-    if method == "channels":
-        from aipflow_compress.structured import prune_channels
-
-        ratio = 0.5 if options.ratio is None else options.ratio
-        prune_channels(network, example[:1], ratio, options.importance)
-        return network, f"ratio {ratio} ({options.importance})"
-    if method == "heads":
-        from aipflow_compress.heads import prune_heads
-
-        ratio = 0.5 if options.ratio is None else options.ratio
-        prune_heads(network, ratio, options.importance, options.scope == "global", batches=calibration or None)
-        return network, f"ratio {ratio} ({options.importance}, {options.scope})"
-    if method == "quantize":
-        from aipflow_compress.quantize import quantize_linear_layers, quantize_static
-
-        if options.scheme == "int8_static":
-            return quantize_static(network, example[:2], [_inputs(b) for b in calibration]), options.scheme
-        quantize_linear_layers(network.eval(), options.scheme)
-        return network, options.scheme
-    if method == "cp":
-        from aipflow_compress.cp import cp_convs
-
-        report = cp_convs(network, rank=options.rank, ratio=options.ratio)
-        replaced = sum(entry["replaced"] for entry in report.values())
-        chosen = f"rank {options.rank}" if options.rank else f"ratio {options.ratio}"
-        return network, f"{chosen} ({replaced} of {len(report)} layers)"
-    if method == "tensor_train":
-        from aipflow_compress.tensor_train import tensor_train_linears
-
-        report = tensor_train_linears(network, options.epsilon, options.rank)
-        replaced = sum(entry["replaced"] for entry in report.values())
-        return network, f"epsilon {options.epsilon}, max rank {options.rank} ({replaced} of {len(report)} layers)"
-    from aipflow_compress.lowrank import low_rank
-    from aipflow_compress.tucker import tucker_convs
-
-    if options.energy is None and options.ratio is None and options.rank is None:
-        raise ValueError(f"aipflow compress --method {method}: give one of --energy, --ratio, --rank")
-    factorize = low_rank if method == "low_rank" else tucker_convs
-    report = factorize(network, rank=options.rank, energy=options.energy, ratio=options.ratio)
-    replaced = sum(entry["replaced"] for entry in report.values())
-    chosen = {k: v for k, v in (("energy", options.energy), ("ratio", options.ratio), ("rank", options.rank)) if v}
-    return network, ", ".join(f"{k} {v}" for k, v in chosen.items()) + f" ({replaced} of {len(report)} layers)"
+    config = config_from_options(method, options)
+    if method == "quantize":  # static int8 calibrates on the inputs alone
+        calibration = [_inputs(batch) for batch in calibration]
+    inputs = _rows(example, slice(0, 1) if method == "channels" else slice(0, 2))
+    report = compress_(network, config, example_inputs=inputs, calibration=calibration)
+    return report.model, report.settings
 
 
 def _state_bytes(network: nn.Module) -> int:
@@ -135,18 +95,30 @@ def _state_bytes(network: nn.Module) -> int:
     return buffer.tell()
 
 
-def _macs(network: nn.Module, example: torch.Tensor) -> int | None:
+def _rows(example: torch.Tensor | dict[str, torch.Tensor], index) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Rows ``index`` of a batch's inputs: a tensor, or a dict of them (a text model's ``input_ids``, ...)."""
+    if isinstance(example, dict):
+        return {key: value[index] for key, value in example.items()}
+    return example[index]
+
+
+def _size(example: torch.Tensor | dict[str, torch.Tensor]) -> int:
+    return len(next(iter(example.values()))) if isinstance(example, dict) else example.shape[0]
+
+
+def _macs(network: nn.Module, example) -> int | None:
     from aipflow_compress.structured import count_macs_and_params
 
     try:
-        return count_macs_and_params(network, example[:1])[0]
+        return count_macs_and_params(network, _rows(example, slice(0, 1)))[0]
     except Exception:  # noqa: BLE001 - the counter does not know every layer (quantized ones): reported as unknown
         return None
 
 
-def measure(networks: dict[str, nn.Module], example: torch.Tensor, repeats: int) -> dict[str, dict[str, float]]:
-    """Latency (ms, median) at batch 1 and 32 of each network on CPU, the networks interleaved round by round."""
-    batches = {1: example[:1], 32: example[torch.arange(32) % example.shape[0]]}
+def measure(networks: dict[str, nn.Module], example, repeats: int) -> dict[str, dict[str, float]]:
+    """Latency (ms, median) at batch 1 and 32 of each network on CPU, the networks interleaved round by round;
+    ``example``: a batch's inputs (a tensor, or a dict of tensors for a text model)."""
+    batches = {1: _rows(example, slice(0, 1)), 32: _rows(example, torch.arange(32) % _size(example))}
     times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in networks for b in batches}
     with torch.inference_mode():
         for network in networks.values():
@@ -218,8 +190,12 @@ def _load(config: str, ckpt_path: str, overrides: list[str]):
         raise ValueError(f"--config {config!r} has no data module to test on")
     datamodule.setup("test")
     example = _inputs(next(iter(datamodule.test_dataloader())))
-    if not isinstance(example, torch.Tensor):
-        raise ValueError("aipflow compress measures tensor inputs; this data module's batches are not tensors")
+    tensors = example.values() if isinstance(example, dict) else [example]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ValueError(
+            "aipflow compress measures tensor inputs (or dicts of tensors); this data module's batches hold "
+            f"{type(example).__name__}"
+        )
     return task, datamodule, example
 
 
@@ -233,6 +209,10 @@ def main(argv: list[str]) -> int:
     parser = _parser()
     options, overrides = parser.parse_known_args(argv)
     task, datamodule, example = _load(options.config, options.ckpt_path, overrides)
+    if isinstance(example, dict) and (options.method, options.scheme) == ("quantize", "int8_static"):
+        raise ValueError(
+            "aipflow compress --scheme int8_static exports a graph of tensor inputs; this model takes a dict"
+        )
     num_classes = int(task.hparams.num_classes)
     original = task.model.eval()
     calibration = []

@@ -220,4 +220,8 @@ class GradualMagnitudePruning(Callback):
             return
         if (step - self.begin_step) % self.frequency and step != self._end:
             return
-        prune_magnitude(pl_module, self.sparsity_at(step), self.scope, self.include, self.exclude)
+        # the config `compress_` and the command use, with the masks kept as parametrizations while training goes on
+        from aipflow_compress.api import LayerFilter, MagnitudePruningConfig, compress_
+
+        layers = LayerFilter(self.include, self.exclude)
+        compress_(pl_module, MagnitudePruningConfig(self.sparsity_at(step), self.scope, permanent=False, layers=layers))

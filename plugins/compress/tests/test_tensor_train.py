@@ -2,6 +2,7 @@
 matrix the cores define (rebuilt by numpy from the TT definition), Oseledets' bound ``||W - W_TT|| <= epsilon
 ||W||``, ranks capped, a model's layers replaced where that saves weights; one line for bad input."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -58,11 +59,20 @@ def test_the_error_is_within_oseledets_bound_and_shrinks_the_cores_as_it_grows()
 def test_a_models_linear_layers_are_replaced_where_that_saves_weights():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    original = copy.deepcopy(model)
     x = torch.randn(3, 64)
     report = tensor_train_linears(model, epsilon=0.5, max_rank=8)
     assert report["0"]["replaced"] and isinstance(model[0], TTLinear)
     assert report["0"]["weights_after"] < report["0"]["weights_before"]
-    assert model(x).shape == (3, 10)
+    # the model computes the original with the weight the cores define (numpy, from the definition
+    # W[(i1 i2 i3), (j1 j2 j3)] = G1[i1, j1] G2[i2, j2] G3[i3, j3]) and the layer's bias kept (a dropped bias fails)
+    with torch.no_grad():
+        for name in (name for name, entry in report.items() if entry["replaced"]):
+            g1, g2, g3 = (core.detach().double().numpy() for core in model.get_submodule(name).cores)
+            weight = np.einsum("aimb,bjnc,ckod->ijkmno", g1, g2, g3)
+            target = original.get_submodule(name).weight
+            target.copy_(torch.from_numpy(weight.reshape(target.shape)))
+    assert torch.allclose(model(x), original(x), atol=1e-5)
 
 
 def test_bad_input_is_one_line():
