@@ -165,6 +165,7 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> list[str]
             out.append(arg)
             i += 1
             continue
+        key = _legacy_noise_key(key)
         if key in ("--config", "-c"):
             value = prepared_config(value, registry)
         elif key.endswith(".class_path"):
@@ -197,10 +198,46 @@ def prepared_config(spec: str, registry: Registry | None = None) -> str:
     if not isinstance(raw, dict):
         where = "the inline config" if path is None else str(path)
         raise ConfigError(f"--config: {where} must hold a mapping at the top level, got {type(raw).__name__}")
-    rewritten = rewrite_short_names(inline_includes(raw, base), registry)
+    rewritten = legacy_label_noise(rewrite_short_names(inline_includes(raw, base), registry))
     if path is not None and rewritten == raw:
         return str(path)  # untouched: jsonargparse reads the file itself
     return yaml.safe_dump(rewritten, sort_keys=False)
+
+
+#: the flat label-noise options data modules took before ``label_noise`` (a LabelNoise), and the field each is
+LEGACY_NOISE_OPTIONS = {
+    "noise": "kind",
+    "noise_rate": "rate",
+    "noise_convention": "convention",
+    "noise_seed": "seed",
+    "noise_class_map": "class_map",
+}
+
+
+def legacy_label_noise(config: Any) -> Any:
+    """A config whose data module takes the flat label-noise options of before
+    :class:`~aipflow.data.noise.LabelNoise` (``noise``, ``noise_rate``, ...), with them as ``label_noise`` fields
+    (``kind``, ``rate``, ...): configs and recipes written for the earlier options keep working."""
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict):
+        return config
+    options = data.get("init_args") if isinstance(data.get("init_args"), dict) else data
+    if not any(key in options for key in LEGACY_NOISE_OPTIONS):
+        return config
+    moved = {k: v for k, v in options.items() if k not in LEGACY_NOISE_OPTIONS}
+    group = dict(moved.get("label_noise") or {})
+    group.update({LEGACY_NOISE_OPTIONS[k]: v for k, v in options.items() if k in LEGACY_NOISE_OPTIONS})
+    moved["label_noise"] = group
+    data = {**data, "init_args": moved} if options is not data else moved
+    return {**config, "data": data}
+
+
+def _legacy_noise_key(key: str) -> str:
+    """``--data.noise_rate`` / ``--data.init_args.noise_rate`` -> ``--data[.init_args].label_noise.rate``."""
+    head, _, last = key.rpartition(".")
+    if head in ("--data", "--data.init_args") and last in LEGACY_NOISE_OPTIONS:
+        return f"{head}.label_noise.{LEGACY_NOISE_OPTIONS[last]}"
+    return key
 
 
 #: keys whose value may name another config file (``data: data.yaml``)

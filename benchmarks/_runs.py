@@ -7,7 +7,11 @@ from pathlib import Path
 
 def seed_options(seed: int) -> list[str]:
     """One seed for the initialisation, the label-noise draw and the data order."""
-    return [f"--seed_everything={seed}", f"--data.init_args.noise_seed={seed}", f"--data.init_args.shuffle_seed={seed}"]
+    return [
+        f"--seed_everything={seed}",
+        f"--data.init_args.label_noise.seed={seed}",
+        f"--data.init_args.shuffle_seed={seed}",
+    ]
 
 
 def quiet_fit_options(root: str | Path) -> list[str]:

@@ -28,8 +28,8 @@ from benchmarks._provenance import mean_std, write_results
 from benchmarks._runs import quiet_fit_options, seed_options
 
 METHODS = {
-    "CE": ["--config", "sgd", "--data.init_args.noise_rate=0.4"],
-    "NCE+RCE": ["--config", "sgd", "--data.init_args.noise_rate=0.4", "--model.init_args.loss=NCERCE"],
+    "CE": ["--config", "sgd", "--data.init_args.label_noise.rate=0.4"],
+    "NCE+RCE": ["--config", "sgd", "--data.init_args.label_noise.rate=0.4", "--model.init_args.loss=NCERCE"],
     "L2RW": ["--config", "bilevel/digits_l2rw"],
     "MWN": ["--config", "bilevel/digits_mwn"],
     "hypergradient": ["--config", "bilevel/digits_hypergradient"],

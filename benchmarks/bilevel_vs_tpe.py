@@ -64,7 +64,7 @@ def tpe_study(seed: int, trials: int, epochs: int) -> list[dict]:
         argv = [
             "--config",
             "sgd",
-            "--data.init_args.noise_rate=0.4",
+            "--data.init_args.label_noise.rate=0.4",
             f"--model.init_args.optimizer.init_args.weight_decay={decay}",
             "--model.init_args.loss=LabelSmoothing",
             f"--model.init_args.loss.init_args.smoothing={smoothing}",

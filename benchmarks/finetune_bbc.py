@@ -62,7 +62,7 @@ def lora_bbc_argv(seed: int, epochs: int, max_length: int, root: str) -> list[st
         f"--trainer.max_epochs={epochs}",
         f"--model.init_args.lr_scheduler.init_args.T_max={epochs}",
         f"--data.collator.max_length={max_length}",
-        f"--data.noise_seed={seed}",
+        f"--data.label_noise.seed={seed}",
         f"--data.shuffle_seed={seed}",
         "--trainer.callbacks=[]",
         "--trainer.enable_checkpointing=false",
@@ -83,7 +83,11 @@ def one_run(method: str, noise: float, seed: int, epochs: int, max_length: int) 
     root = tempfile.mkdtemp(prefix="finetune_bbc_")
     argv = [*lora_bbc_argv(seed, epochs, max_length, root), *METHODS[method]]
     if noise > 0:
-        argv += ["--data.noise=symmetric", f"--data.noise_rate={noise}", "--data.noise_convention=exact"]
+        argv += [
+            "--data.label_noise.kind=symmetric",
+            f"--data.label_noise.rate={noise}",
+            "--data.label_noise.convention=exact",
+        ]
     start = time.perf_counter()
     cli = run(argv)
     metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]

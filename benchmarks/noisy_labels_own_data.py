@@ -46,7 +46,7 @@ def one_run(recipe: str, source: Path, seed: int, extra: list[str]) -> dict:
         recipe,
         f"--data.source={source}",
         f"--seed_everything={seed}",
-        f"--data.noise_seed={seed}",
+        f"--data.label_noise.seed={seed}",
         f"--data.shuffle_seed={seed}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
@@ -90,7 +90,7 @@ def main() -> None:
             "breast cancer CSV, MLP",
             "noisy_tabular_nce_rce",
             table,
-            ["--data.noise=null", "--data.noisy_label_column=annotator"],
+            ["--data.label_noise.kind=null", "--data.noisy_label_column=annotator"],
             "noisy label column (instance-dependent)",
         ),
     ]

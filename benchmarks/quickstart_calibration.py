@@ -54,7 +54,7 @@ def one_run(extra: list[str], seed: int) -> dict[str, float]:
             "--config",
             "quickstart",
             f"--seed_everything={seed}",
-            f"--data.init_args.noise_seed={seed}",
+            f"--data.init_args.label_noise.seed={seed}",
             f"--data.init_args.shuffle_seed={seed}",
             f"--trainer.default_root_dir={root}",
             "--trainer.logger=false",

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from aipflow.callbacks import LabelNoiseMonitor, TransitionMatrixEstimation
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.losses import ForwardCorrection
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
@@ -19,7 +19,7 @@ def fit(task, callbacks, epochs, noise="symmetric", rate=0.4):
         callbacks=callbacks,
         limit_val_batches=1,
     )
-    trainer.fit(task, DigitsDataModule(noise=noise, noise_rate=rate, flatten=True, batch_size=32))
+    trainer.fit(task, DigitsDataModule(label_noise=LabelNoise(noise, rate), flatten=True, batch_size=32))
     return trainer
 
 

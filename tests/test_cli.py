@@ -121,7 +121,10 @@ def test_unknown_plugin(monkeypatch, capsys):
 def test_value_out_of_range_names_field(capsys):
     code, _, err = run(["fit", "--config", "quickstart", "--data.init_args.noise_rate=1.5"], capsys)
     ours = err[err.index("aipflow: error:") :]  # (Lightning's log handler may print its own noise under capsys)
-    assert code == 2 and "data.noise_rate must lie in [0, 1), got 1.5" in ours and "Traceback" not in ours
+    # the earlier flat option is read as the settings object's field, and the message names that field
+    assert code == 2 and "data.label_noise.rate must lie in [0, 1), got 1.5" in ours and "Traceback" not in ours
+    code, _, err = run(["fit", "--config", "quickstart", "--data.init_args.label_noise.rate=1.5"], capsys)
+    assert code == 2 and "data.label_noise.rate must lie in [0, 1), got 1.5" in err[err.index("aipflow: error:") :]
 
 
 def test_debug_flag_shows_traceback(capsys):

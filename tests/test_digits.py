@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 
 
 def test_split_is_fixed_standardised_and_noise_only_on_train():
-    dm = DigitsDataModule(noise="symmetric", noise_rate=0.4, noise_convention="exact")
+    dm = DigitsDataModule(label_noise=LabelNoise("symmetric", 0.4, convention="exact"))
     dm.setup()
     n = len(dm.train_set) + len(dm.val_set) + len(dm.test_set)
     assert n == 1797 and len(dm.test_set) == 360
@@ -27,9 +27,9 @@ def test_split_is_fixed_standardised_and_noise_only_on_train():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"noise_rate": 1.2}, "data.noise_rate must lie in"),
-        ({"noise": "gaussian"}, "data.noise must be one of"),
-        ({"noise_convention": "x"}, "data.noise_convention"),
+        ({"label_noise": {"rate": 1.2}}, r"^data.label_noise.rate must lie in \[0, 1\), got 1.2$"),
+        ({"label_noise": {"kind": "gaussian"}}, "^data.label_noise.kind must be one of"),
+        ({"label_noise": {"convention": "x"}}, "^data.label_noise.convention must be one of"),
         ({"batch_size": 0}, "data.batch_size"),
         ({"val_fraction": 0.0}, "data.val_fraction"),
     ],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from aipflow.data import HFDataModule
+from aipflow.data import HFDataModule, LabelNoise
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
 from tests.lightning.helpers import trainer as quiet_trainer
@@ -70,7 +70,8 @@ def test_every_split_is_scaled_with_numpys_statistics_of_the_training_rows(wine)
     rest, test = train_test_split(np.arange(178), test_size=0.2, stratify=strata, random_state=4)
     train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=strata[rest], random_state=4)
     mean, scale = raw.data[train].mean(0), raw.data[train].std(0) + 0.1  # population std, the 0.1 floor
-    for name, rows in (("train", train), ("val", val), ("test", test)):
+    for name, rows in (("train", train), ("val", val), ("test", test)):  # each split keeps the source's row order
+        rows = np.sort(rows)
         got = dm.sets[name].inputs.x.numpy()
         assert np.allclose(got, (raw.data[rows] - mean) / scale, atol=1e-5), name
 
@@ -85,7 +86,7 @@ def test_a_source_with_its_own_test_split_keeps_it(wine):
 
 def test_generated_noise_hits_the_training_split_only(wine):
     root, _, _ = wine
-    dm = HFDataModule(str(root / "wine.csv"), noise="symmetric", noise_rate=0.4, noise_seed=3)
+    dm = HFDataModule(str(root / "wine.csv"), label_noise=LabelNoise("symmetric", 0.4, seed=3))
     dm.setup()
     train = dm.sets["train"]
     assert (train.y != train.clean_y).float().mean().item() == pytest.approx(0.4, abs=0.01)
@@ -119,7 +120,7 @@ def test_a_noisy_label_column_trains_and_the_clean_one_evaluates(wine):
     [
         ({"label_column": "target"}, r"data.label_column='target' is not a column of .* \(columns: \['f0'"),
         ({"feature_columns": ["f0", "nope"]}, "data.feature_columns='nope' is not a column"),
-        ({"noisy_label_column": "crowd", "noise": "symmetric"}, "exclude each other"),
+        ({"noisy_label_column": "crowd", "label_noise": LabelNoise("symmetric", 0.2)}, "exclude each other"),
         ({"label_column": "f0"}, "data.label_column='f0' must hold class ids"),
     ],
 )
@@ -158,7 +159,7 @@ def fit(root, epochs, ckpt_path=None):
     trainer = quiet_trainer(configure_integration=False, max_epochs=epochs, default_root_dir=root, deterministic=True)
     features = [f"f{i}" for i in range(13)]
     dm = HFDataModule(
-        str(root.parent / "wine.csv"), feature_columns=features, noise="symmetric", noise_rate=0.2, batch_size=16
+        str(root.parent / "wine.csv"), feature_columns=features, label_noise=LabelNoise("symmetric", 0.2), batch_size=16
     )
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model, dm

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aipflow.data import Collator, HFDataModule
+from aipflow.data import Collator, HFDataModule, LabelNoise
 from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.models import SmallCNN
 from aipflow.tasks import ClassificationTask
@@ -171,7 +171,7 @@ def test_text_is_passed_through_and_a_collator_can_tokenise(tmp_path):
     hf.Dataset.from_dict({"review": [f"a {w} film" for w in words], "label": [i % 2 for i in range(60)]}).to_csv(
         str(tmp_path / "text.csv")
     )
-    dm = HFDataModule(str(tmp_path / "text.csv"), text_column="review", noise="symmetric", noise_rate=0.2)
+    dm = HFDataModule(str(tmp_path / "text.csv"), text_column="review", label_noise=LabelNoise("symmetric", 0.2))
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch["text"], list) and all(isinstance(t, str) for t in batch["text"])
@@ -191,7 +191,10 @@ def test_text_is_passed_through_and_a_collator_can_tokenise(tmp_path):
     "options, message",
     [
         ({"image_column": "image", "text_column": "t"}, "data.image_column and data.text_column exclude each other"),
-        ({"image_column": "image", "noise": "instance", "noise_rate": 0.2}, "data.noise='instance' draws flips"),
+        (
+            {"image_column": "image", "label_noise": LabelNoise("instance", 0.2)},
+            "data.label_noise.kind='instance' draws flips",
+        ),
         ({"image_column": "image", "crop_scale": (0.5, 0.2)}, "data.crop_scale must be"),
         ({"image_column": "image", "hflip": 2.0}, "data.hflip is a probability"),
         ({"image_column": "nope"}, r"data.image_column='nope' is not a column .* \(columns: \['image', 'label'\]\)"),

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.models import MLP
 from aipflow.optim import IVON
 from aipflow.sharpness import (
@@ -160,7 +160,7 @@ def fit(tmp_path, monitor: SharpnessMonitor | None, epochs=2):
         default_root_dir=tmp_path,
         logger=L.pytorch.loggers.CSVLogger(tmp_path),
     )
-    trainer.fit(task, DigitsDataModule(batch_size=32, noise="symmetric", noise_rate=0.2))
+    trainer.fit(task, DigitsDataModule(batch_size=32, label_noise=LabelNoise("symmetric", 0.2)))
     return task, trainer
 
 

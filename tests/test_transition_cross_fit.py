@@ -48,7 +48,7 @@ def test_the_run_rng_and_weights_are_untouched_and_the_result_reproducible():
 
 
 def test_estimated_before_training_saved_and_not_redone_on_resume(tmp_path):
-    from aipflow.data import DigitsDataModule
+    from aipflow.data import DigitsDataModule, LabelNoise
 
     def fit(epochs, ckpt=None):
         torch.manual_seed(0)
@@ -68,7 +68,7 @@ def test_estimated_before_training_saved_and_not_redone_on_resume(tmp_path):
             callbacks=[estimator],
             enable_model_summary=False,
         )
-        trainer.fit(task, DigitsDataModule(noise="symmetric", noise_rate=0.2, flatten=True), ckpt_path=ckpt)
+        trainer.fit(task, DigitsDataModule(label_noise=LabelNoise("symmetric", 0.2), flatten=True), ckpt_path=ckpt)
         return task, estimator, calls, trainer
 
     task, estimator, calls, trainer = fit(1)

@@ -3,7 +3,7 @@ from aipflow.data.collate import Collator
 from aipflow.data.digits import DigitsDataModule, IndexedDataset
 from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.data.hf import HFDataModule
-from aipflow.data.noise import NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
+from aipflow.data.noise import LabelNoise, NoisyLabels, apply_label_noise, pair_flip_noise, symmetric_noise
 from aipflow.data.sources import open_dataset, package_path
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
@@ -14,6 +14,7 @@ __all__ = [
     "EpochShuffleSampler",
     "HFDataModule",
     "IndexedDataset",
+    "LabelNoise",
     "NoisyLabels",
     "apply_label_noise",
     "feature_scale",

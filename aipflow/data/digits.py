@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aipflow.data.noise import NoisyLabels, apply_label_noise, check_noise_options
+from aipflow.data.noise import LabelNoise, NoisyLabels
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 
@@ -34,14 +34,9 @@ class DigitsDataModule(L.LightningDataModule):
         batch_size: training batch size (evaluation uses 4x).
         val_fraction / test_fraction: fractions of the 1,797 images held out.
         split_seed: seed of the split (fixed across runs so results compare).
-        noise: ``None``, ``"symmetric"``, ``"pair"``, ``"classmap"`` or ``"instance"`` (see
-            :mod:`aipflow.data.noise`).
-        noise_rate: fraction of training labels to corrupt, in [0, 1).
-        noise_convention: for symmetric noise, ``"exact"`` (exactly that fraction wrong) or ``"uniform"``
-            (resample that fraction over all K classes); see :mod:`aipflow.data.noise`.
-        noise_seed: seed of the noise draw.
-        noise_class_map: for ``classmap`` noise, ``{source: target}``; the digits map 2->7, 3->8, 5<->6, 7->1
-            when omitted.
+        label_noise: noise on the training labels (:class:`~aipflow.data.noise.LabelNoise`: kind, rate,
+            convention, seed, class_map; none by default; ``classmap`` noise uses the digits map 2->7, 3->8, 5<->6,
+            7->1 when its ``class_map`` is omitted).
         flatten: give ``(64,)`` vectors instead of ``(1, 8, 8)`` images.
         shuffle_seed: seed of the per-epoch training order (``seed + epoch``; resumable).
         predict_file: what ``aipflow predict`` predicts: the test split when omitted, else a ``.csv`` (64 numeric
@@ -58,11 +53,7 @@ class DigitsDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        noise: str | None = None,
-        noise_rate: float = 0.0,
-        noise_convention: str = "exact",
-        noise_seed: int = 0,
-        noise_class_map: dict[int, int] | None = None,
+        label_noise: LabelNoise | None = None,
         flatten: bool = False,
         shuffle_seed: int = 0,
         num_workers: int = 0,
@@ -78,8 +69,9 @@ class DigitsDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.val_fraction + data.test_fraction must be < 0.9, got {val_fraction + test_fraction}"
             )
-        check_noise_options(noise, noise_rate, noise_convention)
-        self.save_hyperparameters()
+        self.label_noise = LabelNoise.of(label_noise)
+        self.save_hyperparameters(ignore=["label_noise"])
+        self.hparams["label_noise"] = self.label_noise.as_dict()  # plain types: checkpoints load weights-only
         self.noise_report: NoisyLabels | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -97,17 +89,8 @@ class DigitsDataModule(L.LightningDataModule):
         x = torch.from_numpy(x).reshape(-1, 64) if hp.flatten else torch.from_numpy(x).unsqueeze(1)
         y = torch.from_numpy(y)
 
-        self.noise_report = apply_label_noise(
-            y[train_idx],
-            self.num_classes,
-            hp.noise,
-            hp.noise_rate,
-            hp.noise_convention,
-            hp.noise_seed,
-            features=x[train_idx],
-            class_map=hp.noise_class_map,
-        )
-        if hp.noise is not None:
+        self.noise_report = self.label_noise.apply(y[train_idx], self.num_classes, features=x[train_idx])
+        if self.label_noise.active:
             rank_zero_info(f"[digits] training labels: {self.noise_report.summary()}")
         self.train_set = IndexedDataset(x[train_idx], self.noise_report.noisy, self.noise_report.clean)
         self.val_set = IndexedDataset(x[val_idx], y[val_idx])

@@ -28,9 +28,8 @@ from aipflow.data.images import (
     undecoded,
 )
 from aipflow.data.noise import (
+    LabelNoise,
     NoisyLabels,
-    apply_label_noise,
-    check_noise_options,
     empirical_transition_matrix,
 )
 from aipflow.data.sources import open_dataset
@@ -106,9 +105,10 @@ class HFDataModule(L.LightningDataModule):
 
     Labels: ``label_column`` holds the clean labels: integer class ids, a ``ClassLabel`` (its names are kept in
     ``class_names``) or strings (mapped to ids in sorted order). Label noise on the training split either from the
-    core's generators (``noise``, as for digits; validation and test stay clean; ``instance`` noise needs
-    features), or read from ``noisy_label_column``: the training label is that column, the clean column is kept for
-    evaluation and the realised noise rate and transition matrix are computed (``noise_report``).
+    core's generators (``label_noise``, a :class:`~aipflow.data.noise.LabelNoise`, as for digits; validation and
+    test stay clean; ``instance`` noise needs features), or read from ``noisy_label_column``: the training label is
+    that column, the clean column is kept for evaluation and the realised noise rate and transition matrix are
+    computed (``noise_report``).
     ``weight_column`` passes a per-row weight (e.g. annotator agreement) in each batch as ``weight`` (rows without
     one refused, or given ``weight_missing``); ``ClassificationTask(sample_weights=True)`` weights the loss by it.
 
@@ -137,11 +137,7 @@ class HFDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        noise: str | None = None,
-        noise_rate: float = 0.0,
-        noise_convention: str = "exact",
-        noise_seed: int = 0,
-        noise_class_map: dict[int, int] | None = None,
+        label_noise: LabelNoise | None = None,
         image_model: str | None = None,
         image_size: int | None = None,
         image_mode: str | None = None,
@@ -158,9 +154,11 @@ class HFDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        check_noise_options(noise, noise_rate, noise_convention)
-        if noise is not None and noisy_label_column is not None:
-            raise ValueError("data.noise and data.noisy_label_column exclude each other: the noisy column is the noise")
+        label_noise = LabelNoise.of(label_noise)
+        if label_noise.active and noisy_label_column is not None:
+            raise ValueError(
+                "data.label_noise and data.noisy_label_column exclude each other: the noisy column is the noise"
+            )
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"data.num_classes must be >= 2, got {num_classes}")
         kinds = [
@@ -174,9 +172,9 @@ class HFDataModule(L.LightningDataModule):
         ]
         if len(kinds) > 1:
             raise ValueError(f"data.{kinds[0]} and data.{kinds[1]} exclude each other: one kind of input per module")
-        if noise == "instance" and (image_column or text_column):
+        if label_noise.kind == "instance" and (image_column or text_column):
             raise ValueError(
-                "data.noise='instance' draws flips from feature vectors; images and text have none here "
+                "data.label_noise.kind='instance' draws flips from feature vectors; images and text have none here "
                 "(use symmetric, pair or classmap noise, or a noisy_label_column)"
             )
         if image_size is not None and image_size < 1:
@@ -189,7 +187,9 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0 or null (chosen for the input kind), got {num_workers}")
         # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging
         # and refuses one name with two values (the task's num_classes is the model's)
-        self.save_hyperparameters(ignore=["num_classes", "collator"])  # checkpoints hold tensors and plain types
+        self.save_hyperparameters(ignore=["num_classes", "collator", "label_noise"])  # tensors and plain types
+        self.label_noise = label_noise
+        self.hparams["label_noise"] = label_noise.as_dict()
         self.collator = collator
         self.expected_classes = num_classes
         self.kind = "images" if image_column else "text" if text_column else "features"
@@ -273,16 +273,8 @@ class HFDataModule(L.LightningDataModule):
                 transition_matrix=empirical_transition_matrix(clean_train, noisy, self._num_classes),
             )
         else:
-            self.noise_report = apply_label_noise(
-                clean_train,
-                self._num_classes,
-                hp.noise,
-                hp.noise_rate,
-                hp.noise_convention,
-                hp.noise_seed,
-                features=inputs["train"].x if self.kind == "features" else None,
-                class_map=hp.noise_class_map,
-            )
+            features = inputs["train"].x if self.kind == "features" else None
+            self.noise_report = self.label_noise.apply(clean_train, self._num_classes, features=features)
         for name, table in tables.items():  # train, val, test
             clean = torch.from_numpy(labels[name])
             y = self.noise_report.noisy if name == "train" else clean

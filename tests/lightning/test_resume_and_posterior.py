@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aipflow.config import list_recipes
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.models import MLP
 from aipflow.optim import BSAM, IVON, PSGLD, SAM, SGLD
 from aipflow.tasks import ClassificationTask
@@ -44,7 +44,7 @@ def fit(model, root, epochs, ckpt_path=None):
         limit_val_batches=1,
         deterministic=True,
     )
-    trainer.fit(model, DigitsDataModule(batch_size=32, noise="symmetric", noise_rate=0.2), ckpt_path=ckpt_path)
+    trainer.fit(model, DigitsDataModule(batch_size=32, label_noise=LabelNoise("symmetric", 0.2)), ckpt_path=ckpt_path)
     return trainer
 
 

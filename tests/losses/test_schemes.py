@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.losses import ELR
 from aipflow.models import MLP
 from aipflow.passes import extra_pass
@@ -87,7 +87,7 @@ def test_coteaching_trains_and_logs_label_precision(tmp_path):
         limit_train_batches=5,
         limit_val_batches=1,
     )
-    trainer.fit(task, DigitsDataModule(noise="symmetric", noise_rate=0.4, batch_size=32))
+    trainer.fit(task, DigitsDataModule(label_noise=LabelNoise("symmetric", 0.4), batch_size=32))
     precision = trainer.callback_metrics["train/label_precision"].item()
     assert 0.0 < precision <= 1.0 and math.isfinite(trainer.callback_metrics["val/acc"].item())
 

@@ -14,7 +14,7 @@ import torch
 from aipflow_bilevel.reweighting import MetaWeightNet, ReweightingTask, l2rw_weights, meta_weight_net_loss
 from torch import nn
 
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.models import MLP
 from aipflow.optim import SAM
 from aipflow.testing import quiet_trainer
@@ -118,7 +118,7 @@ def task(method="l2rw", optimizer=None, cls=ReweightingTask):
 
 
 def data():
-    return DigitsDataModule(batch_size=32, noise="symmetric", noise_rate=0.4)
+    return DigitsDataModule(batch_size=32, label_noise=LabelNoise("symmetric", 0.4))
 
 
 def test_inside_fit_with_sam_the_weights_come_once_per_batch_and_sum_to_one():

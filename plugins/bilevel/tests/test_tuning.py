@@ -13,7 +13,7 @@ import torch
 from aipflow_bilevel.tuning import HypergradientTask
 from torch import nn
 
-from aipflow.data import DigitsDataModule
+from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.testing import quiet_trainer
 
 
@@ -106,7 +106,7 @@ def test_inside_fit_the_hyperparameters_move_and_a_resumed_run_equals_the_uninte
         trainer = quiet_trainer(
             max_epochs=epochs, limit_train_batches=4, limit_val_batches=1, default_root_dir=tmp_path / root
         )
-        trainer.fit(task, DigitsDataModule(batch_size=32, noise="symmetric", noise_rate=0.4), ckpt_path=ckpt)
+        trainer.fit(task, DigitsDataModule(batch_size=32, label_noise=LabelNoise("symmetric", 0.4)), ckpt_path=ckpt)
         return task, trainer
 
     straight, trainer = run(2, "a")

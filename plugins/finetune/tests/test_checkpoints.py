@@ -15,7 +15,7 @@ from aipflow_finetune.data import Tokenize  # noqa: E402
 from aipflow_finetune.text import TextClassifier  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
-from aipflow.data import HFDataModule  # noqa: E402
+from aipflow.data import HFDataModule, LabelNoise  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
 from aipflow.testing import quiet_trainer  # noqa: E402
 
@@ -32,7 +32,11 @@ def fit(source, root, epochs, ckpt_path=None, perturb_base=False, schedule=None,
         network, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), num_classes=4, reliability_diagram=False
     )
     dm = HFDataModule(
-        str(source), text_column="text", collator=Tokenize(MINILM, 16), batch_size=8, noise="symmetric", noise_rate=0.25
+        str(source),
+        text_column="text",
+        collator=Tokenize(MINILM, 16),
+        batch_size=8,
+        label_noise=LabelNoise("symmetric", 0.25),
     )
     trainer = quiet_trainer(
         max_epochs=epochs,
