@@ -22,12 +22,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from aipflow_compress._layers import select_layers
+from aipflow_compress.configs import CompressionReport, LayerFilter, MagnitudePruningConfig
 
 __all__ = [
     "GradualMagnitudePruning",
     "PRUNABLE",
     "SCOPES",
     "cubic_sparsity",
+    "magnitude_pruning_",
     "make_permanent",
     "prunable_layers",
     "prune_magnitude",
@@ -111,6 +113,14 @@ def prune_magnitude(
         for score, mask in zip(scores, masks, strict=True):
             _set_masks([score], [mask], sparsity)
     return sparsity_of(model)
+
+
+def magnitude_pruning_(model: nn.Module, config: MagnitudePruningConfig) -> CompressionReport:
+    """:func:`prune_magnitude` as ``config`` says (and the export step when ``config.permanent``), reported."""
+    layers = prune_magnitude(model, config.sparsity, config.scope, config.layers.include, config.layers.exclude)
+    if config.permanent:
+        make_permanent(model)
+    return CompressionReport("prune", f"sparsity {config.sparsity} ({config.scope})", layers, model)
 
 
 def sparsity_of(model: nn.Module) -> dict[str, float]:
@@ -221,7 +231,6 @@ class GradualMagnitudePruning(Callback):
         if (step - self.begin_step) % self.frequency and step != self._end:
             return
         # the config `compress_` and the command use, with the masks kept as parametrizations while training goes on
-        from aipflow_compress.api import LayerFilter, MagnitudePruningConfig, compress_
-
         layers = LayerFilter(self.include, self.exclude)
-        compress_(pl_module, MagnitudePruningConfig(self.sparsity_at(step), self.scope, permanent=False, layers=layers))
+        config = MagnitudePruningConfig(self.sparsity_at(step), self.scope, permanent=False, layers=layers)
+        magnitude_pruning_(pl_module, config)
