@@ -189,7 +189,7 @@ def test_the_monitor_logs_and_plots_without_changing_the_training(tmp_path):
         kl += 0.5 * np.sum(var_q / var_p + m**2 / var_p - 1.0 - np.log(var_q / var_p))
     assert last["kl"] == pytest.approx(kl, rel=1e-6)
     bound = last["gibbs_error"] + np.sqrt((kl + np.log(2 * np.sqrt(n) / 0.05)) / (2 * n))
-    assert last["pac_bayes_bound"] == pytest.approx(bound, rel=1e-9)
+    assert last["pac_bayes_bound"] == pytest.approx(bound, rel=1e-6)
     assert (tmp_path / "watched" / "lightning_logs" / "version_0" / "sharpness.png").stat().st_size > 0
     restored = SharpnessMonitor()
     restored.load_state_dict(monitor.state_dict())

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aipflow.data.noise import LabelNoise, NoisyLabels
+from aipflow.data.noise import NO_LABEL_NOISE, LabelNoise, NoisyLabels
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 
@@ -53,7 +53,7 @@ class DigitsDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        label_noise: LabelNoise | None = None,
+        label_noise: LabelNoise = NO_LABEL_NOISE,
         flatten: bool = False,
         shuffle_seed: int = 0,
         num_workers: int = 0,

@@ -28,6 +28,7 @@ from aipflow.data.images import (
     undecoded,
 )
 from aipflow.data.noise import (
+    NO_LABEL_NOISE,
     LabelNoise,
     NoisyLabels,
     empirical_transition_matrix,
@@ -137,7 +138,7 @@ class HFDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        label_noise: LabelNoise | None = None,
+        label_noise: LabelNoise = NO_LABEL_NOISE,
         image_model: str | None = None,
         image_size: int | None = None,
         image_mode: str | None = None,

@@ -24,6 +24,7 @@ shape (d, K); ``p = softmax(x_i W_{y_i})`` with the true class masked out, scale
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -84,11 +85,13 @@ class LabelNoise:
 
     kind: str | None = None
     rate: float = 0.0
-    convention: str = "exact"
+    convention: Literal["exact", "uniform"] = "exact"
     seed: int = 0
     class_map: dict[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.kind in ("None", "null"):  # jsonargparse 4.53 hands `--data.label_noise.kind=null` on as a string
+            object.__setattr__(self, "kind", None)
         if self.kind is not None and self.kind not in NOISE_KINDS:
             raise ValueError(f"data.label_noise.kind must be one of {NOISE_KINDS} or null, got {self.kind!r}")
         if self.convention not in SYMMETRIC_CONVENTIONS:
@@ -248,3 +251,7 @@ def apply_label_noise(
             raise ValueError("instance-dependent noise needs the features of the samples")
         return instance_dependent_noise(labels, features, num_classes, rate, generator)
     raise ValueError(f"noise kind must be one of {NOISE_KINDS} or None, got {kind!r}")
+
+
+#: the default of every data module's ``label_noise``: clean labels
+NO_LABEL_NOISE = LabelNoise()

@@ -219,9 +219,8 @@ def test_predict_on_new_text_gives_classes_and_probabilities(tmp_path, monkeypat
     probs = frame[[f"prob_{k}" for k in range(5)]].to_numpy()
     # the probabilities are the checkpoint's adapters and head on the installed encoder, applied here without the
     # task or the command: the recipe's network, the saved (trained) weights loaded over it, the same tokenizer
-    net = minilm(
-        "lora", num_classes=5, lora=LoraSettings(r=8, alpha=16, dropout=0.1, target_modules=["query", "value"])
-    )
+    lora = LoraSettings(r=8, alpha=16, dropout=0.1, target_modules=["query", "value"])
+    net = TextClassifier(MINILM, num_classes=5, method="lora", lora=lora)
     saved = torch.load(ckpt, weights_only=True)["state_dict"]
     missing, unexpected = net.load_state_dict({k.removeprefix("model."): v for k, v in saved.items()}, strict=False)
     assert not unexpected and all(k.removeprefix("model.") not in missing for k in saved)
