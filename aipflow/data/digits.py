@@ -9,21 +9,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aipflow.data.noise import NO_LABEL_NOISE, LabelNoise, NoisyLabels
+from aipflow.data.rows import IndexedDataset
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
-
-
-class IndexedDataset(Dataset):
-    """Tensors as dict samples ``{"x", "y", "clean_y", "index"}``; ``index`` lets per-sample schemes (ELR) work."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, clean_y: torch.Tensor | None = None) -> None:
-        self.x, self.y = x, y
-        self.clean_y = y if clean_y is None else clean_y
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
 
 
 class DigitsDataModule(L.LightningDataModule):

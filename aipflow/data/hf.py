@@ -33,35 +33,13 @@ from aipflow.data.noise import (
     NoisyLabels,
     empirical_transition_matrix,
 )
+from aipflow.data.rows import RowDataset
 from aipflow.data.sources import open_dataset
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
 __all__ = ["HFDataModule"]
 
 _VALIDATION_NAMES = ("validation", "valid", "val", "dev")
-
-
-class _Rows(Dataset):
-    """Rows as dicts: the inputs of row ``i`` (``x``, or ``text``), then ``y, clean_y, index`` (and ``weight`` when a
-    weight column is given)."""
-
-    def __init__(
-        self,
-        inputs: Callable[[int], dict[str, Any]],
-        y: torch.Tensor,
-        clean_y: torch.Tensor,
-        weight: torch.Tensor | None,
-    ) -> None:
-        self.inputs, self.y, self.clean_y, self.weight = inputs, y, clean_y, weight
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = {**self.inputs(i), "y": self.y[i], "clean_y": self.clean_y[i], "index": torch.tensor(i)}
-        if self.weight is not None:
-            row["weight"] = self.weight[i]
-        return row
 
 
 class _FeatureInputs:
@@ -198,7 +176,7 @@ class HFDataModule(L.LightningDataModule):
         self.class_names: list[str] | None = None
         self.image: ImageSettings | None = None
         self.split_report = ""
-        self.sets: dict[str, _Rows] = {}
+        self.sets: dict[str, RowDataset] = {}
         self._input_shape: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------------------------------------- setup
@@ -212,18 +190,18 @@ class HFDataModule(L.LightningDataModule):
         return self._num_classes
 
     @property
-    def train_set(self) -> _Rows:
+    def train_set(self) -> RowDataset:
         """The training rows as evaluated (no augmentation): what monitors and estimators read."""
         self.setup()
         return self.sets["train_eval"] if "train_eval" in self.sets else self.sets["train"]
 
     @property
-    def val_set(self) -> _Rows:
+    def val_set(self) -> RowDataset:
         self.setup()
         return self.sets["val"]
 
     @property
-    def test_set(self) -> _Rows:
+    def test_set(self) -> RowDataset:
         self.setup()
         return self.sets["test"]
 
@@ -287,10 +265,12 @@ class HFDataModule(L.LightningDataModule):
                     values = np.where(np.isnan(values), np.float32(hp.weight_missing), values)
                 check_finite_features(values[:, None], f"data.weight_column={hp.weight_column!r}")
                 weight = torch.from_numpy(values)
-            self.sets[name] = _Rows(inputs[name], y.long(), clean.long(), weight)
+            self.sets[name] = RowDataset({"y": y.long(), "clean_y": clean.long(), "weight": weight}, inputs[name])
         if "train_eval" in inputs:
             train = self.sets["train"]
-            self.sets["train_eval"] = _Rows(inputs["train_eval"], train.y, train.clean_y, train.weight)
+            self.sets["train_eval"] = RowDataset(
+                {"y": train.y, "clean_y": train.clean_y, "weight": train.weight}, inputs["train_eval"]
+            )
         if self.collator is not None:
             self.collator.check(self.sets["train"][0])
         shape = "text" if self._input_shape is None else "x".join(map(str, self._input_shape))
@@ -499,7 +479,7 @@ class HFDataModule(L.LightningDataModule):
             return self.test_dataloader()
         return self._loader(self._predict_rows(), 4 * self.hparams.batch_size)
 
-    def _predict_rows(self) -> _Rows:
+    def _predict_rows(self) -> RowDataset:
         """``predict_source`` read and transformed exactly as the validation split (features scaled with the
         training statistics, images with the evaluation transform, text untouched); labels when it has the label
         column (-1 where it does not)."""
@@ -525,7 +505,7 @@ class HFDataModule(L.LightningDataModule):
             labels = torch.from_numpy(self._label_ids(table, hp.label_column, "label_column"))
         else:
             labels = torch.full((len(table),), -1, dtype=torch.long)
-        return _Rows(inputs, labels, labels, None)
+        return RowDataset({"y": labels, "clean_y": labels}, inputs)
 
 
 def _carve(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from aipflow.data import check_finite_features, feature_scale, stratified_split
+from aipflow.data import RowDataset, check_finite_features, feature_scale, stratified_split
 from aipflow.data import open_dataset as core_open_dataset
 
 SETTINGS = ("two_sample", "one_sample")
@@ -92,23 +92,14 @@ def labelled_splits(
     return x, labels, (train_idx, val_idx, test_idx)
 
 
-class IndexedTensorDataset(Dataset):
-    """Rows of named tensors (``fields``, given in that order) as dicts, with each row's ``index`` (per-sample
-    state such as PRODEN's weights needs it)."""
+class IndexedTensorDataset(RowDataset):
+    """The core's row dataset over named tensors (``fields``, given in that order): rows as dicts with each row's
+    ``index`` (per-sample state such as PRODEN's weights needs it)."""
 
     fields: tuple[str, ...] = ()
 
     def __init__(self, *tensors: torch.Tensor) -> None:
-        for name, tensor in zip(self.fields, tensors, strict=True):
-            setattr(self, name, tensor)
-
-    def __len__(self) -> int:
-        return getattr(self, self.fields[0]).shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = {name: getattr(self, name)[i] for name in self.fields}
-        row["index"] = torch.tensor(i)
-        return row
+        super().__init__(dict(zip(self.fields, tensors, strict=True)))
 
 
 class PUDataset(IndexedTensorDataset):
