@@ -23,26 +23,14 @@ plugin = Plugin(
     commands={"compress": "aipflow_compress.command:main"},
 )
 
-_API = (
-    "CPConfig",
-    "ChannelPruningConfig",
-    "CompressionReport",
-    "HeadPruningConfig",
-    "Int8Config",
-    "LayerFilter",
-    "LowRankConfig",
-    "MagnitudePruningConfig",
-    "TensorTrainConfig",
-    "TuckerConfig",
-    "compress_",
-)
-__all__ = ["plugin", *_API]
+__all__ = ["plugin"]  # and, loaded on first use, every name of aipflow_compress.api (compress_ and the configs)
 
 
 def __getattr__(name: str):
     # the configs and the verb load on first use: plugin discovery (every `aipflow` start) imports only this file
-    if name in _API:
-        from aipflow_compress import api
+    import importlib
 
+    api = importlib.import_module("aipflow_compress.api")  # (not `from . import api`: that asks this hook again)
+    if name in api.__all__:
         return getattr(api, name)
     raise AttributeError(f"module 'aipflow_compress' has no attribute {name!r}")

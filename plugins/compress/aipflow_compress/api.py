@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import aipflow_compress.configs as configs
 from aipflow_compress.configs import (
     ChannelPruningConfig,
     CompressionConfig,
@@ -38,21 +39,7 @@ from aipflow_compress.configs import (
     TuckerConfig,
 )
 
-__all__ = [
-    "CPConfig",
-    "ChannelPruningConfig",
-    "CompressionConfig",
-    "CompressionReport",
-    "HeadPruningConfig",
-    "Int8Config",
-    "LayerFilter",
-    "LowRankConfig",
-    "MagnitudePruningConfig",
-    "TensorTrainConfig",
-    "TuckerConfig",
-    "compress_",
-    "config_from_options",
-]
+__all__ = [*configs.__all__, "compress_", "config_from_options"]
 
 
 def _replaced(layers: dict[str, dict]) -> str:
