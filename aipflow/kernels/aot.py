@@ -301,11 +301,67 @@ def compile_all(specs: list[Specialization], archs: tuple[int, ...] = TARGETS) -
     return out
 
 
+def _cache_folder() -> Path:
+    """Where compile results are kept between runs: ``$AIPFLOW_AOT_CACHE``, else ``~/.cache/aipflow/aot``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aipflow" / "aot"
+    return Path(os.environ.get("AIPFLOW_AOT_CACHE", default))
+
+
+def _cache_key(spec: Specialization, arch: int) -> str:
+    """What a compile result depends on: the specialisation, the target, the source of every kernel module (the
+    kernel and any helper it inlines, wherever it lives), Triton's version and the CUDA tools beside it."""
+    import hashlib
+
+    import triton
+
+    module = Path(importlib.import_module(spec.module).__file__)
+    sources = [f.read_text() for f in sorted(module.parent.glob("*.py"))]
+    tools = [str(_tool(name)) for name in ("ptxas", "ptxas-blackwell", "cuobjdump")]
+    parts = [json.dumps(spec.to_json(), sort_keys=True), str(arch), triton.__version__, *sources]
+    parts += [f"{t}:{os.path.getmtime(t) if os.path.exists(t) else 0}" for t in tools]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def compile_in_subprocess(
-    specs: list[Specialization], archs: tuple[int, ...] = TARGETS, processes: int = 2, timeout: int = 1200
+    specs: list[Specialization],
+    archs: tuple[int, ...] = TARGETS,
+    processes: int = 2,
+    timeout: int = 1200,
+    cache: bool = True,
 ) -> list[dict]:
     """:func:`compile_all` in new processes without the interpreter (this one may have it on), ``processes`` at
-    a time over interleaved shares of the specialisations."""
+    a time over interleaved shares of the specialisations. With ``cache``, a result already computed for the same
+    specialisation, target, kernel source, Triton and CUDA tools is read back (a compile error is never cached)."""
+    cached: dict[tuple[int, int], dict] = {}
+    keys: dict[tuple[int, int], Path] = {}
+    if cache:
+        folder = _cache_folder()
+        for i, spec in enumerate(specs):
+            for arch in archs:
+                path = keys[(i, arch)] = folder / f"{_cache_key(spec, arch)}.json"
+                if path.is_file():
+                    cached[(i, arch)] = json.loads(path.read_text())
+    missing = [i for i, _ in enumerate(specs) if any((i, arch) not in cached for arch in archs)]
+    results = _compile_fresh([specs[i] for i in missing], archs, processes, timeout) if missing else []
+    fresh = iter(results)
+    out = []
+    for i, _ in enumerate(specs):
+        for arch in archs:
+            if i in missing:
+                result = next(fresh)
+                if cache and "error" not in result:
+                    keys[(i, arch)].parent.mkdir(parents=True, exist_ok=True)
+                    keys[(i, arch)].write_text(json.dumps(result))
+            else:
+                result = cached[(i, arch)]
+            out.append(result)
+    return out
+
+
+def _compile_fresh(specs: list[Specialization], archs: tuple[int, ...], processes: int, timeout: int) -> list[dict]:
+    """Compile in ``processes`` new processes (process k takes ``specs[k::processes]``; :func:`compile_all` returns
+    each spec's targets in turn); the results in the order of ``specs``, then ``archs``."""
+    by_spec: list[list[dict]] = [[] for _ in specs]
     with tempfile.TemporaryDirectory() as folder:
         env = {**os.environ, "TRITON_INTERPRET": "0"}
         running = []
@@ -315,13 +371,14 @@ def compile_in_subprocess(
             command = [sys.executable, "-m", "aipflow.kernels.aot", str(spec_file), str(out_file), "--arch"]
             pipe = subprocess.PIPE
             running.append((subprocess.Popen([*command, *map(str, archs)], env=env, stderr=pipe, text=True), out_file))
-        results = []
-        for process, out_file in running:
+        for k, (process, out_file) in enumerate(running):
             _, err = process.communicate(timeout=timeout)
             if process.returncode != 0:
                 raise RuntimeError(f"ahead-of-time compilation failed to run: {err[-3000:]}")
-            results += json.loads(out_file.read_text())
-        return results
+            results = json.loads(out_file.read_text())
+            for j, index in enumerate(range(k, len(specs), processes)):
+                by_spec[index] = results[j * len(archs) : (j + 1) * len(archs)]
+    return [result for results in by_spec for result in results]
 
 
 def main(argv: list[str] | None = None) -> int:

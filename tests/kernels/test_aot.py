@@ -97,6 +97,32 @@ def test_a_compile_error_is_reported_not_swallowed():
     assert "error" in result and result["error"].startswith("CompilationError")
 
 
+def test_compile_results_are_read_back_only_for_the_same_specialisation_and_target(tmp_path, monkeypatch):
+    import aipflow.kernels.aot as aot
+
+    monkeypatch.setenv("AIPFLOW_AOT_CACHE", str(tmp_path))
+    signature = (("out_ptr", "*fp32"), ("table_ptr", "*i64"), ("seed", "i32"))
+    signature += (("NCOL", "constexpr"), ("ALIGNED", "constexpr"), ("BLOCK", "constexpr"))
+    spec = Specialization(
+        "aipflow.kernels.noise", "_normal_kernel", signature, (("NCOL", 3), ("ALIGNED", True), ("BLOCK", 1024)), 4
+    )
+    (first,) = compile_in_subprocess([spec], (90,), processes=1)
+    assert "error" not in first and len(list(tmp_path.glob("*.json"))) == 1
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again although the result is cached")
+
+    monkeypatch.setattr(aot, "_compile_fresh", no_compiler)
+    assert compile_in_subprocess([spec], (90,), processes=1) == [first]
+    with pytest.raises(AssertionError, match="compiled again"):  # another target is another result
+        compile_in_subprocess([spec], (80,), processes=1)
+    other = Specialization(
+        spec.module, spec.kernel, spec.signature, (("NCOL", 2), ("ALIGNED", True), ("BLOCK", 1024)), 4
+    )
+    with pytest.raises(AssertionError, match="compiled again"):  # and another specialisation
+        compile_in_subprocess([other], (90,), processes=1)
+
+
 def test_the_fp32_steady_state_uses_128_bit_accesses(compiled):
     # whole blocks run unmasked (block_indices), so aligned fp32 tensors move 16 bytes per instruction; before, every
     # element access was a 32-bit LDG.E / STG.E (the mask idx < n gave the compiler nothing to vectorise on)
