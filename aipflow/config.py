@@ -204,20 +204,12 @@ def prepared_config(spec: str, registry: Registry | None = None) -> str:
     return yaml.safe_dump(rewritten, sort_keys=False)
 
 
-#: the flat label-noise options data modules took before ``label_noise`` (a LabelNoise), and the field each is
-LEGACY_NOISE_OPTIONS = {
-    "noise": "kind",
-    "noise_rate": "rate",
-    "noise_convention": "convention",
-    "noise_seed": "seed",
-    "noise_class_map": "class_map",
-}
-
-
 def legacy_label_noise(config: Any) -> Any:
     """A config whose data module takes the flat label-noise options of before
     :class:`~aipflow.data.noise.LabelNoise` (``noise``, ``noise_rate``, ...), with them as ``label_noise`` fields
     (``kind``, ``rate``, ...): configs and recipes written for the earlier options keep working."""
+    from aipflow.data.noise import LEGACY_NOISE_OPTIONS
+
     data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict):
         return config
@@ -234,6 +226,8 @@ def legacy_label_noise(config: Any) -> Any:
 
 def _legacy_noise_key(key: str) -> str:
     """``--data.noise_rate`` / ``--data.init_args.noise_rate`` -> ``--data[.init_args].label_noise.rate``."""
+    from aipflow.data.noise import LEGACY_NOISE_OPTIONS
+
     head, _, last = key.rpartition(".")
     if head in ("--data", "--data.init_args") and last in LEGACY_NOISE_OPTIONS:
         return f"{head}.label_noise.{LEGACY_NOISE_OPTIONS[last]}"

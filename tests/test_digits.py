@@ -37,3 +37,17 @@ def test_split_is_fixed_standardised_and_noise_only_on_train():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DigitsDataModule(**kwargs)
+
+
+def test_the_earlier_flat_noise_options_still_mean_the_settings_fields():
+    earlier = DigitsDataModule(noise="pair", noise_rate=0.3, noise_seed=5)
+    assert earlier.label_noise == LabelNoise("pair", 0.3, seed=5)
+    assert "noise_rate" not in earlier.hparams and earlier.hparams["label_noise"]["rate"] == 0.3
+    earlier.setup()
+    now = DigitsDataModule(label_noise=LabelNoise("pair", 0.3, seed=5))
+    now.setup()
+    assert torch.equal(earlier.train_set.y, now.train_set.y)
+    with pytest.raises(
+        TypeError, match=r"DigitsDataModule.__init__\(\) got an unexpected keyword argument 'noise_ratio'"
+    ):
+        DigitsDataModule(noise_ratio=0.3)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aipflow.data.noise import NO_LABEL_NOISE, LabelNoise, NoisyLabels
+from aipflow.data.noise import LEGACY_NOISE_OPTIONS, NO_LABEL_NOISE, LabelNoise, NoisyLabels
 from aipflow.data.rows import IndexedDataset
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
 
@@ -45,6 +47,7 @@ class DigitsDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         num_workers: int = 0,
         predict_file: str | None = None,
+        **legacy_noise_options: Any,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -56,8 +59,8 @@ class DigitsDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.val_fraction + data.test_fraction must be < 0.9, got {val_fraction + test_fraction}"
             )
-        self.label_noise = LabelNoise.of(label_noise)
-        self.save_hyperparameters(ignore=["label_noise"])
+        self.label_noise = LabelNoise.of(label_noise, legacy_noise_options, type(self).__name__)
+        self.save_hyperparameters(ignore=["label_noise", *LEGACY_NOISE_OPTIONS])
         self.hparams["label_noise"] = self.label_noise.as_dict()  # plain types: checkpoints load weights-only
         self.noise_report: NoisyLabels | None = None
 

@@ -28,6 +28,7 @@ from aipflow.data.images import (
     undecoded,
 )
 from aipflow.data.noise import (
+    LEGACY_NOISE_OPTIONS,
     NO_LABEL_NOISE,
     LabelNoise,
     NoisyLabels,
@@ -129,11 +130,12 @@ class HFDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         shuffle_seed: int = 0,
+        **legacy_noise_options: Any,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        label_noise = LabelNoise.of(label_noise)
+        label_noise = LabelNoise.of(label_noise, legacy_noise_options, type(self).__name__)
         if label_noise.active and noisy_label_column is not None:
             raise ValueError(
                 "data.label_noise and data.noisy_label_column exclude each other: the noisy column is the noise"
@@ -166,7 +168,8 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0 or null (chosen for the input kind), got {num_workers}")
         # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging
         # and refuses one name with two values (the task's num_classes is the model's)
-        self.save_hyperparameters(ignore=["num_classes", "collator", "label_noise"])  # tensors and plain types
+        # tensors and plain types only (the settings are saved as a dict below)
+        self.save_hyperparameters(ignore=["num_classes", "collator", "label_noise", *LEGACY_NOISE_OPTIONS])
         self.label_noise = label_noise
         self.hparams["label_noise"] = label_noise.as_dict()
         self.collator = collator

@@ -102,11 +102,19 @@ class LabelNoise:
             raise ValueError(f"data.label_noise.rate must lie in [0, 1), got {self.rate}")
 
     @classmethod
-    def of(cls, value: LabelNoise | dict | None) -> LabelNoise:
-        """``value`` as settings: a dict (saved hyper-parameters, Python callers) or ``None`` (no noise) too."""
-        if value is None:
-            return cls()
-        return value if isinstance(value, cls) else cls(**value)
+    def of(cls, value: LabelNoise | dict | None, legacy: dict | None = None, owner: str = "") -> LabelNoise:
+        """``value`` as settings: a dict (saved hyper-parameters, Python callers) or ``None`` (no noise) too.
+        ``legacy``: a data module's other keyword arguments, where the earlier flat options (``noise_rate=0.4``)
+        are read as fields; any other name is refused as Python would (``owner`` names the class)."""
+        settings = cls() if value is None else value if isinstance(value, cls) else cls(**value)
+        legacy = dict(legacy or {})
+        unknown = sorted(set(legacy) - set(LEGACY_NOISE_OPTIONS))
+        if unknown:
+            raise TypeError(f"{owner or cls.__name__}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        if not legacy:
+            return settings
+        fields = {**settings.as_dict(), **{LEGACY_NOISE_OPTIONS[k]: v for k, v in legacy.items()}}
+        return cls(**fields)
 
     @property
     def active(self) -> bool:
@@ -252,6 +260,16 @@ def apply_label_noise(
         return instance_dependent_noise(labels, features, num_classes, rate, generator)
     raise ValueError(f"noise kind must be one of {NOISE_KINDS} or None, got {kind!r}")
 
+
+#: the flat label-noise options data modules took before :class:`LabelNoise`, and the field each is (still read
+#: from Python keyword arguments, configs and the command line)
+LEGACY_NOISE_OPTIONS = {
+    "noise": "kind",
+    "noise_rate": "rate",
+    "noise_convention": "convention",
+    "noise_seed": "seed",
+    "noise_class_map": "class_map",
+}
 
 #: the default of every data module's ``label_noise``: clean labels
 NO_LABEL_NOISE = LabelNoise()

@@ -23,8 +23,10 @@ __all__ = [
 ]
 
 # 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD;
-# 1.3: aipflow.optim.functional (the step functions), aipflow.optim.OptionError, SAM's base options as keywords
-PLUGIN_API_VERSION = "1.3"
+# 1.3: aipflow.optim.functional (the step functions), aipflow.optim.OptionError, SAM's base options as keywords;
+# 1.4: aipflow.tasks.Task (the one task base), aipflow.lightning.default_callbacks / command_callbacks,
+# aipflow.data.LabelNoise (data modules' label_noise) and aipflow.data.RowDataset
+PLUGIN_API_VERSION = "1.4"
 #: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
 CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})
 ENTRY_POINT_GROUP = "aipflow.plugins"

@@ -9,7 +9,7 @@ __version__ = "0.3.0"
 
 plugin = Plugin(
     name="weaksup",
-    api_version="1.0",
+    api_version="1.4",  # 1.4: aipflow.tasks.Task, aipflow.data.RowDataset
     components={
         "PURisk": "aipflow_weaksup.risks.pu:PURisk",
         "PNRisk": "aipflow_weaksup.risks.pu:PNRisk",
