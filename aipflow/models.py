@@ -8,7 +8,34 @@ from torch import nn
 
 from aipflow.sizes import require_size
 
-__all__ = ["MLP", "SmallCNN", "TimmModel", "reinitialize", "trainable_parameters"]
+__all__ = [
+    "MLP",
+    "SmallCNN",
+    "TimmModel",
+    "check_timm_name",
+    "create_timm_model",
+    "reinitialize",
+    "trainable_parameters",
+]
+
+
+def check_timm_name(name: str, field: str) -> None:
+    """One line naming the config ``field`` (and timm's closest names) when timm has no model ``name``."""
+    import timm
+
+    if timm.list_models(name) or name in timm.list_models():
+        return
+    close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+    raise ValueError(f"{field}: unknown timm model {name!r}; similar: {close}")
+
+
+def create_timm_model(name: str, field: str = "model.name", **options) -> nn.Module:
+    """``timm.create_model(name, **options)`` after :func:`check_timm_name`: the one place aipflow and its plugins
+    build a timm network."""
+    import timm
+
+    check_timm_name(name, field)
+    return timm.create_model(name, **options)
 
 
 def trainable_parameters(network: nn.Module) -> list:
@@ -122,14 +149,9 @@ class TimmModel(nn.Module):
         input_size: int | None = None,
     ) -> None:
         super().__init__()
-        import timm
-
         num_classes = require_size(num_classes, "TimmModel.num_classes")
         in_chans = require_size(in_chans, "TimmModel.in_chans")
-        if not timm.list_models(name) and name not in timm.list_models():
-            close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
-            raise ValueError(f"model.name: unknown timm model {name!r}; similar: {close}")
-        self.model = timm.create_model(
+        self.model = create_timm_model(
             name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, checkpoint_path=checkpoint_path
         )
         self.input_size = input_size

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from aipflow.models import check_timm_name
+
 __all__ = [
     "IMAGE_MODES",
     "ImageInputs",
@@ -104,8 +106,8 @@ def _pretrained_config(model: str) -> dict:
 
     cfg = timm.models.get_pretrained_cfg(model)
     if cfg is None:
-        close = timm.list_models(f"*{model.split('.')[0][:6]}*")[:5]
-        raise ValueError(f"data.image_model: unknown timm model {model!r}; similar: {close}")
+        check_timm_name(model, "data.image_model")
+        raise ValueError(f"data.image_model: timm model {model!r} has no pretrained configuration to take sizes from")
     return resolve_data_config(pretrained_cfg=cfg.to_dict())
 
 

@@ -25,7 +25,7 @@ __all__ = [
 # 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD;
 # 1.3: aipflow.optim.functional (the step functions), aipflow.optim.OptionError, SAM's base options as keywords;
 # 1.4: aipflow.tasks.Task (the one task base), aipflow.lightning.default_callbacks / command_callbacks,
-# aipflow.data.LabelNoise (data modules' label_noise) and aipflow.data.RowDataset
+# aipflow.data.LabelNoise (data modules' label_noise), aipflow.data.RowDataset, aipflow.models.create_timm_model
 PLUGIN_API_VERSION = "1.4"
 #: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
 CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})

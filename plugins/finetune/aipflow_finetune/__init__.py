@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 plugin = Plugin(
     name="finetune",
-    api_version="1.0",
+    api_version="1.4",  # 1.4: aipflow.models.create_timm_model
     components={
         "TextClassifier": "aipflow_finetune.text:TextClassifier",
         "VisionClassifier": "aipflow_finetune.vision:VisionClassifier",

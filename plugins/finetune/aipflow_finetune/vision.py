@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from aipflow.data import package_path
-from aipflow.models import reinitialize
+from aipflow.models import create_timm_model, reinitialize
 from aipflow.sizes import require_size
 from aipflow_finetune.lora import LoraSettings, apply_lora, reset_adapters
 from aipflow_finetune.text import METHODS
@@ -42,16 +42,11 @@ class VisionClassifier(nn.Module):
         lora: LoraSettings | None = None,
     ) -> None:
         super().__init__()
-        import timm
-
         num_classes = require_size(num_classes, "VisionClassifier.num_classes")
         in_chans = require_size(in_chans, "VisionClassifier.in_chans")
         if method not in METHODS:
             raise ValueError(f"model.method must be one of {METHODS}, got {method!r}")
-        if backbone not in timm.list_models():
-            close = timm.list_models(f"*{backbone[:6]}*")[:5]
-            raise ValueError(f"model.backbone: unknown timm model {backbone!r}; similar: {close}")
-        network = timm.create_model(backbone, pretrained=False)
+        network = create_timm_model(backbone, "model.backbone", pretrained=False)
         if weights is not None:
             load_weights_in_order(network, weights, "model.weights")
         if in_chans != 3:

@@ -95,6 +95,11 @@ def test_bad_weights_are_one_line(weights, message):
         VisionClassifier("tf_efficientnet_lite0", weights, num_classes=10)
 
 
+def test_an_unknown_backbone_is_one_line_naming_the_field():
+    with pytest.raises(ValueError, match=r"^model.backbone: unknown timm model 'efficientnet_nope'; similar: \["):
+        VisionClassifier("efficientnet_nope", num_classes=10)
+
+
 def test_weights_of_another_architecture_are_one_line():
     with pytest.raises(ValueError, match=r"holds 296 tensors, ResNet has \d+: not weights of this architecture"):
         VisionClassifier("resnet18", WEIGHTS, num_classes=10)
