@@ -60,19 +60,11 @@ def loader(x, y, batch_size):
 
 
 def trainer(callbacks=(), configure_integration=True, **kwargs):
-    """A quiet CPU Trainer; without callbacks it configures SharpnessAwareTraining itself unless
+    """The plugin kit's quiet CPU Trainer (:func:`aipflow.testing.quiet_trainer`) for one epoch on one device, not
+    forced deterministic; without callbacks it configures SharpnessAwareTraining itself unless
     ``configure_integration=False`` (then only what the entry point adds to every Trainer)."""
     from aipflow.lightning import SharpnessAwareTraining
+    from aipflow.testing import quiet_trainer
 
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=1,
-    )
-    defaults.update(kwargs)
     cbs = list(callbacks) or ([SharpnessAwareTraining()] if configure_integration else [])
-    return L.Trainer(callbacks=cbs, **defaults)
+    return quiet_trainer(callbacks=cbs, **{"devices": 1, "max_epochs": 1, "deterministic": None, **kwargs})
