@@ -307,19 +307,26 @@ def _cache_folder() -> Path:
     return Path(os.environ.get("AIPFLOW_AOT_CACHE", default))
 
 
-def _cache_key(spec: Specialization, arch: int) -> str:
-    """What a compile result depends on: the specialisation, the target, the source of every kernel module (the
-    kernel and any helper it inlines, wherever it lives), Triton's version and the CUDA tools beside it."""
+def _toolchain_digest(module: str) -> str:
+    """What every compile result of ``module``'s package depends on beside its specialisation: the source of every
+    kernel module (the kernel and any helper it inlines, wherever it lives), Triton's version and the CUDA tools."""
     import hashlib
 
     import triton
 
-    module = Path(importlib.import_module(spec.module).__file__)
-    sources = [f.read_text() for f in sorted(module.parent.glob("*.py"))]
-    tools = [str(_tool(name)) for name in ("ptxas", "ptxas-blackwell", "cuobjdump")]
-    parts = [json.dumps(spec.to_json(), sort_keys=True), str(arch), triton.__version__, *sources]
-    parts += [f"{t}:{os.path.getmtime(t) if os.path.exists(t) else 0}" for t in tools]
+    folder = Path(importlib.import_module(module).__file__).parent
+    parts = [triton.__version__, *(f.read_text() for f in sorted(folder.glob("*.py")))]
+    for tool in (_tool(name) for name in ("ptxas", "ptxas-blackwell", "cuobjdump")):
+        parts.append(f"{tool}:{os.path.getmtime(tool) if os.path.exists(tool) else 0}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _cache_key(spec: Specialization, arch: int, toolchain: str) -> str:
+    """The specialisation, the target and :func:`_toolchain_digest`."""
+    import hashlib
+
+    text = "\n".join([json.dumps(spec.to_json(), sort_keys=True), str(arch), toolchain])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def compile_in_subprocess(
@@ -336,9 +343,12 @@ def compile_in_subprocess(
     keys: dict[tuple[int, int], Path] = {}
     if cache:
         folder = _cache_folder()
+        digests: dict[str, str] = {}  # one per kernel package, read once per call
         for i, spec in enumerate(specs):
+            package = spec.module.rpartition(".")[0]
+            toolchain = digests.get(package) or digests.setdefault(package, _toolchain_digest(spec.module))
             for arch in archs:
-                path = keys[(i, arch)] = folder / f"{_cache_key(spec, arch)}.json"
+                path = keys[(i, arch)] = folder / f"{_cache_key(spec, arch, toolchain)}.json"
                 if path.is_file():
                     cached[(i, arch)] = json.loads(path.read_text())
     missing = [i for i, _ in enumerate(specs) if any((i, arch) not in cached for arch in archs)]
