@@ -19,6 +19,8 @@ PUBLIC_MODULES = (
     "aipflow.metrics",
     "aipflow.callbacks",
     "aipflow.lightning",
+    "aipflow.label_issues",
+    "aipflow.review",
     "aipflow.passes",
     "aipflow.plugins",
     "aipflow.sharpness",

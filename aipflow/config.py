@@ -112,6 +112,11 @@ def _import_path(name: str, registry: Registry) -> str:
 UPGRADED_CLASS_PATHS = {
     "lightning.pytorch.callbacks.ModelCheckpoint": "aipflow.lightning.checkpoint.ModelCheckpoint",
     "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint": "aipflow.lightning.checkpoint.ModelCheckpoint",
+    # the callbacks' homes before they moved under aipflow.lightning (configs earlier runs saved name them)
+    "aipflow.sharpness.SharpnessMonitor": "aipflow.lightning.sharpness_monitor.SharpnessMonitor",
+    "aipflow.callbacks.LabelNoiseMonitor": "aipflow.lightning.label_noise_monitor.LabelNoiseMonitor",
+    "aipflow.callbacks.TransitionMatrixEstimation": "aipflow.lightning.transition_matrix.TransitionMatrixEstimation",
+    "aipflow.lightning.sharpness.SharpnessAwareTraining": "aipflow.lightning.multi_pass.SharpnessAwareTraining",
 }
 
 
@@ -165,7 +170,7 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> list[str]
             out.append(arg)
             i += 1
             continue
-        key = _legacy_noise_key(key)
+        key = _legacy_data_key(key)
         if key in ("--config", "-c"):
             value = prepared_config(value, registry)
         elif key.endswith(".class_path"):
@@ -198,39 +203,53 @@ def prepared_config(spec: str, registry: Registry | None = None) -> str:
     if not isinstance(raw, dict):
         where = "the inline config" if path is None else str(path)
         raise ConfigError(f"--config: {where} must hold a mapping at the top level, got {type(raw).__name__}")
-    rewritten = legacy_label_noise(rewrite_short_names(inline_includes(raw, base), registry))
+    rewritten = legacy_data_options(rewrite_short_names(inline_includes(raw, base), registry))
     if path is not None and rewritten == raw:
         return str(path)  # untouched: jsonargparse reads the file itself
     return yaml.safe_dump(rewritten, sort_keys=False)
 
 
-def legacy_label_noise(config: Any) -> Any:
-    """A config whose data module takes the flat label-noise options of before
-    :class:`~aipflow.data.noise.LabelNoise` (``noise``, ``noise_rate``, ...), with them as ``label_noise`` fields
-    (``kind``, ``rate``, ...): configs and recipes written for the earlier options keep working."""
+def _legacy_groups() -> dict[str, dict[str, str]]:
+    """The settings objects data modules take and, for each, the earlier flat options that mean its fields."""
+    from aipflow.data.images import LEGACY_IMAGE_OPTIONS
     from aipflow.data.noise import LEGACY_NOISE_OPTIONS
 
+    return {"label_noise": LEGACY_NOISE_OPTIONS, "images": LEGACY_IMAGE_OPTIONS}
+
+
+def legacy_data_options(config: Any) -> Any:
+    """A config whose data module takes the flat options of before its settings objects, with them as the
+    objects' fields: the label-noise options (``noise``, ``noise_rate``, ...) as ``label_noise`` (``kind``,
+    ``rate``, ...), the image options (``image_column``, ``image_size``, ``augment``, ...) as ``images``
+    (``column``, ``size``, ``augment``, ...). Configs and recipes written for the earlier options, and the configs
+    earlier runs saved, keep working. Image options without an ``image_column`` had no effect (the input was not
+    images) and are left out, as before."""
     data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict):
         return config
     options = data.get("init_args") if isinstance(data.get("init_args"), dict) else data
-    if not any(key in options for key in LEGACY_NOISE_OPTIONS):
+    groups = {group: legacy for group, legacy in _legacy_groups().items() if any(k in options for k in legacy)}
+    if not groups:
         return config
-    moved = {k: v for k, v in options.items() if k not in LEGACY_NOISE_OPTIONS}
-    group = dict(moved.get("label_noise") or {})
-    group.update({LEGACY_NOISE_OPTIONS[k]: v for k, v in options.items() if k in LEGACY_NOISE_OPTIONS})
-    moved["label_noise"] = group
+    moved = {k: v for k, v in options.items() if not any(k in legacy for legacy in groups.values())}
+    for group, legacy in groups.items():
+        if group == "images" and options.get("image_column") is None:
+            continue  # not an image input: the flat image options never applied
+        fields = dict(moved.get(group) or {})
+        fields.update({legacy[k]: v for k, v in options.items() if k in legacy})
+        moved[group] = fields
     data = {**data, "init_args": moved} if options is not data else moved
     return {**config, "data": data}
 
 
-def _legacy_noise_key(key: str) -> str:
-    """``--data.noise_rate`` / ``--data.init_args.noise_rate`` -> ``--data[.init_args].label_noise.rate``."""
-    from aipflow.data.noise import LEGACY_NOISE_OPTIONS
-
+def _legacy_data_key(key: str) -> str:
+    """``--data.noise_rate`` / ``--data.init_args.image_size`` -> ``--data[.init_args].label_noise.rate`` /
+    ``--data.init_args.images.size``."""
     head, _, last = key.rpartition(".")
-    if head in ("--data", "--data.init_args") and last in LEGACY_NOISE_OPTIONS:
-        return f"{head}.label_noise.{LEGACY_NOISE_OPTIONS[last]}"
+    if head in ("--data", "--data.init_args"):
+        for group, legacy in _legacy_groups().items():
+            if last in legacy:
+                return f"{head}.{group}.{legacy[last]}"
     return key
 
 

@@ -28,15 +28,11 @@ BATCH = 64
 
 
 def data_module(source: Path, workers: int | None):
-    from aipflow.data import HFDataModule
+    from aipflow.data import HFDataModule, ImageOptions
 
     dm = HFDataModule(
         str(source),
-        image_column="image",
-        image_model="resnet18",
-        image_size=64,
-        image_mode="L",
-        crop_scale=(0.35, 1.0),
+        images=ImageOptions(model="resnet18", size=64, mode="L", crop_scale=(0.35, 1.0)),
         batch_size=BATCH,
         num_workers=workers,
     )

@@ -39,8 +39,8 @@ METHODS = {
 
 
 def one_run(method: str, noise: str, rate: float, seed: int) -> dict:
-    from aipflow.callbacks import LabelNoiseMonitor
     from aipflow.cli import run
+    from aipflow.lightning import LabelNoiseMonitor
 
     argv = [
         "fit",

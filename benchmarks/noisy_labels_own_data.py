@@ -37,8 +37,8 @@ LOSSES = {
 
 
 def one_run(recipe: str, source: Path, seed: int, extra: list[str]) -> dict:
-    from aipflow.callbacks import LabelNoiseMonitor
     from aipflow.cli import run
+    from aipflow.lightning import LabelNoiseMonitor
 
     argv = [
         "fit",
@@ -78,8 +78,8 @@ def main() -> None:
     images = write_digits_image_folder(folder / "digits", size=16)
     table = write_table("breast_cancer", folder / "breast_cancer.csv", noisy_label_column="annotator", noise_rate=0.4)
     image_args = [
-        "--data.image_size=32",
-        "--data.hflip=0.0",
+        "--data.images.size=32",
+        "--data.images.hflip=0.0",
         f"--trainer.max_epochs={args.epochs}",
         f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
     ]

@@ -29,7 +29,7 @@ KEYS = ("lambda_max", "hessian_trace", "m_sharpness", "adaptive_sharpness")
 
 def one_run(recipe: str, seed: int, every: int) -> tuple[list[dict], float]:
     from aipflow.cli import run
-    from aipflow.sharpness import SharpnessMonitor
+    from aipflow.lightning import SharpnessMonitor
 
     monitor = (
         "[{class_path: SharpnessMonitor, init_args: {every_n_epochs: "

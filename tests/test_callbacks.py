@@ -1,24 +1,16 @@
-import lightning as L
 import pytest
 import torch
 
-from aipflow.callbacks import LabelNoiseMonitor, TransitionMatrixEstimation
 from aipflow.data import DigitsDataModule, LabelNoise
+from aipflow.lightning import LabelNoiseMonitor, TransitionMatrixEstimation
 from aipflow.losses import ForwardCorrection
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
+from aipflow.testing import quiet_trainer
 
 
 def fit(task, callbacks, epochs, noise="symmetric", rate=0.4):
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        limit_val_batches=1,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks, limit_val_batches=1)
     trainer.fit(task, DigitsDataModule(label_noise=LabelNoise(noise, rate), flatten=True, batch_size=32))
     return trainer
 

@@ -82,17 +82,25 @@ RUNNABLE: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "aipflow fit --config noisy_images_nce_rce --data.source=my_image_folder": (
         ("my_image_folder",),
-        "aipflow fit --config noisy_images_nce_rce --data.source=my_image_folder --data.image_size=32",
+        "aipflow fit --config noisy_images_nce_rce --data.source=my_image_folder --data.images.size=32",
     ),
     "aipflow fit --config noisy_images_nce_rce --data.source=my_image_folder --data.noise=null "
     "--data.noisy_label_column=crowd": (
         ("my_image_folder",),
         "aipflow fit --config noisy_images_nce_rce --data.source=my_image_folder --data.noise=null "
-        "--data.noisy_label_column=crowd --data.image_size=32",
+        "--data.noisy_label_column=crowd --data.images.size=32",
     ),
     "aipflow fit --config noisy_nce_rce --data.init_args.noise=pair --data.init_args.noise_rate=0.4": (
         (),
         "aipflow fit --config noisy_nce_rce --data.init_args.noise=pair --data.init_args.noise_rate=0.4",
+    ),
+    "aipflow find-issues --config noisy_ce --output label_issues": (
+        (),
+        "aipflow find-issues --config noisy_ce --output label_issues --issues.folds=2 --issues.epochs=1",
+    ),
+    "aipflow fit --config noisy_ce --data.init_args.exclude_rows=label_issues/label_issues.csv": (
+        ("label issues",),
+        "aipflow fit --config noisy_ce --data.init_args.exclude_rows=label_issues/label_issues.csv",
     ),
     # plugins/bilevel
     "aipflow fit --config bilevel/digits_l2rw": ((), "aipflow fit --config bilevel/digits_l2rw"),
@@ -210,6 +218,9 @@ class Workspace:
 
     def _quickstart_run(self) -> None:
         run_command("aipflow fit --config quickstart --test_after_fit=false")
+
+    def _label_issues(self) -> None:
+        run_command("aipflow find-issues --config noisy_ce --output label_issues --issues.folds=2 --issues.epochs=1")
 
     def _sam_run(self) -> None:
         run_command("aipflow fit --config sam --test_after_fit=false")

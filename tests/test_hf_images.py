@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aipflow.data import Collator, HFDataModule, LabelNoise
+from aipflow.data import Collator, HFDataModule, ImageOptions, LabelNoise
 from aipflow.data.examples import write_digits_image_folder, write_table
 from aipflow.models import SmallCNN
 from aipflow.tasks import ClassificationTask
@@ -50,7 +50,7 @@ def _pixels(path: Path, size: tuple[int, int] | None = None, mode: str = "L") ->
 
 
 def test_images_are_decoded_per_row_and_scaled_by_the_training_split(sources):
-    dm = HFDataModule(str(sources / "grey"), image_column="image", augment=False, batch_size=16)
+    dm = HFDataModule(str(sources / "grey"), images=ImageOptions(augment=False), batch_size=16)
     dm.setup()
     assert dm.input_shape == (1, 12, 12) and dm.num_classes == 10 and dm.class_names == [str(c) for c in range(10)]
     assert not any(isinstance(v, torch.Tensor) for v in vars(dm.sets["train"].inputs).values())  # rows in Arrow
@@ -75,11 +75,7 @@ def test_a_timm_model_sets_size_interpolation_crop_and_normalisation(sources):
 
     dm = HFDataModule(
         str(sources / "grey"),
-        image_column="image",
-        image_model="resnet18",
-        image_size=32,
-        image_mode="RGB",
-        augment=False,
+        images=ImageOptions(model="resnet18", size=32, mode="RGB", augment=False),
         num_workers=0,
     )
     dm.setup()
@@ -91,38 +87,38 @@ def test_a_timm_model_sets_size_interpolation_crop_and_normalisation(sources):
     image = tvf.center_crop(tvf.resize(image, 33, interpolation=InterpolationMode.BICUBIC), [32, 32])
     expected = tvf.normalize(tvf.to_tensor(image), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     assert torch.allclose(dm.sets["test"][5]["x"], expected, atol=1e-6)
-    grey = HFDataModule(str(sources / "grey"), image_column="image", image_model="resnet18", image_size=32)
+    grey = HFDataModule(str(sources / "grey"), images=ImageOptions(model="resnet18", size=32))
     grey.setup()
     assert grey.input_shape == (1, 32, 32) and grey.image.mean == pytest.approx((0.449,), abs=1e-3)
 
 
 def test_colour_and_greyscale_are_detected(sources):
-    colour = HFDataModule(str(sources / "colour"), image_column="image", augment=False)
+    colour = HFDataModule(str(sources / "colour"), images=ImageOptions(augment=False))
     assert colour.input_shape == (3, 12, 12)
     x = colour.sets["train"][0]["x"]
     assert x.shape == (3, 12, 12) and len(colour.image.mean) == 3
-    as_grey = HFDataModule(str(sources / "colour"), image_column="image", image_mode="L")
+    as_grey = HFDataModule(str(sources / "colour"), images=ImageOptions(mode="L"))
     assert as_grey.input_shape == (1, 12, 12)
-    with pytest.raises(ValueError, match=r"data.image_mode must be one of \('RGB', 'L'\)"):
-        HFDataModule(str(sources / "grey"), image_column="image", image_mode="CMYK").setup()
+    with pytest.raises(ValueError, match=r"data.images.mode must be one of \('RGB', 'L'\)"):
+        HFDataModule(str(sources / "grey"), images={"mode": "CMYK"}).setup()
 
 
 def test_training_images_are_augmented_and_evaluated_ones_are_not(sources):
-    dm = HFDataModule(str(sources / "grey"), image_column="image", crop_scale=(0.3, 1.0), hflip=0.5)
+    dm = HFDataModule(str(sources / "grey"), images=ImageOptions(crop_scale=(0.3, 1.0), hflip=0.5))
     dm.setup()
     torch.manual_seed(0)
     first, second = dm.sets["train"][7]["x"], dm.sets["train"][7]["x"]
     assert not torch.equal(first, second)  # random resized crop, flip, colour jitter
     assert torch.equal(dm.train_set[7]["x"], dm.train_set[7]["x"])  # what monitors read: not augmented
     assert torch.equal(dm.sets["val"][2]["x"], dm.sets["val"][2]["x"])
-    plain = HFDataModule(str(sources / "grey"), image_column="image", augment=False)
+    plain = HFDataModule(str(sources / "grey"), images=ImageOptions(augment=False))
     plain.setup()
     assert torch.equal(plain.sets["train"][7]["x"], dm.train_set[7]["x"])
 
 
 def test_a_table_of_image_paths_relative_to_it(sources):
-    table = HFDataModule(str(sources / "paths.csv"), image_column="file", augment=False)
-    folder = HFDataModule(str(sources / "grey"), image_column="image", augment=False)
+    table = HFDataModule(str(sources / "paths.csv"), images=ImageOptions(column="file", augment=False))
+    folder = HFDataModule(str(sources / "grey"), images=ImageOptions(augment=False))
     table.setup()
     folder.setup()
     assert table.input_shape == (1, 12, 12)
@@ -136,9 +132,9 @@ def test_a_table_of_image_paths_relative_to_it(sources):
 
 
 def test_an_image_that_does_not_decode_is_one_line_naming_its_row_and_file(sources, capsys):
-    dm = HFDataModule(str(sources / "saved_broken"), image_column="image", augment=False)
+    dm = HFDataModule(str(sources / "saved_broken"), images=ImageOptions(augment=False))
     dm.setup()  # the training images decode; the broken file is in the source's own validation split
-    with pytest.raises(ValueError, match=r"data.image_column='image': row 0 of the val split \(.*\) does not decode"):
+    with pytest.raises(ValueError, match=r"data.images.column='image': row 0 of the val split \(.*\) does not decode"):
         dm.sets["val"][0]
     from aipflow.cli import main
 
@@ -147,7 +143,7 @@ def test_an_image_that_does_not_decode_is_one_line_naming_its_row_and_file(sourc
     argv += ["--data.num_workers=1", "--trainer.fast_dev_run=1", "--trainer.logger=false"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "aipflow: error: ValueError: data.image_column='image': row 0 of the val split" in err
+    assert "aipflow: error: ValueError: data.images.column='image': row 0 of the val split" in err
     assert "Traceback" not in err
 
 
@@ -190,15 +186,19 @@ def test_text_is_passed_through_and_a_collator_can_tokenise(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"image_column": "image", "text_column": "t"}, "data.image_column and data.text_column exclude each other"),
+        ({"images": ImageOptions(), "text_column": "t"}, "data.images and data.text_column exclude each other"),
         (
-            {"image_column": "image", "label_noise": LabelNoise("instance", 0.2)},
+            {"images": ImageOptions(), "label_noise": LabelNoise("instance", 0.2)},
             "data.label_noise.kind='instance' draws flips",
         ),
-        ({"image_column": "image", "crop_scale": (0.5, 0.2)}, "data.crop_scale must be"),
-        ({"image_column": "image", "hflip": 2.0}, "data.hflip is a probability"),
-        ({"image_column": "nope"}, r"data.image_column='nope' is not a column .* \(columns: \['image', 'label'\]\)"),
-        ({"image_column": "image", "image_model": "resnet_nope"}, "data.image_model: unknown timm model"),
+        ({"images": {"crop_scale": (0.5, 0.2)}}, r"data.images.crop_scale must be"),
+        ({"images": {"hflip": 2.0}}, r"data.images.hflip is a probability"),
+        ({"images": {"size": 0}}, r"data.images.size must be >= 1, got 0"),
+        (
+            {"images": {"column": "nope"}},
+            r"data.images.column='nope' is not a column .* \(columns: \['image', 'label'\]\)",
+        ),
+        ({"images": {"model": "resnet_nope"}}, "data.images.model: unknown timm model"),
     ],
 )
 def test_bad_image_options_are_one_line(sources, options, message):
@@ -217,7 +217,7 @@ def _fit_images(source, root, epochs, ckpt_path=None, workers=1):
         reliability_diagram=False,
     )
     trainer = quiet_trainer(configure_integration=False, max_epochs=epochs, default_root_dir=root, deterministic=True)
-    dm = HFDataModule(source, image_column="image", crop_scale=(0.5, 1.0), batch_size=32, num_workers=workers)
+    dm = HFDataModule(source, images=ImageOptions(crop_scale=(0.5, 1.0)), batch_size=32, num_workers=workers)
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -279,7 +279,7 @@ def test_own_data_recipes_train_with_only_the_source_given(sources, kind, source
     monkeypatch.chdir(tmp_path)
     argv = ["fit", "--config", f"noisy_{kind}_{recipe}", f"--data.source={sources / source}"]
     argv += ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
-    argv += ["--data.image_size=32"] if kind == "images" else []
+    argv += ["--data.images.size=32"] if kind == "images" else []
     assert main(argv) == 0
 
 
@@ -296,3 +296,39 @@ def test_a_digits_recipe_trains_on_a_table_with_only_data_overrides(recipe, sour
     with caplog.at_level(logging.INFO):
         assert main(argv) == 0
     assert "sizes from the data: " in caplog.text and "model.num_classes=10" in caplog.text
+
+
+def test_the_earlier_flat_image_options_mean_the_same_settings(sources):
+    # Python keywords, a YAML config (what earlier runs saved) and command-line keys: each becomes data.images
+    from aipflow.config import _legacy_data_key, legacy_data_options
+
+    flat = {
+        "image_column": "file",
+        "image_model": "resnet18",
+        "image_size": 32,
+        "image_mode": "L",
+        "augment": False,
+        "crop_scale": [0.5, 1.0],
+        "hflip": 0.0,
+    }
+    grouped = ImageOptions(
+        column="file", model="resnet18", size=32, mode="L", augment=False, crop_scale=(0.5, 1.0), hflip=0.0
+    )
+    assert HFDataModule(str(sources / "paths.csv"), **flat).images == grouped
+    saved = {
+        "data": {"class_path": "aipflow.data.HFDataModule", "init_args": {"source": "s", "noise_rate": 0.2, **flat}}
+    }
+    init_args = legacy_data_options(saved)["data"]["init_args"]
+    assert init_args == {
+        "source": "s",
+        "label_noise": {"rate": 0.2},
+        "images": grouped.as_dict() | {"crop_scale": [0.5, 1.0]},
+    }
+    assert _legacy_data_key("--data.init_args.image_size") == "--data.init_args.images.size"
+    assert _legacy_data_key("--data.hflip") == "--data.images.hflip"
+    # a features run's saved config lists the image options at their defaults: they never applied, and still do not
+    features = {"data": {"init_args": {"source": "s", "image_column": None, "augment": True, "hflip": 0.5}}}
+    assert legacy_data_options(features)["data"]["init_args"] == {"source": "s"}
+    assert HFDataModule(str(sources / "digits.csv"), image_column=None, augment=True).images is None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'image_colum'"):
+        HFDataModule(str(sources / "digits.csv"), image_colum="image")

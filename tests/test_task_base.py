@@ -14,6 +14,7 @@ from aipflow.lightning import NonFiniteGuard, RNGStateCheckpoint, SharpnessAware
 from aipflow.models import MLP
 from aipflow.plugins import get_registry
 from aipflow.tasks import ClassificationTask, CoTeachingTask, Task
+from aipflow.testing import quiet_trainer
 
 
 def registered_tasks() -> dict[str, type]:
@@ -71,7 +72,7 @@ def test_saved_hyperparameters_hold_the_whole_chain_and_rebuild_the_task(tmp_pat
     assert hparams["forget_rate"] == 0.3 and hparams["ece_bins"] == 7 and hparams["lr_scheduler_interval"] == "step"
     assert hparams["posterior_samples"] == 0 and hparams["num_classes"] == 10  # the parents' defaults
     assert not [k for k, v in hparams.items() if isinstance(v, torch.nn.Module) or callable(v)]
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer = quiet_trainer(max_epochs=0)
     trainer.strategy.connect(task)
     path = tmp_path / "task.ckpt"
     trainer.save_checkpoint(path)
@@ -96,7 +97,7 @@ def test_the_base_gives_a_plain_trainer_what_a_run_needs():
             return self(batch[0]).square().mean()
 
     task = Minimal(MLP())
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[])
+    trainer = quiet_trainer(callbacks=[])
     task.trainer = trainer
     kinds = [type(cb) for cb in task.configure_callbacks()]
     assert RNGStateCheckpoint in kinds and NonFiniteGuard in kinds

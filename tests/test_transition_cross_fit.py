@@ -1,13 +1,13 @@
 """TransitionMatrixEstimation's cross-fitting: out-of-sample posteriors from copies of the task's network, the run's
 RNG and weights untouched, the estimate saved and not redone on resume."""
 
-import lightning as L
 import torch
 
-from aipflow.callbacks import TransitionMatrixEstimation, out_of_fold_posteriors
+from aipflow.lightning import TransitionMatrixEstimation, out_of_fold_posteriors
 from aipflow.losses import ForwardCorrection
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
+from aipflow.testing import quiet_trainer
 
 
 class Memoriser(torch.nn.Module):
@@ -57,16 +57,13 @@ def test_estimated_before_training_saved_and_not_redone_on_resume(tmp_path):
         calls = []
         original = estimator._set
         estimator._set = lambda *a: (calls.append(1), original(*a))
-        trainer = L.Trainer(
+        trainer = quiet_trainer(
+            enable_checkpointing=True,
             max_epochs=epochs,
-            accelerator="cpu",
-            logger=False,
-            enable_progress_bar=False,
             limit_train_batches=2,
             limit_val_batches=1,
             default_root_dir=tmp_path,
             callbacks=[estimator],
-            enable_model_summary=False,
         )
         trainer.fit(task, DigitsDataModule(label_noise=LabelNoise("symmetric", 0.2), flatten=True), ckpt_path=ckpt)
         return task, estimator, calls, trainer

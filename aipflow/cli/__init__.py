@@ -29,6 +29,8 @@ aipflow: training recipes for sharpness-aware/Bayesian optimizers, noisy and wea
   aipflow plugins                       list discovered plugins and their status
   aipflow plugins --check [NAME]        import every component and parse every recipe of the plugins now
   aipflow plugin new NAME [--dir D]     write a complete plugin to start from (docs/plugins.md)
+  aipflow find-issues --config RECIPE   the training labels that are probably wrong (cross-fit + cleanlab):
+                                        label_issues.csv, a summary and a review page (label_issues.html)
   aipflow env                           versions and devices, for bug reports
   aipflow COMMAND ...                   a command a plugin adds (aipflow plugins lists them), e.g. compress
   add --debug (or AIPFLOW_DEBUG=1) for full tracebacks
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in INFO_COMMANDS:
             return _info_command(argv)
+        if argv and argv[0] == "find-issues":
+            from aipflow.cli.find_issues import find_issues_command
+
+            return find_issues_command(argv[1:])
         command = _plugin_command_for(argv[0]) if argv else None
         if command is not None:
             return int(command.load()(argv[1:]) or 0)

@@ -121,7 +121,7 @@ class AipflowCLI(LightningCLI):
         datamodule = self.datamodule
         if datamodule is None or not has_test_data(datamodule):
             return
-        from aipflow.lightning.sharpness import _shards_parameters
+        from aipflow.lightning.multi_pass import _shards_parameters
 
         ckpt = self.trainer.checkpoint_callback
         ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from aipflow.data.curation import Curation
 from aipflow.data.noise import LEGACY_NOISE_OPTIONS, NO_LABEL_NOISE, LabelNoise, NoisyLabels
 from aipflow.data.rows import IndexedDataset
 from aipflow.data.splits import EpochShuffleSampler, feature_scale, stratified_split, training_epoch
@@ -31,6 +32,9 @@ class DigitsDataModule(L.LightningDataModule):
         predict_file: what ``aipflow predict`` predicts: the test split when omitted, else a ``.csv`` (64 numeric
             columns, a header row allowed) or ``.npy`` file (``(N, 64)`` or ``(N, 8, 8)``) of raw digit images on
             scikit-learn's 0-16 scale, scaled exactly as the training data.
+        exclude_rows / relabel: training rows left out / relabelled by row id (``train_row_ids``: the rows of
+            scikit-learn's digits), as a list / mapping or the path of the ``label_issues.csv`` that
+            ``aipflow find-issues`` wrote (its flagged rows; relabelled to the suggested label).
     """
 
     num_classes = 10
@@ -47,6 +51,8 @@ class DigitsDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         num_workers: int = 0,
         predict_file: str | None = None,
+        exclude_rows: list[int] | str | None = None,
+        relabel: dict[int, int] | str | None = None,
         **legacy_noise_options: Any,
     ) -> None:
         super().__init__()
@@ -63,6 +69,8 @@ class DigitsDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["label_noise", *LEGACY_NOISE_OPTIONS])
         self.hparams["label_noise"] = self.label_noise.as_dict()  # plain types: checkpoints load weights-only
         self.noise_report: NoisyLabels | None = None
+        self.curation = Curation.of(exclude_rows, relabel)
+        self.train_row_ids: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is not None:
@@ -83,8 +91,16 @@ class DigitsDataModule(L.LightningDataModule):
         if self.label_noise.active:
             rank_zero_info(f"[digits] training labels: {self.noise_report.summary()}")
         self.train_set = IndexedDataset(x[train_idx], self.noise_report.noisy, self.noise_report.clean)
+        self.train_row_ids = np.asarray(train_idx)
+        self.curate(self.curation)
         self.val_set = IndexedDataset(x[val_idx], y[val_idx])
         self.test_set = IndexedDataset(x[test_idx], y[test_idx])
+
+    def curate(self, curation: Curation) -> None:
+        """Leave out or relabel training rows by their ids (``train_row_ids``: rows of scikit-learn's digits)."""
+        if curation.active:
+            self.train_set, self.train_row_ids = curation.apply(self.train_set, self.train_row_ids, None, 10)
+            rank_zero_info(f"[digits] {curation.describe()}")
 
     @property
     def train_size(self) -> int:

@@ -18,13 +18,14 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aipflow.data.checks import check_finite_features
 from aipflow.data.collate import Collator
+from aipflow.data.curation import Curation
 from aipflow.data.images import (
+    LEGACY_IMAGE_OPTIONS,
     STATISTICS_SAMPLE,
     ImageInputs,
+    ImageOptions,
     ImageSettings,
     decode_image,
-    image_settings,
-    image_transform,
     undecoded,
 )
 from aipflow.data.noise import (
@@ -73,15 +74,17 @@ class HFDataModule(L.LightningDataModule):
     - **features** (the default): ``feature_columns`` (numbers, or one column of equal-length lists), or every
       numeric column but the labels and weights; standardised with the training split's statistics. Batches carry
       ``x`` of shape ``(N, features)``.
-    - **images**: ``image_column`` (an image folder's ``image``, a dataset's Image column, or file paths, relative to
-      the table's folder). Decoded one row at a time in the loader's workers (nothing held in memory), converted
-      to ``image_mode`` (``"RGB"`` or ``"L"``; detected from the training images when null), transformed with
-      timm's transforms: for ``image_model`` (a timm name) its input size, interpolation, crop and normalisation,
-      else the first image's size and the training split's per-channel statistics; ``image_size`` overrides the
-      side. Training batches are augmented (timm's random resized crop with ``crop_scale``, flips with
-      ``hflip``, colour jitter) unless ``augment`` is false. Batches carry ``x`` of shape ``(N, C, H, W)``.
+    - **images**: ``images`` (an :class:`~aipflow.data.images.ImageOptions`: the column, an image folder's
+      ``image``, a dataset's Image column, or file paths, relative to the table's folder). Decoded one row at a
+      time in the loader's workers (nothing held in memory), converted to ``images.mode`` (``"RGB"`` or ``"L"``;
+      detected from the training images when null), transformed with timm's transforms: for ``images.model`` (a
+      timm name) its input size, interpolation, crop and normalisation, else the first image's size and the
+      training split's per-channel statistics; ``images.size`` overrides the side. Training batches are augmented
+      (timm's random resized crop with ``images.crop_scale``, flips with ``images.hflip``, colour jitter) unless
+      ``images.augment`` is false. Batches carry ``x`` of shape ``(N, C, H, W)``.
     - **text**: ``text_column``; batches carry the strings as ``text``, for a ``collator`` that tokenises them in
-      the loader's workers (:class:`aipflow.data.Collator`; the fine-tuning plugin's ``Tokenize``).
+      the loader's workers (:class:`aipflow.data.Collator`; the fine-tuning plugin's ``Tokenize``, whose settings,
+      tokenizer and length, are the text options).
 
     Labels: ``label_column`` holds the clean labels: integer class ids, a ``ClassLabel`` (its names are kept in
     ``class_names``) or strings (mapped to ids in sorted order). Label noise on the training split either from the
@@ -91,6 +94,11 @@ class HFDataModule(L.LightningDataModule):
     computed (``noise_report``).
     ``weight_column`` passes a per-row weight (e.g. annotator agreement) in each batch as ``weight`` (rows without
     one refused, or given ``weight_missing``); ``ClassificationTask(sample_weights=True)`` weights the loss by it.
+
+    Label issues (``aipflow find-issues``): ``exclude_rows`` leaves training rows out and ``relabel`` changes their
+    labels, by row id (``train_row_ids``: the row numbers of the source's train split), each given as a list /
+    mapping or as the path of the ``label_issues.csv`` the command wrote (its flagged rows; relabelled to the
+    suggested label).
 
     ``aipflow predict`` predicts the test split, or ``predict_source`` (any source as ``source``; the label
     column is optional there), prepared exactly as the validation split.
@@ -108,7 +116,7 @@ class HFDataModule(L.LightningDataModule):
         source: str,
         label_column: str = "label",
         feature_columns: list[str] | None = None,
-        image_column: str | None = None,
+        images: ImageOptions | None = None,
         text_column: str | None = None,
         noisy_label_column: str | None = None,
         weight_column: str | None = None,
@@ -118,24 +126,22 @@ class HFDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         label_noise: LabelNoise = NO_LABEL_NOISE,
-        image_model: str | None = None,
-        image_size: int | None = None,
-        image_mode: str | None = None,
-        augment: bool = True,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
-        hflip: float = 0.5,
         collator: Collator | None = None,
         predict_source: str | None = None,
+        exclude_rows: list[int] | str | None = None,
+        relabel: dict[int, int | str] | str | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         shuffle_seed: int = 0,
-        **legacy_noise_options: Any,
+        **legacy_options: Any,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        label_noise = LabelNoise.of(label_noise, legacy_noise_options, type(self).__name__)
+        images = ImageOptions.of(images, legacy_options)
+        legacy_noise = {k: v for k, v in legacy_options.items() if k not in LEGACY_IMAGE_OPTIONS}
+        label_noise = LabelNoise.of(label_noise, legacy_noise, type(self).__name__)
         if label_noise.active and noisy_label_column is not None:
             raise ValueError(
                 "data.label_noise and data.noisy_label_column exclude each other: the noisy column is the noise"
@@ -146,35 +152,34 @@ class HFDataModule(L.LightningDataModule):
             name
             for name, given in (
                 ("feature_columns", feature_columns),
-                ("image_column", image_column),
+                ("images", images),
                 ("text_column", text_column),
             )
             if given is not None
         ]
         if len(kinds) > 1:
             raise ValueError(f"data.{kinds[0]} and data.{kinds[1]} exclude each other: one kind of input per module")
-        if label_noise.kind == "instance" and (image_column or text_column):
+        if label_noise.kind == "instance" and (images or text_column):
             raise ValueError(
                 "data.label_noise.kind='instance' draws flips from feature vectors; images and text have none here "
                 "(use symmetric, pair or classmap noise, or a noisy_label_column)"
             )
-        if image_size is not None and image_size < 1:
-            raise ValueError(f"data.image_size must be >= 1, got {image_size}")
-        if not (0.0 < crop_scale[0] <= crop_scale[1] <= 1.0):
-            raise ValueError(f"data.crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale}")
-        if not 0.0 <= hflip <= 1.0:
-            raise ValueError(f"data.hflip is a probability in [0, 1], got {hflip}")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0 or null (chosen for the input kind), got {num_workers}")
         # num_classes is not a hyperparameter here: Lightning merges the task's and the data module's for logging
         # and refuses one name with two values (the task's num_classes is the model's)
         # tensors and plain types only (the settings are saved as a dict below)
-        self.save_hyperparameters(ignore=["num_classes", "collator", "label_noise", *LEGACY_NOISE_OPTIONS])
-        self.label_noise = label_noise
+        self.save_hyperparameters(
+            ignore=["num_classes", "collator", "label_noise", "images", *LEGACY_NOISE_OPTIONS, *LEGACY_IMAGE_OPTIONS]
+        )
+        self.label_noise, self.images = label_noise, images
+        self.curation = Curation.of(exclude_rows, relabel)
+        self.train_row_ids: np.ndarray | None = None
         self.hparams["label_noise"] = label_noise.as_dict()
+        self.hparams["images"] = None if images is None else images.as_dict()
         self.collator = collator
         self.expected_classes = num_classes
-        self.kind = "images" if image_column else "text" if text_column else "features"
+        self.kind = "images" if images is not None else "text" if text_column else "features"
         self.noise_report: NoisyLabels | None = None
         self.class_names: list[str] | None = None
         self.image: ImageSettings | None = None
@@ -274,6 +279,7 @@ class HFDataModule(L.LightningDataModule):
             self.sets["train_eval"] = RowDataset(
                 {"y": train.y, "clean_y": train.clean_y, "weight": train.weight}, inputs["train_eval"]
             )
+        self.curate(self.curation)
         if self.collator is not None:
             self.collator.check(self.sets["train"][0])
         shape = "text" if self._input_shape is None else "x".join(map(str, self._input_shape))
@@ -285,6 +291,19 @@ class HFDataModule(L.LightningDataModule):
             + f", pin_memory {self.pin_memory}"
             + ("" if hp.pin_memory is not None else " (default)")
         )
+
+    def curate(self, curation: Curation) -> None:
+        """Leave out or relabel training rows by their ids (``train_row_ids``: the row numbers of the source's train
+        split); the label-issue callback calls it before training, the ``exclude_rows`` / ``relabel`` options at
+        setup."""
+        if not curation.active:
+            return
+        for name in ("train", "train_eval"):
+            if name in self.sets:
+                curated, kept = curation.apply(self.sets[name], self.train_row_ids, self.class_names, self._num_classes)
+                self.sets[name] = curated
+        self.train_row_ids = kept
+        rank_zero_info(f"[{self.hparams.source}] {curation.describe()}")
 
     def open_source(self) -> dict:
         """Every split of the source as ``{name: datasets.Dataset}``; a subclass with its own source overrides
@@ -306,26 +325,27 @@ class HFDataModule(L.LightningDataModule):
                 if not _is_text(table, hp.text_column, hp.source, "text_column"):
                     raise ValueError(f"data.text_column={hp.text_column!r} must hold strings")
             return {name: _TextInputs(table, hp.text_column) for name, table in tables.items()}
-        column = hp.image_column
+        options = self.images
+        column = options.column
         train = tables["train"]
-        _column(train, column, "image_column", hp.source)
+        _column(train, column, "images.column", hp.source)
         base = Path(hp.source).parent if Path(hp.source).is_file() else None
         cells = undecoded(train, column)
         rows = torch.randperm(len(cells), generator=torch.Generator().manual_seed(hp.split_seed))[:STATISTICS_SAMPLE]
         sample = [
             decode_image(
-                cells[int(i)][column], None, f"data.image_column={column!r}: row {int(i)} of the train split", base
+                cells[int(i)][column], None, f"data.images.column={column!r}: row {int(i)} of the train split", base
             )
             for i in rows
         ]
-        self.image = image_settings(sample, hp.image_mode, hp.image_model, hp.image_size)
+        self.image = options.settings(sample)
         self._input_shape = self.image.input_size
         out = {}
         for name, table in tables.items():
-            transform = image_transform(self.image, name == "train", hp.augment, hp.crop_scale, hp.hflip)
+            transform = options.transform(self.image, training=name == "train")
             out[name] = ImageInputs(table, column, name, self.image.mode, transform, base)
-        if hp.augment:
-            evaluation = image_transform(self.image, False, False)
+        if options.augment:
+            evaluation = options.transform(self.image, training=False)
             out["train_eval"] = ImageInputs(tables["train"], column, "train", self.image.mode, evaluation, base)
         return out
 
@@ -348,6 +368,7 @@ class HFDataModule(L.LightningDataModule):
                 rows_train, rows_held = _carve(strata, fraction, hp.split_seed)
                 parts["val" if carve_val else "test"] = train.select(np.sort(rows_held))
             parts["train"] = train.select(np.sort(rows_train))
+        self.train_row_ids = np.sort(rows_train) if carve_val or carve_test else np.arange(len(train))
         own = [n for n, carved in (("validation", carve_val), ("test", carve_test)) if not carved]
         carved = [n for n, c in (("validation", carve_val), ("test", carve_test)) if c]
         self.split_report = (
@@ -429,6 +450,14 @@ class HFDataModule(L.LightningDataModule):
                     f"data.source={hp.source!r} has no numeric feature columns (columns: {train.column_names}); "
                     "name them with data.feature_columns"
                 )
+            left_out = [c for c in train.column_names if c not in skip and c not in columns]
+            for column in left_out:
+                _refuse_mostly_numeric(train, column, hp.source, self.train_row_ids)
+            if left_out:
+                rank_zero_info(
+                    f"[{hp.source}] feature columns: the {len(columns)} numeric ones; left out, not numbers: "
+                    f"{left_out} (name the features with data.feature_columns to choose)"
+                )
         self._feature_columns = list(columns)
         return {
             name: self._feature_matrix(table, f"data.source={hp.source!r} ({name} split)")
@@ -499,11 +528,12 @@ class HFDataModule(L.LightningDataModule):
             _column(table, hp.text_column, "text_column", hp.predict_source)
             inputs = _TextInputs(table, hp.text_column)
         else:
-            _column(table, hp.image_column, "image_column", hp.predict_source)
+            column = self.images.column
+            _column(table, column, "images.column", hp.predict_source)
             path = Path(hp.predict_source)
             base = path.parent if path.is_file() else None
-            transform = image_transform(self.image, False, False)
-            inputs = ImageInputs(table, hp.image_column, "predict", self.image.mode, transform, base)
+            transform = self.images.transform(self.image, training=False)
+            inputs = ImageInputs(table, column, "predict", self.image.mode, transform, base)
         if hp.label_column in table.column_names:
             labels = torch.from_numpy(self._label_ids(table, hp.label_column, "label_column"))
         else:
@@ -524,6 +554,31 @@ def _column(table, column: str, field: str, source: str):
     if column not in table.column_names:
         raise ValueError(f"data.{field}={column!r} is not a column of {source!r} (columns: {table.column_names})")
     return table[column]
+
+
+def _refuse_mostly_numeric(table, column: str, source: str, row_ids: np.ndarray | None) -> None:
+    """A text column whose cells are numbers but for a few is a feature column with a typo (``"abc"`` among 784
+    pixel columns), not text: leaving it out would train on one feature fewer without a word. One line naming the
+    column, the row and the value."""
+    values = table[column]
+    if not values or not isinstance(values[0], (str, type(None))):
+        return
+    bad = []
+    for row, value in enumerate(values):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            bad.append((row, value))
+            if len(bad) > len(values) // 2:
+                return  # mostly not numbers: a text column (left out, and said so)
+    if bad:
+        row, value = bad[0]
+        row = int(row_ids[row]) if row_ids is not None else row
+        raise ValueError(
+            f"data.source={source!r}: column {column!r} holds numbers but row {row} has {value!r} "
+            f"({len(bad)} such cells): fix the cell, or name the features with data.feature_columns to leave the "
+            "column out"
+        )
 
 
 def _is_text(table, column: str, source: str, field: str = "label_column") -> bool:

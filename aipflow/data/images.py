@@ -9,7 +9,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -17,7 +17,9 @@ from aipflow.models import check_timm_name
 
 __all__ = [
     "IMAGE_MODES",
+    "LEGACY_IMAGE_OPTIONS",
     "ImageInputs",
+    "ImageOptions",
     "ImageSettings",
     "channel_statistics",
     "decode_image",
@@ -33,9 +35,106 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
 STATISTICS_SAMPLE = 256
 
 
+#: the flat options of before :class:`ImageOptions` (``image_size=64``) and the fields they mean (still read)
+LEGACY_IMAGE_OPTIONS = {
+    "image_column": "column",
+    "image_model": "model",
+    "image_size": "size",
+    "image_mode": "mode",
+    "augment": "augment",
+    "crop_scale": "crop_scale",
+    "hflip": "hflip",
+}
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What a data module's image input is and how it is prepared, as one settings object (``data.images``).
+
+    Args:
+        column: the image column (an image folder's ``image``, a dataset's Image column, or file paths, relative
+            to the table's folder).
+        model: a timm name: its pretrained input size, interpolation, crop and normalisation (a pretrained model
+            needs the statistics it was trained with); null: the first image's size and the training split's
+            per-channel statistics.
+        size: the side trained at (overrides the model's or the images').
+        mode: ``"RGB"`` or ``"L"`` (greyscale); null: detected from the training images.
+        augment: timm's random resized crop (``crop_scale``), flips (``hflip``) and colour jitter on the training
+            split.
+        crop_scale: the random resized crop's area range, ``0 < low <= high <= 1``.
+        hflip: the probability of a horizontal flip (0 for digits and text in images: they are not symmetric).
+
+    In YAML ``data.init_args.images: {column: image, model: resnet18, size: 64}``; the earlier flat options
+    (``image_column``, ``image_model``, ``image_size``, ``image_mode``, ``augment``, ``crop_scale``, ``hflip``) are
+    still read by the command and mean the same fields (without ``image_column`` they had no effect and still
+    have none). :class:`ImageSettings` is what these options resolve to once the training images are seen.
+    """
+
+    column: str = "image"
+    model: str | None = None
+    size: int | None = None
+    mode: Literal["RGB", "L"] | None = None
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("model", "size", "mode"):  # jsonargparse 4.53 hands a nested `=null` on as a string
+            if getattr(self, name) in ("None", "null"):
+                object.__setattr__(self, name, None)
+        object.__setattr__(self, "crop_scale", tuple(self.crop_scale))
+        if not self.column:
+            raise ValueError("data.images.column must name the image column, got an empty name")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"data.images.size must be >= 1, got {self.size}")
+        if self.mode is not None and self.mode not in IMAGE_MODES:
+            raise ValueError(f"data.images.mode must be one of {IMAGE_MODES} or null (detected), got {self.mode!r}")
+        low, high = self.crop_scale if len(self.crop_scale) == 2 else (None, None)
+        if low is None or not 0.0 < low <= high <= 1.0:
+            raise ValueError(
+                f"data.images.crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}"
+            )
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"data.images.hflip is a probability in [0, 1], got {self.hflip}")
+
+    @classmethod
+    def of(cls, value: ImageOptions | dict | None, legacy: dict | None = None) -> ImageOptions | None:
+        """``value`` as options (a dict from saved hyper-parameters or Python callers; ``None``: no image input),
+        with the earlier flat options in ``legacy`` (``{"image_size": 64}``) read as fields. Without an
+        ``image_column`` the flat options had no effect (the input was not images) and still have none."""
+        options = value if value is None or isinstance(value, cls) else cls(**value)
+        legacy = {k: v for k, v in (legacy or {}).items() if k in LEGACY_IMAGE_OPTIONS}
+        if options is None and legacy.get("image_column") is None:
+            return None
+        fields = {} if options is None else options.as_dict()
+        fields.update({LEGACY_IMAGE_OPTIONS[k]: v for k, v in legacy.items() if v is not None or k != "image_column"})
+        return cls(**fields)
+
+    def as_dict(self) -> dict:
+        """Plain types, for saved hyper-parameters (a checkpoint then loads with ``weights_only=True``)."""
+        return {
+            "column": self.column,
+            "model": self.model,
+            "size": self.size,
+            "mode": self.mode,
+            "augment": self.augment,
+            "crop_scale": list(self.crop_scale),
+            "hflip": self.hflip,
+        }
+
+    def settings(self, sample: list) -> ImageSettings:
+        """What these options resolve to for ``sample`` (decoded training images): see :func:`image_settings`."""
+        return image_settings(sample, self.mode, self.model, self.size)
+
+    def transform(self, settings: ImageSettings, training: bool) -> Callable:
+        """The transform of a split: augmented for training when ``augment``, else the evaluation one."""
+        return image_transform(settings, training, self.augment, self.crop_scale, self.hflip)
+
+
 @dataclass(frozen=True)
 class ImageSettings:
-    """What turns a decoded image into the model's input: ``input_size`` is ``(channels, height, width)``."""
+    """What turns a decoded image into the model's input, resolved from :class:`ImageOptions` and the training
+    images: ``input_size`` is ``(channels, height, width)``."""
 
     mode: str
     input_size: tuple[int, int, int]
@@ -81,7 +180,7 @@ def image_settings(sample: list, mode: str | None, model: str | None, size: int 
     if mode is None:
         mode = "L" if {image.mode for image in sample} <= set(_GREY_MODES) else "RGB"
     if mode not in IMAGE_MODES:
-        raise ValueError(f"data.image_mode must be one of {IMAGE_MODES} or null (detected), got {mode!r}")
+        raise ValueError(f"data.images.mode must be one of {IMAGE_MODES} or null (detected), got {mode!r}")
     channels = 3 if mode == "RGB" else 1
     if model is not None:
         cfg = _pretrained_config(model)
@@ -106,8 +205,8 @@ def _pretrained_config(model: str) -> dict:
 
     cfg = timm.models.get_pretrained_cfg(model)
     if cfg is None:
-        check_timm_name(model, "data.image_model")
-        raise ValueError(f"data.image_model: timm model {model!r} has no pretrained configuration to take sizes from")
+        check_timm_name(model, "data.images.model")
+        raise ValueError(f"data.images.model: timm model {model!r} has no pretrained configuration to take sizes from")
     return resolve_data_config(pretrained_cfg=cfg.to_dict())
 
 
@@ -165,7 +264,7 @@ class ImageInputs:
 
     def __call__(self, i: int) -> dict[str, torch.Tensor]:
         cell = self.table[i][self.column]
-        where = f"data.image_column={self.column!r}: row {i} of the {self.split} split"
+        where = f"data.images.column={self.column!r}: row {i} of the {self.split} split"
         image = decode_image(cell, self.mode, where, self.base)
         return {"x": self.transform(image)}
 

@@ -100,6 +100,8 @@ class LabelNoise:
             )
         if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"data.label_noise.rate must lie in [0, 1), got {self.rate}")
+        if self.kind == "pair" and self.rate >= 0.5:  # past 0.5 the flipped class outnumbers the true one
+            raise ValueError(f"data.label_noise.rate must lie in [0, 0.5) for pair noise, got {self.rate}")
 
     @classmethod
     def of(cls, value: LabelNoise | dict | None, legacy: dict | None = None, owner: str = "") -> LabelNoise:

@@ -18,7 +18,7 @@ __all__ = ["command_callbacks", "default_callbacks"]
 
 def _kinds(scope: str) -> list[tuple[type[Callback], type[Callback]]]:
     """(the class to add, the class whose presence makes it unnecessary), in the order they are added."""
-    from aipflow.lightning.sharpness import AutomaticSharpnessAwareTraining, SharpnessAwareTraining
+    from aipflow.lightning.multi_pass import AutomaticSharpnessAwareTraining, SharpnessAwareTraining
 
     every_trainer = [(AutomaticSharpnessAwareTraining, SharpnessAwareTraining)]
     if scope == "trainer":
@@ -67,6 +67,6 @@ def command_callbacks(configured: Iterable[Callback], enable_checkpointing: bool
 
 def _is_trainer_wide(callback: Callback) -> bool:
     # the entry point adds it to the Trainer (once); added here too, the trainer would hold two
-    from aipflow.lightning.sharpness import AutomaticSharpnessAwareTraining
+    from aipflow.lightning.multi_pass import AutomaticSharpnessAwareTraining
 
     return isinstance(callback, AutomaticSharpnessAwareTraining)

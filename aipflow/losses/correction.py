@@ -77,9 +77,10 @@ def estimate_transition_matrix(noisy_posteriors: Tensor, percentile: float | Non
     return (t / t.sum(1, keepdim=True)).float()
 
 
-def estimate_transition_matrix_confident_joint(noisy_posteriors: Tensor, noisy_labels: Tensor) -> Tensor:
-    """T from the confident joint of Confident Learning (Northcutt, Jiang & Chuang, JAIR 2021, Sec. 3.1), written
-    from the paper.
+def confident_joint(noisy_posteriors: Tensor, noisy_labels: Tensor) -> Tensor:
+    """The calibrated confident joint of Confident Learning (Northcutt, Jiang & Chuang, JAIR 2021, Sec. 3.1),
+    written from the paper: aipflow's one implementation (the transition-matrix estimate and the label-issue
+    summary read it; ``tests/losses/test_confident_joint.py`` checks it against cleanlab's ``estimate_joint``).
 
     With ``p_j(x)`` the predicted probability of noisy class j and ``X_i`` the samples labelled i:
 
@@ -87,11 +88,10 @@ def estimate_transition_matrix_confident_joint(noisy_posteriors: Tensor, noisy_l
     - confident joint ``C[i, j] = |{x in X_i : p_j(x) >= t_j}|``, a sample above several thresholds counted once,
       for the class of its largest such ``p_j``; samples above none are not counted;
     - calibrated joint ``Q[i, j] = C[i, j] / sum_j C[i, j] * |X_i|``, normalised to sum to 1
-      (an estimate of ``P(noisy = i, clean = j)``);
-    - ``T[j, i] = P(noisy = i | clean = j) = Q[i, j] / sum_i Q[i, j]`` (aipflow's convention: rows are clean).
+      (an estimate of ``P(noisy = i, clean = j)``).
 
-    Returns a row-stochastic ``(K, K)`` fp32 T. A clean class that no sample is confidently assigned to gets the
-    identity row (no evidence of noise)."""
+    Returns ``Q`` as a float64 ``(K, K)`` tensor, rows the given (noisy) label. (cleanlab rounds ``Q * N`` to
+    integer counts keeping each row's total; this keeps the fractions.)"""
     probs = torch.as_tensor(noisy_posteriors, dtype=torch.float64)
     labels = torch.as_tensor(noisy_labels, dtype=torch.long)
     if probs.ndim != 2 or labels.shape != probs.shape[:1]:
@@ -112,7 +112,17 @@ def estimate_transition_matrix_confident_joint(noisy_posteriors: Tensor, noisy_l
         (labels[counted], confident_class[counted]), torch.ones(int(counted.sum()), dtype=torch.float64), True
     )
     calibrated = joint / joint.sum(1, keepdim=True).clamp_min(1) * counts[:, None]
-    calibrated = calibrated / calibrated.sum()
+    return calibrated / calibrated.sum()
+
+
+def estimate_transition_matrix_confident_joint(noisy_posteriors: Tensor, noisy_labels: Tensor) -> Tensor:
+    """T from the confident joint of Confident Learning (:func:`confident_joint`):
+    ``T[j, i] = P(noisy = i | clean = j) = Q[i, j] / sum_i Q[i, j]`` (aipflow's convention: rows are clean).
+
+    Returns a row-stochastic ``(K, K)`` fp32 T. A clean class that no sample is confidently assigned to gets the
+    identity row (no evidence of noise)."""
+    calibrated = confident_joint(noisy_posteriors, noisy_labels)
+    k = calibrated.shape[0]
     column = calibrated.sum(0, keepdim=True)
     identity = torch.eye(k, dtype=torch.float64)
     noisy_given_clean = torch.where(column > 0, calibrated / column.clamp_min(1e-300), identity)

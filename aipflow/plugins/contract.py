@@ -25,10 +25,14 @@ __all__ = [
 # 1.1: Plugin.commands; 1.2: ClassificationTask.per_example_loss, aipflow.sharpness, SGLD / PSGLD;
 # 1.3: aipflow.optim.functional (the step functions), aipflow.optim.OptionError, SAM's base options as keywords;
 # 1.4: aipflow.tasks.Task (the one task base), aipflow.lightning.default_callbacks / command_callbacks,
-# aipflow.data.LabelNoise (data modules' label_noise), aipflow.data.RowDataset, aipflow.models.create_timm_model
-PLUGIN_API_VERSION = "1.4"
+# aipflow.data.LabelNoise (data modules' label_noise), aipflow.data.RowDataset, aipflow.models.create_timm_model;
+# 1.5: aipflow.data.ImageOptions (HFDataModule's images); every callback in aipflow.lightning (LabelNoiseMonitor,
+# SharpnessMonitor, TransitionMatrixEstimation, out_of_fold_posteriors); aipflow.callbacks and
+# aipflow.sharpness.SharpnessMonitor deprecated (they warn; gone in 2.0); aipflow.label_issues, aipflow.review,
+# LabelIssuePruning / IssueSearch / search_label_issues, data modules' exclude_rows / relabel (aipflow.data.curation)
+PLUGIN_API_VERSION = "1.5"
 #: the ``aipflow`` subcommands of the core: a plugin command cannot take these names
-CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env"})
+CORE_COMMANDS = frozenset({"fit", "validate", "test", "predict", "plugins", "plugin", "recipes", "env", "find-issues"})
 ENTRY_POINT_GROUP = "aipflow.plugins"
 DISABLE_AUTOLOAD_ENV = "AIPFLOW_DISABLE_PLUGIN_AUTOLOAD"
 ONLY_PLUGINS_ENV = "AIPFLOW_PLUGINS"

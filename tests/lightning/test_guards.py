@@ -6,19 +6,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from aipflow.lightning import NonFiniteGuard
+from aipflow.testing import quiet_trainer
 from tests.lightning.helpers import CountingModule, loader, regression_data
 
 
 def make_trainer(tmp_path, callbacks, **kwargs):
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-        **kwargs,
-    )
+    return quiet_trainer(enable_checkpointing=True, default_root_dir=tmp_path, callbacks=callbacks, **kwargs)
 
 
 @pytest.mark.parametrize("optimizer", ["SGD", "SAM"])
@@ -61,7 +54,7 @@ def test_the_guard_is_part_of_every_classification_run():
     from aipflow.models import MLP
     from aipflow.tasks import ClassificationTask
 
-    trainer = L.Trainer(accelerator="cpu", logger=False, max_steps=0, enable_progress_bar=False)
+    trainer = quiet_trainer(enable_checkpointing=True, max_steps=0)
     task = ClassificationTask(MLP(hidden=(8,)))
     task.trainer = trainer
     assert any(isinstance(cb, NonFiniteGuard) for cb in task.configure_callbacks())

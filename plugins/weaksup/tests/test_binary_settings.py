@@ -12,6 +12,7 @@ from aipflow_weaksup.risks.uu import pconf_risk
 from aipflow_weaksup.task import WeakBinaryTask
 
 from aipflow.models import MLP
+from aipflow.testing import quiet_trainer
 
 
 def population(prior, n=120_000, seed=0):
@@ -112,9 +113,7 @@ def test_digits_task_learns_from_weak_labels_only(setting):
     if setting == "pconf":
         assert (dm.train_set.y == 1).all() and dm.train_set.confidence.min() >= 0.05
     task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(32,)), BinaryWeakRisk(setting))
-    trainer = L.Trainer(
-        max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    trainer = quiet_trainer(max_epochs=15)
     trainer.fit(task, dm)
     assert task.risk.prior == pytest.approx(dm.prior)
     assert "val/weak_risk" in trainer.callback_metrics

@@ -5,6 +5,8 @@ import pytest
 import torch
 from aipflow_weaksup.risks.complementary import ComplementaryLoss, complementary_loss
 
+from aipflow.testing import quiet_trainer
+
 
 def data(seed=0, n=9, k=4):
     g = torch.Generator().manual_seed(seed)
@@ -231,9 +233,7 @@ def test_task_reads_the_complementary_prior_and_ga_learns():
     L.seed_everything(0, verbose=False)
     dm = WeakDigitsDataModule(weak="complementary")
     task = WeakMulticlassTask(MLP(64, 10, hidden=[64]), ComplementaryLoss("unbiased", "ga"))
-    trainer = L.Trainer(
-        max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    trainer = quiet_trainer(max_epochs=8)
     trainer.fit(task, dm)
     assert np.allclose(task.loss.complementary_prior.numpy(), dm.complementary_prior)
     assert dm.complementary_prior.sum() == pytest.approx(1.0)

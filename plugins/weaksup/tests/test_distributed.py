@@ -13,6 +13,7 @@ from aipflow_weaksup.task import WeakBinaryTask
 from lightning.pytorch.strategies import DDPStrategy
 
 from aipflow.models import MLP
+from aipflow.testing import quiet_trainer
 
 
 class Record(L.Callback):
@@ -39,16 +40,11 @@ class Record(L.Callback):
 
 
 def fit_on_two_ranks(task, dm, out_dir):
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        accelerator="cpu",
         devices=2,
         strategy=DDPStrategy(start_method="fork", process_group_backend="gloo"),
         callbacks=[Record(str(out_dir))],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(task, dm)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

@@ -14,6 +14,7 @@ from aipflow_weaksup.risks.complementary import ComplementaryLoss
 from aipflow_weaksup.risks.partial import PartialLabelLoss
 
 from aipflow.models import MLP
+from aipflow.testing import quiet_trainer
 
 
 def test_complementary_labels_are_uniform_over_the_other_classes():
@@ -67,9 +68,7 @@ def test_task_learns_from_weak_labels(weak, loss, floor):
     L.seed_everything(0, verbose=False)
     dm = WeakDigitsDataModule(weak=weak, batch_size=128)
     task = WeakMulticlassTask(MLP(64, 10, hidden=[128]), loss)
-    trainer = L.Trainer(
-        max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    trainer = quiet_trainer(max_epochs=15)
     trainer.fit(task, dm)
     assert "val/weak_risk" in trainer.callback_metrics
     acc = trainer.test(task, dm, verbose=False)[0]["test/acc"]
@@ -105,9 +104,7 @@ def test_biased_complementary_labels_follow_the_recorded_transition_and_train_fo
     # the task reads Q from the data module
     L.seed_everything(0, verbose=False)
     task = WeakMulticlassTask(MLP(in_features=64, num_classes=10, hidden=(64,)), ComplementaryLoss("forward"))
-    trainer = L.Trainer(
-        max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    trainer = quiet_trainer(max_epochs=15)
     trainer.fit(task, dm)
     assert torch.allclose(task.loss.transition, torch.tensor(dm.transition))
     assert trainer.test(task, dm, verbose=False)[0]["test/acc"] > 0.5  # chance is 0.1

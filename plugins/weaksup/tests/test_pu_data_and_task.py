@@ -1,4 +1,3 @@
-import lightning as L
 import pytest
 import torch
 from aipflow_weaksup.data import PUDigitsDataModule
@@ -6,6 +5,7 @@ from aipflow_weaksup.risks import PURisk
 from aipflow_weaksup.task import WeakBinaryTask
 
 from aipflow.models import MLP
+from aipflow.testing import quiet_trainer
 
 
 def test_pu_digits_records_the_unlabelled_prior_and_stratifies_batches():
@@ -50,7 +50,7 @@ def test_data_bad_input(kwargs, match):
 def fit(risk, epochs=2):
     torch.manual_seed(0)
     task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(32,)), risk)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=epochs)
     dm = PUDigitsDataModule(batch_size=128)
     trainer.fit(task, dm)
     after_fit = dict(trainer.callback_metrics)
@@ -83,7 +83,7 @@ def test_recipes_are_listed_under_the_plugin():
 def test_prior_auto_estimates_before_training():
     torch.manual_seed(0)
     task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(16,)), PURisk(), prior_estimator="e1")
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=1)
     dm = PUDigitsDataModule()
     trainer.fit(task, dm)
     assert task.prior_estimate is not None and 0.0 < task.risk.prior < 1.0
@@ -95,7 +95,7 @@ def test_risk_prior_auto_uses_bbe_with_copies_of_the_model_and_validates_with_th
 
     torch.manual_seed(0)
     task = WeakBinaryTask(MLP(in_features=64, num_classes=1, hidden=(32,)), PURisk(prior="auto"))
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=1)
     dm = PUDigitsDataModule()
     trainer.fit(task, dm)
     assert task.prior_estimator == "bbe" and task.prior_estimate.method == "bbe"
@@ -144,14 +144,7 @@ def test_multi_pass_optimizers_are_integrated_in_a_weaksup_task(name):
     }[name]
     torch.manual_seed(0)
     task = _CountingTask(MLP(in_features=64, num_classes=1, hidden=(16,)), PURisk(prior=0.45), optimizer=factory)
-    trainer = L.Trainer(
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=0)
     trainer.fit(task, PUDigitsDataModule(batch_size=128))
     assert task.calls["training_step"] == 2 * 3  # two passes per step, both really run
     assert task.calls["before_optimizer_step"] == 3  # hooks and logging once per step

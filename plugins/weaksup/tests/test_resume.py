@@ -1,7 +1,6 @@
 """Checkpoints lose nothing: 1 epoch, a checkpoint, and a resumed second epoch give exactly the weights and
 buffers of 2 epochs straight (data order by (seed, epoch), per-sample weights in the checkpoint)."""
 
-import lightning as L
 import pytest
 import torch
 from aipflow_weaksup.data import PUDigitsDataModule
@@ -11,6 +10,7 @@ from aipflow_weaksup.risks.partial import PartialLabelLoss
 from aipflow_weaksup.task import WeakBinaryTask
 
 from aipflow.models import MLP
+from aipflow.testing import quiet_trainer
 
 
 def make(setting):
@@ -25,15 +25,7 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(setting, tm
     def run(epochs, ckpt_path=None):
         torch.manual_seed(0)
         task, dm = make(setting)
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            deterministic=True,
-        )
+        trainer = quiet_trainer(max_epochs=epochs, num_sanity_val_steps=0)
         trainer.fit(task, dm, ckpt_path=ckpt_path)
         return trainer, task
 
