@@ -249,3 +249,25 @@ def test_the_page_shows_images_as_thumbnails_and_cannot_be_broken_by_a_text_row(
     page = review_page(issues.records(), shown, "t")
     assert page.count("</script>") == 2  # the page's own two scripts: the text row's is escaped inside the JSON
     assert "<\\/script><script>alert(1)<\\/script>" in page
+
+
+def test_the_posterior_predictive_of_a_bayesian_cross_fit_averages_draws_and_needs_a_bayesian_optimizer():
+    from functools import partial
+
+    from aipflow.lightning import out_of_fold_posteriors
+    from aipflow.models import MLP
+    from aipflow.optim import IVON
+    from aipflow.tasks import ClassificationTask
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(120, 6, generator=g), torch.randint(0, 3, (120,), generator=g)
+    ivon = ClassificationTask(MLP(6, 3, hidden=(8,)), num_classes=3, optimizer=partial(IVON, lr=0.05, hess_init=1.0))
+    mean = out_of_fold_posteriors(ivon, x, y, 2, 2, 32, 0)
+    drawn = out_of_fold_posteriors(ivon, x, y, 2, 2, 32, 0, posterior_samples=4)
+    again = out_of_fold_posteriors(ivon, x, y, 2, 2, 32, 0, posterior_samples=4)
+    assert torch.equal(drawn, again)  # seeded draws
+    torch.testing.assert_close(drawn.sum(1), torch.ones(120))
+    assert (drawn - mean).abs().max() > 1e-3  # the draws move the predictions off the mean weights'
+    adamw = ClassificationTask(MLP(6, 3, hidden=(8,)), num_classes=3)
+    with pytest.raises(ValueError, match=r"posterior_samples=4 needs a Bayesian optimizer .* the task's is AdamW"):
+        out_of_fold_posteriors(adamw, x, y, 2, 1, 32, 0, posterior_samples=4)

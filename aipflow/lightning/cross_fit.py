@@ -31,6 +31,7 @@ def out_of_fold_posteriors(
     progress: bool = False,
     collate: Callable[[list[dict]], dict] | None = None,
     out: Any = None,
+    posterior_samples: int = 0,
 ) -> torch.Tensor | Any:
     """``P(noisy label | x)`` for every row from a copy of the task's network that never saw it: ``folds`` copies,
     each trained with cross-entropy on the noisy labels of the other folds, then evaluated on its own fold.
@@ -44,7 +45,11 @@ def out_of_fold_posteriors(
     the task has none). The caller's RNG streams and the task's weights are untouched.
 
     ``out``: an ``(N, K)`` float array to write the probabilities into (a ``numpy.memmap``, for more rows than fit
-    in memory), returned instead of a tensor."""
+    in memory), returned instead of a tensor.
+
+    ``posterior_samples`` > 0: with a Bayesian optimizer (IVON, bSAM: ``sampled_params``) each held-out fold is
+    predicted by the posterior predictive, the average of the softmax over that many weights drawn from the
+    fold's posterior (seeded), instead of by the mean weights."""
     import copy
 
     from lightning.pytorch.utilities.seed import isolate_rng
@@ -93,11 +98,25 @@ def out_of_fold_posteriors(
 
                     opt.step(closure)
                 bar.update(1)
+            if posterior_samples and not hasattr(opt, "sampled_params"):
+                raise ValueError(
+                    f"posterior_samples={posterior_samples} needs a Bayesian optimizer (IVON, bSAM) to sample the "
+                    f"posterior from; the task's is {type(opt).__name__}"
+                )
             copy_.eval()
+            draws = torch.Generator(device=device).manual_seed(seed * 1000 + k)
             with torch.no_grad():
                 for start in range(0, len(held_rows), 512):
                     batch = held_rows[start : start + 512]
-                    held = copy_(inputs(batch)).float().softmax(1).cpu()
+                    xb = inputs(batch)
+                    if posterior_samples:
+                        held = torch.zeros(len(batch), probs.shape[1], device=device)
+                        for _ in range(posterior_samples):
+                            with opt.sampled_params(generator=draws):
+                                held += copy_(xb).float().softmax(1)
+                        held = (held / posterior_samples).cpu()
+                    else:
+                        held = copy_(xb).float().softmax(1).cpu()
                     probs[batch.numpy() if out is not None else batch] = held if out is None else held.numpy()
         bar.close()
     return probs

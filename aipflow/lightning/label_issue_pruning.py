@@ -44,6 +44,8 @@ class IssueSearch:
             ``confidence_weighted_entropy``).
         stream_rows: when set, the probabilities go to a memory-mapped file and cleanlab's batched detector reads
             them this many rows at a time (memory bounded by the batch, for more rows than fit in memory).
+        posterior_samples: 0: each fold's mean weights predict its held-out rows; > 0, with a Bayesian optimizer
+            (IVON, bSAM): the posterior predictive over that many draws from the fold's posterior.
     """
 
     folds: int = 5
@@ -53,6 +55,7 @@ class IssueSearch:
     filter_by: str = "prune_by_noise_rate"
     score: str = "self_confidence"
     stream_rows: int | None = None
+    posterior_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -67,6 +70,8 @@ class IssueSearch:
             raise ValueError(f"issues.score must be one of {SCORES}, got {self.score!r}")
         if self.stream_rows is not None and self.stream_rows < 1:
             raise ValueError(f"issues.stream_rows must be >= 1 or null, got {self.stream_rows}")
+        if self.posterior_samples < 0:
+            raise ValueError(f"issues.posterior_samples must be >= 0, got {self.posterior_samples}")
 
     @classmethod
     def from_strings(cls, options: dict[str, str]) -> IssueSearch:
@@ -140,6 +145,7 @@ def search_label_issues(
             progress=trainer is not None and trainer.progress_bar_callback is not None,
             collate=getattr(datamodule, "collate", None),
             out=out,
+            posterior_samples=search.posterior_samples,
         )
         row_ids = getattr(datamodule, "train_row_ids", None)
         issues = find_label_issues(
@@ -150,13 +156,18 @@ def search_label_issues(
             filter_by=search.filter_by,
             score_method=search.score,
             batch_size=search.stream_rows,
-            details={"probabilities": f"{search.folds}-fold cross-fit, {epochs} epochs per fold"},
+            details={"probabilities": _described(search, epochs)},
         )
     finally:
         if folder is not None:
             del out
             folder.cleanup()
     return issues, previews(rows, issues), fit_epochs
+
+
+def _described(search: IssueSearch, epochs: int) -> str:
+    predictive = f", the posterior predictive over {search.posterior_samples} draws" if search.posterior_samples else ""
+    return f"{search.folds}-fold cross-fit, {epochs} epochs per fold{predictive}"
 
 
 def previews(rows: list[dict], issues: LabelIssues) -> dict[Any, dict[str, str]]:
