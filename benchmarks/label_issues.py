@@ -4,7 +4,7 @@ Detection: precision / recall / F1 of the flagged rows against the rows the nois
 - cleanlab's documented baseline: scikit-learn ``LogisticRegression`` out-of-sample probabilities by
   ``cross_val_predict`` (5 folds) on the standardised features, then the same detector;
 - aipflow's cross-fit network (``aipflow find-issues``'s path): 5 copies of the task's network, each trained on 4
-  folds with the task's optimizer (digits: SmallCNN + AdamW 1e-3, 20 epochs; the table: MLP 64-64, 40 epochs);
+  folds with the task's optimizer (digits: SmallCNN + AdamW 1e-3, 15 epochs; the table: MLP 64-64, 40 epochs);
 - on digits also with IVON (the quickstart recipe's settings), each fold predicted by its posterior predictive over
   10 draws (``--issues.posterior_samples=10``).
 Both go through ``aipflow.label_issues.find_label_issues`` (cleanlab's ``prune_by_noise_rate``).
@@ -84,7 +84,7 @@ def detection(quick: bool, seeds: list[int]) -> list[dict]:
     from aipflow.models import MLP, SmallCNN
 
     rows = []
-    epochs = 5 if quick else 20
+    epochs = 5 if quick else 15
     for noise, rate in DIGITS_SETTINGS:
         for seed in seeds:
             _, x, noisy, clean = digits_rows(noise, rate, seed)
@@ -151,11 +151,11 @@ def prune_and_retrain(quick: bool, seeds: list[int]) -> list[dict]:
     from aipflow.tasks import ClassificationTask
     from aipflow.testing import quiet_trainer
 
-    epochs = 10 if quick else 40
+    epochs = 10 if quick else 30
     rows = []
     for seed in seeds:
         _, x, noisy, clean = digits_rows("symmetric", 0.4, seed)
-        probs = network_probabilities(SmallCNN(10, 1), x, noisy, 5 if quick else 20, seed)
+        probs = network_probabilities(SmallCNN(10, 1), x, noisy, 5 if quick else 15, seed)
         issues = find_label_issues(probs, noisy.numpy())
         for variant in ("all noisy labels", "pruned (flagged rows left out)", "clean labels"):
             noise = LabelNoise() if variant == "clean labels" else LabelNoise("symmetric", 0.4, seed=seed)
