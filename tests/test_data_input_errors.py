@@ -32,3 +32,21 @@ def test_a_text_column_is_left_out_and_said_so(tmp_path, caplog):
 def test_pair_noise_past_one_half_names_the_option_before_any_data_is_read():
     with pytest.raises(ValueError, match=r"data.label_noise.rate must lie in \[0, 0.5\) for pair noise, got 0.7"):
         LabelNoise("pair", 0.7)
+
+
+def test_a_label_outside_the_classes_and_a_class_of_one_row_name_the_column_and_row(tmp_path):
+    rows = ["a,label"] + [f"{i / 10},{i % 3}" for i in range(30)]
+    rows[8] = "0.7,42"  # data row 7
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    dm = HFDataModule(str(tmp_path / "t.csv"), num_classes=3, val_fraction=0.2, test_fraction=0.2)
+    with pytest.raises(ValueError, match=r"data.label_column='label': row 7 has label 42, outside \[0, 3\)"):
+        dm.setup()
+    dm = HFDataModule(str(tmp_path / "t.csv"), val_fraction=0.2, test_fraction=0.2)
+    with pytest.raises(ValueError, match=r"class 42 has a single row \(row 7\); a stratified split needs at least 2"):
+        dm.setup()
+
+
+def test_an_empty_csv_names_the_source(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"data.source='.*empty.csv' is an empty file \(no header, no rows\)"):
+        HFDataModule(str(tmp_path / "empty.csv")).setup()

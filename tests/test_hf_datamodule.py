@@ -135,7 +135,7 @@ def test_bad_data_is_one_clear_line(tmp_path):
 
     x = {"a": [0.1, 0.2, 0.3, 0.4] * 10, "b": [1.0, 2.0, 3.0, 4.0] * 10}
     hf.Dataset.from_dict(x | {"label": [0, 1, 2, 5] * 10}).to_csv(str(tmp_path / "range.csv"))
-    with pytest.raises(ValueError, match=r"class ids in \[0, 5\], expected \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"row 3 has label 5, outside \[0, 3\) \(data.num_classes=3; 10 such rows\)"):
         HFDataModule(str(tmp_path / "range.csv"), num_classes=3).setup()
     with pytest.raises(ValueError, match=r"classes \[3, 4\] never occur in the training split"):
         HFDataModule(str(tmp_path / "range.csv")).setup()

@@ -358,6 +358,7 @@ class HFDataModule(L.LightningDataModule):
         parts = {"train": train, "val": validation, "test": test}
         if carve_val or carve_test:
             strata = self._label_ids(train, hp.label_column, "label_column", provisional=True)
+            _check_strata(train, hp.label_column, strata, self.expected_classes)
             if carve_val and carve_test:
                 rows_train, rows_val, rows_test = stratified_split(
                     strata, hp.val_fraction, hp.test_fraction, hp.split_seed
@@ -554,6 +555,28 @@ def _column(table, column: str, field: str, source: str):
     if column not in table.column_names:
         raise ValueError(f"data.{field}={column!r} is not a column of {source!r} (columns: {table.column_names})")
     return table[column]
+
+
+def _check_strata(table, column: str, strata: np.ndarray, expected: int | None) -> None:
+    """Before a stratified split (scikit-learn's messages name neither the column nor the row): a class id outside
+    ``[0, num_classes)``, or a class with a single row (it cannot be on both sides of a split), in one line."""
+    values = table[column]
+    if expected is not None and strata.dtype.kind in "iu" and not isinstance(values[0], str):
+        outside = np.flatnonzero((strata < 0) | (strata >= expected))
+        if outside.size:
+            row = int(outside[0])
+            raise ValueError(
+                f"data.label_column={column!r}: row {row} has label {values[row]}, outside [0, {expected}) "
+                f"(data.num_classes={expected}; {outside.size} such rows)"
+            )
+    ids, first, counts = np.unique(strata, return_index=True, return_counts=True)
+    single = np.flatnonzero(counts < 2)
+    if single.size:
+        row = int(first[single[0]])
+        raise ValueError(
+            f"data.label_column={column!r}: class {values[row]!r} has a single row (row {row}); a stratified split "
+            f"needs at least 2 rows of every class ({single.size} such classes: fix the label, or drop the row)"
+        )
 
 
 def _refuse_mostly_numeric(table, column: str, source: str, row_ids: np.ndarray | None) -> None:

@@ -59,6 +59,8 @@ def open_dataset(source: str, field: str = "data.dataset") -> dict:
         if not path.is_file():
             raise ValueError(f"{field}: no file at {source!r}")
         builder = FILE_FORMATS[path.suffix.lower()]
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"{field}={source!r} is an empty file (no header, no rows)")
         try:
             data = hf.load_dataset(builder, data_files=str(path))
         except Exception as err:  # noqa: BLE001 - a malformed or empty file, said in one line
