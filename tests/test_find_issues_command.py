@@ -97,3 +97,21 @@ def test_the_review_page_loads_cleanly_and_its_filters_and_sort_change_the_rows(
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         browser.quit()
+
+
+def test_an_image_folder_gets_its_rows_ids_class_names_and_thumbnails(tmp_path, monkeypatch):
+    from aipflow.cli import main
+    from aipflow.data.examples import write_digits_image_folder
+
+    folder = write_digits_image_folder(tmp_path / "digits", size=12, per_class=12)
+    monkeypatch.chdir(tmp_path)
+    argv = ["find-issues", "--config", "noisy_images_nce_rce", f"--data.source={folder}", "--data.images.size=32"]
+    argv += ["--issues.folds=2", "--issues.epochs=1", "--issues.batch_size=32", "--output", "out"]
+    argv += ["--trainer.enable_progress_bar=false"]
+    assert main(argv) == 0
+    with open(tmp_path / "out" / "label_issues.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 78 and {r["given_label"] for r in rows} == {str(c) for c in range(10)}  # 65 % of 120 rows
+    assert len({r["row"] for r in rows}) == 78 and all(0 <= int(r["row"]) < 120 for r in rows)
+    page = (tmp_path / "out" / "label_issues.html").read_text()
+    assert page.count("data:image/png;base64,") == 78  # every row's thumbnail
