@@ -43,7 +43,9 @@ class IssueSearch:
         score: cleanlab's label-quality score for the ranking (``self_confidence``, ``normalized_margin``,
             ``confidence_weighted_entropy``).
         stream_rows: when set, the probabilities go to a memory-mapped file and cleanlab's batched detector reads
-            them this many rows at a time (memory bounded by the batch, for more rows than fit in memory).
+            them this many rows at a time (the detection's memory bounded by the batch). The cross-fit itself
+            still reads the training rows as the data module gives them, once, into memory (decoded images too):
+            streaming the rows through the folds is not built yet.
         posterior_samples: 0: each fold's mean weights predict its held-out rows; > 0, with a Bayesian optimizer
             (IVON, bSAM): the posterior predictive over that many draws from the fold's posterior.
     """
