@@ -161,6 +161,14 @@ class LabelIssues:
             return self.num_issues / max(1, len(self.given))
         return float(1.0 - np.trace(self.joint) / self.joint.sum())
 
+    def row_id(self, position: int) -> Any:
+        """The source's id of the row at ``position``, as a plain Python value (CSV, JSON, checkpoints)."""
+        return _plain(self.row_ids[position])
+
+    def flagged_rows(self) -> list:
+        """The ids of the flagged rows, worst first."""
+        return [self.row_id(i) for i in self.ranked() if self.is_issue[i]]
+
     def label_name(self, class_id: int) -> str | int:
         return self.class_names[class_id] if self.class_names else int(class_id)
 
@@ -177,7 +185,7 @@ class LabelIssues:
         """The rows worst first, with :data:`ISSUE_COLUMNS` (labels spelled as the source spells them)."""
         return [
             {
-                "row": _plain(self.row_ids[i]),
+                "row": self.row_id(i),
                 "given_label": self.label_name(int(self.given[i])),
                 "predicted_label": self.label_name(int(self.predicted[i])),
                 "label_score": float(self.score[i]),

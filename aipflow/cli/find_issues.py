@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 __all__ = ["find_issues_command"]
 
@@ -46,6 +45,7 @@ def _split(argv: list[str]) -> tuple[list[str], dict[str, str], Path]:
 
 def find_issues_command(argv: list[str]) -> int:
     from aipflow.cli.errors import UsageError
+    from aipflow.cli.run import _option_values
     from aipflow.label_issues import write_label_issues
     from aipflow.lightning.label_issue_pruning import IssueSearch, search_label_issues
 
@@ -54,7 +54,8 @@ def find_issues_command(argv: list[str]) -> int:
         print(IssueSearch.__doc__)
         return 0
     rest, options, output = _split(argv)
-    if not any(a == "--config" or a.startswith("--config=") or a == "-c" for a in rest):
+    configs = _option_values(rest, "--config") + _option_values(rest, "-c")
+    if not configs:
         raise UsageError(f"aipflow find-issues needs --config RECIPE\n{USAGE}")
     search = IssueSearch.from_strings(options)
     from aipflow.cli.run import build
@@ -63,7 +64,7 @@ def find_issues_command(argv: list[str]) -> int:
     started = time.perf_counter()
     issues, previews, fit_epochs = search_label_issues(cli.model, cli.datamodule, cli.trainer, search)
     elapsed = time.perf_counter() - started
-    written = write_label_issues(issues, output, previews, title=f"Label issues: {_recipe_name(rest)}")
+    written = write_label_issues(issues, output, previews, title=f"Label issues: {Path(configs[0]).stem}")
     cost = search.cost_in_fits(fit_epochs)
     print(issues.summary())
     print(
@@ -73,12 +74,3 @@ def find_issues_command(argv: list[str]) -> int:
     for name, path in written.items():
         print(f"wrote {path}" + ("  (open it in a browser to review)" if name.endswith(".html") else ""))
     return 0
-
-
-def _recipe_name(argv: list[str]) -> Any:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return Path(arg.split("=", 1)[1]).stem
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            return Path(argv[i + 1]).stem
-    return "run"

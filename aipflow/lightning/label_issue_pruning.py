@@ -181,7 +181,7 @@ def previews(rows: list[dict], issues: LabelIssues) -> dict[Any, dict[str, str]]
     out = {}
     for i in issues.ranked()[:PREVIEW_ROWS].tolist():
         row = rows[i]
-        key = issues.row_ids[i].item() if hasattr(issues.row_ids[i], "item") else issues.row_ids[i]
+        key = issues.row_id(i)
         if "text" in row:
             out[key] = text_preview(row["text"])
         elif isinstance(row.get("x"), torch.Tensor) and row["x"].ndim == 3:
@@ -226,12 +226,13 @@ class LabelIssuePruning(Callback):
             from aipflow.label_issues import write_label_issues
 
             self.issues, shown, _ = search_label_issues(pl_module, datamodule, trainer, self.search)
-            flagged = [_plain(r) for r in self.issues.row_ids[self.issues.is_issue].tolist()]
+            flagged = [i for i in self.issues.ranked().tolist() if self.issues.is_issue[i]]
             if self.action == "prune":
-                self.curation = Curation(exclude_rows=tuple(flagged))
+                self.curation = Curation(exclude_rows=tuple(self.issues.flagged_rows()))
             else:
-                suggested = self.issues.predicted[self.issues.is_issue].tolist()
-                self.curation = Curation(relabel=dict(zip(flagged, suggested, strict=True)))
+                self.curation = Curation(
+                    relabel={self.issues.row_id(i): int(self.issues.predicted[i]) for i in flagged}
+                )
             if trainer.is_global_zero:
                 folder = Path(trainer.log_dir or trainer.default_root_dir) / "label_issues"
                 write_label_issues(self.issues, folder, shown)
@@ -244,7 +245,3 @@ class LabelIssuePruning(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         recorded = state_dict.get("curation")
         self.curation = None if recorded is None else Curation(tuple(recorded["exclude_rows"]), recorded["relabel"])
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
