@@ -171,6 +171,16 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> list[str]
             i += 1
             continue
         key = _legacy_data_key(key)
+        if value in _NULLS and key.startswith("--") and key.count(".init_args.") >= 2:
+            # jsonargparse 4.53 refuses `=null` for an argument of a component inside a component ("Does not
+            # validate against any of the Union subtypes ... Expected a <class 'int'>"); the same setting as a
+            # config at this position is read (later options still override it)
+            nested: Any = None
+            for part in reversed(key[2:].split(".")):
+                nested = {part: nested}
+            out.extend(["--config", yaml.safe_dump(nested, default_flow_style=True).strip()])
+            i += 1 if inline else 2
+            continue
         if key in ("--config", "-c"):
             value = prepared_config(value, registry)
         elif key.endswith(".class_path"):
@@ -180,6 +190,9 @@ def rewrite_argv(argv: list[str], registry: Registry | None = None) -> list[str]
         out.extend([f"{key}={value}"] if inline else [key, value])
         i += 1 if inline else 2
     return out
+
+
+_NULLS = ("null", "None", "~", "Null", "NULL")
 
 
 def _is_inline_yaml(spec: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["DATA_SIZED_ARGUMENTS", "data_sizes", "fill_from_data", "require_size"]
+__all__ = ["DATA_SIZED_ARGUMENTS", "check_against_data", "data_sizes", "fill_from_data", "require_size"]
 
 #: the component arguments that a null value hands to the data, and what of the data fills them
 DATA_SIZED_ARGUMENTS = {
@@ -45,6 +45,54 @@ def fill_from_data(config: Any, sizes: dict[str, int], prefix: str = "model") ->
     filled: list[str] = []
     _fill(config, sizes, prefix, filled)
     return filled
+
+
+def check_against_data(config: Any, sizes: dict[str, int], prefix: str = "model") -> list[str]:
+    """Compare the sizes the task (``config``: its ``class_path`` / ``init_args``) and its network (``init_args.model``)
+    are given with what the data says, before anything is built. A value that is its class's default (the class
+    was swapped on the command line and kept, say, MLP's digits sizes) is set from the data and returned as
+    ``"model.model.in_features=784 (MLP's default 64 does not fit the data)"``; a value the user gave that
+    contradicts the data is one line. A single logit (``num_classes=1``) for two classes is a binary head, not a
+    contradiction. Components nested deeper (a head inside a backbone) are not compared: their sizes need not be
+    the data's."""
+    changed: list[str] = []
+    for where, node in ((prefix, config), (f"{prefix}.model", _get(_get(config, "init_args") or {}, "model"))):
+        class_path = _get(node, "class_path") if node is not None else None
+        init_args = _get(node, "init_args") if class_path else None
+        if init_args is None:
+            continue
+        defaults = _signature_defaults(class_path)
+        for key in DATA_SIZED_ARGUMENTS:
+            value = _get(init_args, key)
+            if value is None or key not in sizes or value == sizes[key]:
+                continue
+            if key == "num_classes" and value == 1 and sizes[key] == 2:
+                continue
+            if key in defaults and value == defaults[key]:
+                if isinstance(init_args, dict):
+                    init_args[key] = sizes[key]
+                else:
+                    setattr(init_args, key, sizes[key])
+                name = class_path.rpartition(".")[2]
+                changed.append(f"{where}.{key}={sizes[key]} ({name}'s default {value} does not fit the data)")
+                continue
+            raise ValueError(
+                f"{where}.{key}={value} contradicts the data, which gives {sizes[key]} ({DATA_SIZED_ARGUMENTS[key]}); "
+                "leave it out, or null, to take the data's"
+            )
+    return changed
+
+
+def _signature_defaults(class_path: str) -> dict[str, Any]:
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    return {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 def require_size(value: int | None, field: str) -> int:

@@ -122,3 +122,32 @@ def test_config_rewriting_leaves_no_temporary_file(bad, tmp_path, monkeypatch, c
     assert (code == 0) == (bad is None)
     assert not list(scratch.iterdir())  # nothing written, so nothing a kill -9 could leave behind
     assert not list(Path(tmp_path).glob("aipflow-*"))
+
+
+def test_a_swapped_model_takes_its_sizes_from_the_data_and_a_contradicting_size_is_one_line(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    # the recipe's SmallCNN swapped for MLP, whose default in_features is digits' 64: on a 13-feature table it used
+    # to stay and fail at the first batch ("mat1 and mat2 shapes cannot be multiplied")
+    import logging
+
+    from aipflow.data.examples import write_table
+
+    monkeypatch.chdir(tmp_path)
+    write_table("wine", tmp_path / "wine.csv")
+    argv = ["fit", "--config", "sgd", "--data=HFDataModule", f"--data.source={tmp_path / 'wine.csv'}"]
+    argv += ["--model.init_args.model=MLP", "--trainer.fast_dev_run=1", "--trainer.logger=false"]
+    argv += ["--trainer.enable_progress_bar=false", "--test_after_fit=false"]
+    with caplog.at_level(logging.INFO):
+        assert main(argv) == 0
+    assert "model.model.in_features=13 (MLP's default 64 does not fit the data)" in caplog.text
+    assert "model.model.num_classes=3" in caplog.text  # the recipe's null, carried over to the new class
+    assert main([*argv, "--model.init_args.model.init_args.in_features=null"]) == 0  # null: the data's, explicitly
+    capsys.readouterr()
+    assert main([*argv, "--model.init_args.model.init_args.in_features=100"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "model.model.in_features=100 contradicts the data, which gives 13 (the number of input values (features, or "
+        "channels x height x width)); leave it out, or null, to take the data's" in err
+    )
+    assert "Traceback" not in err and err.count("\n") == 2  # the line, and how to see the traceback

@@ -131,20 +131,50 @@ def test_a_table_of_image_paths_relative_to_it(sources):
     )
 
 
-def test_an_image_that_does_not_decode_is_one_line_naming_its_row_and_file(sources, capsys):
+def test_an_image_that_does_not_decode_stops_setup_in_one_line_before_training(sources, capsys):
     dm = HFDataModule(str(sources / "saved_broken"), images=ImageOptions(augment=False))
-    dm.setup()  # the training images decode; the broken file is in the source's own validation split
-    with pytest.raises(ValueError, match=r"data.images.column='image': row 0 of the val split \(.*\) does not decode"):
-        dm.sets["val"][0]
+    expected = (
+        r"data.images.column='image': 1 of 10 validation images do not decode, the first: the validation split's "
+        r"row 0 \(broken.png\) does not decode as an image"
+    )
+    with pytest.raises(ValueError, match=expected):
+        dm.setup()  # checked before any batch: the broken file is in the source's own validation split
     from aipflow.cli import main
 
-    # through the command, the error comes from a loader worker: still one line
     argv = ["fit", "--config", "noisy_images_nce_rce", f"--data.source={sources / 'saved_broken'}"]
     argv += ["--data.num_workers=1", "--trainer.fast_dev_run=1", "--trainer.logger=false"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "aipflow: error: ValueError: data.images.column='image': row 0 of the val split" in err
+    assert "aipflow: error: ValueError: data.images.column='image': 1 of 10 validation images" in err
     assert "Traceback" not in err
+
+
+def test_unreadable_images_can_be_left_out_named_with_the_other_rows_keeping_their_ids(sources, tmp_path):
+    import shutil
+
+    folder = tmp_path / "folder"
+    shutil.copytree(sources / "grey", folder)
+    broken = sorted((folder / "3").glob("*.png"))[2]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated: the header reads, the pixels do not
+    strict = HFDataModule(str(folder), images=ImageOptions(augment=False), val_fraction=0.1, test_fraction=0.1)
+    with pytest.raises(ValueError, match=r"1 of 120 train images do not decode, the first: .*" + broken.name):
+        strict.setup()
+    whole = HFDataModule(str(sources / "grey"), images=ImageOptions(augment=False), val_fraction=0.1, test_fraction=0.1)
+    whole.setup()
+    skip = HFDataModule(
+        str(folder), images=ImageOptions(augment=False, unreadable="skip"), val_fraction=0.1, test_fraction=0.1
+    )
+    with pytest.warns(UserWarning, match=r"1 images do not decode and are left out \(train row 38: .*" + broken.name):
+        skip.setup()
+    assert skip.unreadable_images[0][:2] == ("train", 38)  # class 3's third file: 3 * 12 + 2
+    assert sum(len(s) for n, s in skip.sets.items() if n != "train_eval") == 119
+    assert 38 not in skip.train_row_ids and set(skip.train_row_ids) <= set(range(120))
+    # each kept training row is the source's row with that id: its file is the one in the full folder's listing
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*.png"))
+    table = skip.sets["train"].inputs.table
+    for position in (0, len(table) // 2, len(table) - 1):
+        path = Path(table[position]["image"]["path"]).relative_to(folder)
+        assert files[int(skip.train_row_ids[position])] == path
 
 
 class Lengths(Collator):
@@ -322,7 +352,7 @@ def test_the_earlier_flat_image_options_mean_the_same_settings(sources):
     assert init_args == {
         "source": "s",
         "label_noise": {"rate": 0.2},
-        "images": grouped.as_dict() | {"crop_scale": [0.5, 1.0]},
+        "images": {k: v for k, v in grouped.as_dict().items() if k != "unreadable"},  # the flat options only
     }
     assert _legacy_data_key("--data.init_args.image_size") == "--data.init_args.images.size"
     assert _legacy_data_key("--data.hflip") == "--data.images.hflip"

@@ -10,6 +10,14 @@ from aipflow.cli.summary import has_test_data, run_summary
 
 __all__ = ["AipflowCLI"]
 
+# what a run's saved config.yaml holds beside the components: the fit / validate / test / predict options
+_SUBCOMMAND_OPTIONS = {
+    "ckpt_path": str | None,
+    "weights_only": bool | None,
+    "verbose": bool | None,
+    "return_predictions": bool | None,
+}
+
 
 class AipflowCLI(LightningCLI):
     """LightningCLI with aipflow's defaults: model and data in subclass mode, optimizers injected into the
@@ -30,17 +38,28 @@ class AipflowCLI(LightningCLI):
             "when omitted",
         )
 
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:
+            # a tool that builds a trained run (aipflow compress, find-issues, exports) is handed the config the run
+            # saved, which holds its subcommand's own options: accepted here and left to the tool (its --ckpt_path)
+            for name, kind in _SUBCOMMAND_OPTIONS.items():
+                self.parser.add_argument(f"--{name}", type=kind, default=None, help="a saved run's; not used here")
+
     _sized_datamodule = None  # the data module set up to size the model, reused for the run
 
     def before_instantiate_classes(self) -> None:
-        """Fill the model's null sizes from the data (:mod:`aipflow.sizes`), before anything is built."""
-        from aipflow.sizes import DATA_SIZED_ARGUMENTS, data_sizes, fill_from_data
+        """Fill the model's null sizes from the data and compare the given ones with it (:mod:`aipflow.sizes`),
+        before anything is built."""
+        from aipflow.sizes import DATA_SIZED_ARGUMENTS, check_against_data, data_sizes, fill_from_data
 
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if not _has_null(config.get("model"), tuple(DATA_SIZED_ARGUMENTS)) or config.get("data") is None:
+        model, data = config.get("model"), config.get("data")
+        if data is None or not _has_key(model, tuple(DATA_SIZED_ARGUMENTS)):
             return
-        self._sized_datamodule = _instantiate(config["data"])
-        filled = fill_from_data(config["model"], data_sizes(self._sized_datamodule))
+        self._sized_datamodule = _instantiate(data)
+        sizes = data_sizes(self._sized_datamodule)
+        filled = check_against_data(model, sizes) + fill_from_data(model, sizes)
         if filled:
             from lightning.pytorch.utilities import rank_zero_info
 
@@ -159,14 +178,14 @@ class AipflowCLI(LightningCLI):
         )
 
 
-def _has_null(node, keys: tuple[str, ...]) -> bool:
-    """Whether a null entry named one of ``keys`` is anywhere in a component config (cheap: no data is read)."""
+def _has_key(node, keys: tuple[str, ...]) -> bool:
+    """Whether an entry named one of ``keys`` is anywhere in a component config (cheap: no data is read)."""
     if isinstance(node, list):
-        return any(_has_null(item, keys) for item in node)
+        return any(_has_key(item, keys) for item in node)
     if not hasattr(node, "__dict__") and not isinstance(node, dict):
         return False
     items = node.items() if isinstance(node, dict) else vars(node).items()
-    return any((key in keys and value is None) or _has_null(value, keys) for key, value in items)
+    return any(key in keys or _has_key(value, keys) for key, value in items)
 
 
 def _instantiate(component):

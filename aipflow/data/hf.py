@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from aipflow.data.checks import check_finite_features
@@ -27,6 +27,7 @@ from aipflow.data.images import (
     ImageSettings,
     decode_image,
     undecoded,
+    unreadable_rows,
 )
 from aipflow.data.noise import (
     LEGACY_NOISE_OPTIONS,
@@ -175,6 +176,8 @@ class HFDataModule(L.LightningDataModule):
         self.label_noise, self.images = label_noise, images
         self.curation = Curation.of(exclude_rows, relabel)
         self.train_row_ids: np.ndarray | None = None
+        self.unreadable_images: list[tuple[str, int, str]] = []
+        self._source_rows: np.ndarray | None = None
         self.hparams["label_noise"] = label_noise.as_dict()
         self.hparams["images"] = None if images is None else images.as_dict()
         self.collator = collator
@@ -245,6 +248,8 @@ class HFDataModule(L.LightningDataModule):
         splits = self.open_source()
         if "train" not in splits:
             raise ValueError(f"data.source={hp.source!r} has no train split (splits: {sorted(splits)})")
+        if self.kind == "images":
+            splits = self._readable_images(splits)
         tables = self._assign_splits(splits)
         labels = self._labels(tables)
         clean_train = torch.from_numpy(labels["train"])
@@ -349,6 +354,40 @@ class HFDataModule(L.LightningDataModule):
             out["train_eval"] = ImageInputs(tables["train"], column, "train", self.image.mode, evaluation, base)
         return out
 
+    def _readable_images(self, splits: dict) -> dict:
+        """Every image decoded once before training (a broken file stops the run here, not at the batch that
+        meets it): one line naming the first that does not decode, or with ``images.unreadable='skip'`` those rows
+        left out, counted and named (``unreadable_images``: ``(split, row, error)``)."""
+        import sys
+
+        options, source = self.images, self.hparams.source
+        _column(splits["train"], options.column, "images.column", source)
+        base = Path(source).parent if Path(source).is_file() else None
+        self.unreadable_images = []
+        out = {}
+        for name, table in splits.items():
+            bad = unreadable_rows(table, options.column, name, base, progress=sys.stderr.isatty())
+            if bad and options.unreadable == "error":
+                row, error = bad[0]
+                raise ValueError(
+                    f"data.images.column={options.column!r}: {len(bad)} of {len(table)} {name} images do not decode, "
+                    f"the first: {error} (data.images.unreadable='skip' leaves such rows out)"
+                )
+            self.unreadable_images += [(name, row, error) for row, error in bad]
+            keep = np.setdiff1d(np.arange(len(table)), [row for row, _ in bad])
+            out[name] = table.select(keep) if bad else table
+            if name == "train" and bad:
+                self._source_rows = keep  # the source's row id of each kept training row
+        if self.unreadable_images:
+            shown = "; ".join(f"{name} row {row}: {error}" for name, row, error in self.unreadable_images[:5])
+            more = len(self.unreadable_images) - 5
+            rest = f"; and {more} more, in the data module's unreadable_images)" if more > 0 else ")"
+            rank_zero_warn(
+                f"[{source}] data.images.unreadable='skip': {len(self.unreadable_images)} images do not decode and "
+                f"are left out ({shown}{rest}"
+            )
+        return out
+
     def _assign_splits(self, splits: dict) -> dict:
         hp = self.hparams
         validation = next((splits[n] for n in _VALIDATION_NAMES if n in splits), None)
@@ -370,6 +409,8 @@ class HFDataModule(L.LightningDataModule):
                 parts["val" if carve_val else "test"] = train.select(np.sort(rows_held))
             parts["train"] = train.select(np.sort(rows_train))
         self.train_row_ids = np.sort(rows_train) if carve_val or carve_test else np.arange(len(train))
+        if self._source_rows is not None:  # rows left out as unreadable: ids stay the source's
+            self.train_row_ids = self._source_rows[self.train_row_ids]
         own = [n for n, carved in (("validation", carve_val), ("test", carve_test)) if not carved]
         carved = [n for n, c in (("validation", carve_val), ("test", carve_test)) if c]
         self.split_report = (

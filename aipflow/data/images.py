@@ -26,6 +26,7 @@ __all__ = [
     "image_settings",
     "image_transform",
     "undecoded",
+    "unreadable_rows",
 ]
 
 #: channel modes a data module converts every image to: three channels or one (greyscale)
@@ -63,6 +64,10 @@ class ImageOptions:
             split.
         crop_scale: the random resized crop's area range, ``0 < low <= high <= 1``.
         hflip: the probability of a horizontal flip (0 for digits and text in images: they are not symmetric).
+        unreadable: what setup does with an image that does not decode (every image is decoded once before
+            training, with a progress bar on a terminal): ``"error"`` stops with one line naming the split, the row
+            and the file; ``"skip"`` leaves those rows out and says how many and which files (the row ids of the
+            rest stay the source's own).
 
     In YAML ``data.init_args.images: {column: image, model: resnet18, size: 64}``; the earlier flat options
     (``image_column``, ``image_model``, ``image_size``, ``image_mode``, ``augment``, ``crop_scale``, ``hflip``) are
@@ -77,6 +82,7 @@ class ImageOptions:
     augment: bool = True
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
+    unreadable: Literal["error", "skip"] = "error"
 
     def __post_init__(self) -> None:
         for name in ("model", "size", "mode"):  # jsonargparse 4.53 hands a nested `=null` on as a string
@@ -96,6 +102,8 @@ class ImageOptions:
             )
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"data.images.hflip is a probability in [0, 1], got {self.hflip}")
+        if self.unreadable not in ("error", "skip"):
+            raise ValueError(f"data.images.unreadable must be 'error' or 'skip', got {self.unreadable!r}")
 
     @classmethod
     def of(cls, value: ImageOptions | dict | None, legacy: dict | None = None) -> ImageOptions | None:
@@ -120,6 +128,7 @@ class ImageOptions:
             "augment": self.augment,
             "crop_scale": list(self.crop_scale),
             "hflip": self.hflip,
+            "unreadable": self.unreadable,
         }
 
     def settings(self, sample: list) -> ImageSettings:
@@ -267,6 +276,20 @@ class ImageInputs:
         where = f"data.images.column={self.column!r}: row {i} of the {self.split} split"
         image = decode_image(cell, self.mode, where, self.base)
         return {"x": self.transform(image)}
+
+
+def unreadable_rows(table, column: str, split: str, base: Path | None, progress: bool) -> list[tuple[int, str]]:
+    """Every image of ``table``'s ``column`` decoded once: ``(row, "file: error")`` for each that does not."""
+    from tqdm.auto import tqdm
+
+    cells = undecoded(table, column)
+    bad = []
+    for row in tqdm(range(len(cells)), desc=f"checking {split} images", leave=False, disable=not progress):
+        try:
+            decode_image(cells[row][column], None, f"the {split} split's row {row}", base)
+        except ValueError as err:
+            bad.append((row, str(err)))
+    return bad
 
 
 def undecoded(table, column: str):
