@@ -37,9 +37,11 @@ from pathlib import Path
 __all__ = [
     "TARGETS",
     "Specialization",
+    "compile_in_subprocess",
     "compile_specialization",
     "exercise_dispatch",
     "recorded_launches",
+    "result_keys",
 ]
 
 TARGETS = (80, 90, 100)  # A100, H100, B200 (ptxas-blackwell, bundled with triton)
@@ -309,7 +311,8 @@ def _cache_folder() -> Path:
 
 def _toolchain_digest(module: str) -> str:
     """What every compile result of ``module``'s package depends on beside its specialisation: the source of every
-    kernel module (the kernel and any helper it inlines, wherever it lives), Triton's version and the CUDA tools."""
+    kernel module (the kernel and any helper it inlines, wherever it lives), Triton's version and the contents of the
+    CUDA tools (not their times: every install writes them anew)."""
     import hashlib
 
     import triton
@@ -317,7 +320,14 @@ def _toolchain_digest(module: str) -> str:
     folder = Path(importlib.import_module(module).__file__).parent
     parts = [triton.__version__, *(f.read_text() for f in sorted(folder.glob("*.py")))]
     for tool in (_tool(name) for name in ("ptxas", "ptxas-blackwell", "cuobjdump")):
-        parts.append(f"{tool}:{os.path.getmtime(tool) if os.path.exists(tool) else 0}")
+        if os.path.exists(tool):
+            digest = hashlib.sha256()
+            with open(tool, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            parts.append(f"{Path(tool).name}:{digest.hexdigest()}")
+        else:
+            parts.append(f"{Path(tool).name}:absent")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -329,29 +339,42 @@ def _cache_key(spec: Specialization, arch: int, toolchain: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def result_keys(specs: list[Specialization], archs: tuple[int, ...] = TARGETS) -> dict[tuple[int, int], str]:
+    """The key of each compile result, ``(index in specs, arch) -> key``: the specialisation, the target, and the
+    kernel sources, Triton and CUDA tools (:func:`_toolchain_digest`, computed once per kernel package)."""
+    digests: dict[str, str] = {}
+    keys = {}
+    for i, spec in enumerate(specs):
+        package = spec.module.rpartition(".")[0]
+        toolchain = digests.get(package) or digests.setdefault(package, _toolchain_digest(spec.module))
+        for arch in archs:
+            keys[(i, arch)] = _cache_key(spec, arch, toolchain)
+    return keys
+
+
 def compile_in_subprocess(
     specs: list[Specialization],
     archs: tuple[int, ...] = TARGETS,
     processes: int = 2,
     timeout: int = 1200,
     cache: bool = True,
+    recorded: dict[str, dict] | None = None,
 ) -> list[dict]:
     """:func:`compile_all` in new processes without the interpreter (this one may have it on), ``processes`` at
-    a time over interleaved shares of the specialisations. With ``cache``, a result already computed for the same
-    specialisation, target, kernel source, Triton and CUDA tools is read back (a compile error is never cached)."""
-    cached: dict[tuple[int, int], dict] = {}
-    keys: dict[tuple[int, int], Path] = {}
-    if cache:
-        folder = _cache_folder()
-        digests: dict[str, str] = {}  # one per kernel package, read once per call
-        for i, spec in enumerate(specs):
-            package = spec.module.rpartition(".")[0]
-            toolchain = digests.get(package) or digests.setdefault(package, _toolchain_digest(spec.module))
-            for arch in archs:
-                path = keys[(i, arch)] = folder / f"{_cache_key(spec, arch, toolchain)}.json"
-                if path.is_file():
-                    cached[(i, arch)] = json.loads(path.read_text())
-    missing = [i for i, _ in enumerate(specs) if any((i, arch) not in cached for arch in archs)]
+    a time over interleaved shares of the specialisations. A result already computed for the same specialisation,
+    target, kernel sources, Triton and CUDA tools (:func:`result_keys`) is read back instead: from ``recorded``
+    (``{key: result}``, a recording kept with the code) and, with ``cache``, from the cache folder; only those
+    results can match, so a changed kernel, Triton or toolchain is compiled again. A compile error is never
+    cached."""
+    keys = result_keys(specs, archs) if cache or recorded else {}
+    folder = _cache_folder()
+    known: dict[tuple[int, int], dict] = {}
+    for where, key in keys.items():
+        if recorded and key in recorded:
+            known[where] = recorded[key]
+        elif cache and (folder / f"{key}.json").is_file():
+            known[where] = json.loads((folder / f"{key}.json").read_text())
+    missing = [i for i, _ in enumerate(specs) if any((i, arch) not in known for arch in archs)]
     results = _compile_fresh([specs[i] for i in missing], archs, processes, timeout) if missing else []
     fresh = iter(results)
     out = []
@@ -360,10 +383,10 @@ def compile_in_subprocess(
             if i in missing:
                 result = next(fresh)
                 if cache and "error" not in result:
-                    keys[(i, arch)].parent.mkdir(parents=True, exist_ok=True)
-                    keys[(i, arch)].write_text(json.dumps(result))
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f"{keys[(i, arch)]}.json").write_text(json.dumps(result))
             else:
-                result = cached[(i, arch)]
+                result = known[(i, arch)]
             out.append(result)
     return out
 
