@@ -10,6 +10,10 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 import lightning.pytorch  # noqa: E402, F401
 import pytest  # noqa: E402
 
+from tests import threads  # noqa: E402
+
+threads.one_per_worker()
+
 from aipflow.plugins import reset_registry  # noqa: E402
 
 OK_PLUGIN = """

@@ -36,6 +36,7 @@ from aipflow import testing
 from aipflow.cli import run
 from aipflow.config import list_recipes
 from aipflow.data.examples import write_digits_image_folder, write_table
+from tests import threads
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "recipes.json"
 UPDATE = os.environ.get("AIPFLOW_UPDATE_GOLDEN", "") not in ("", "0")
@@ -115,6 +116,16 @@ def fingerprint(cli) -> dict:
     }
     step = cli.trainer.global_step
     return {"digest": digest.hexdigest(), "tensors": summary, "metrics": metrics, "global_step": step}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _recorded_threads():
+    """The runs at torch's own thread count for the machine, as recorded (a kernel splits its sums by thread),
+    also on an xdist worker, which otherwise keeps to one (tests/threads.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads.DEFAULT)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
