@@ -152,6 +152,57 @@ def test_digits_leave_out_and_relabel_rows_by_their_id_and_refuse_ids_they_do_no
         DigitsDataModule(exclude_rows=[missing]).setup()
 
 
+def test_down_weighting_scales_the_rows_loss_weights_by_id_and_the_loss_follows(tmp_path, monkeypatch):
+    import aipflow.lightning.label_issue_pruning as pruning
+    from aipflow.label_issues import LabelIssues
+    from aipflow.lightning import LabelIssuePruning
+    from aipflow.models import MLP
+    from aipflow.tasks import ClassificationTask
+    from aipflow.testing import quiet_trainer
+
+    full = DigitsDataModule(flatten=True)
+    full.setup()
+    ids = full.train_row_ids
+    curated, kept = Curation(weights={int(ids[3]): 0.25, int(ids[7]): 0.0}).apply(full.train_set, ids)
+    weight = curated.weight
+    assert weight[3] == 0.25 and weight[7] == 0.0 and weight.sum() == len(ids) - 2 + 0.25 and len(kept) == len(ids)
+    twice, _ = Curation(weights={int(ids[3]): 0.5}).apply(curated, kept)  # a factor on the row's own weight
+    assert twice.weight[3] == 0.125 and twice.weight[7] == 0.0
+    with pytest.raises(ValueError, match=r"curation.weights: row .* has weight -1.0, expected a number >= 0"):
+        Curation(weights={int(ids[0]): -1.0}).apply(full.train_set, ids)
+
+    # the callback: the flagged rows' weights are their label scores, and the training loss is the weighted mean
+    n = len(ids)
+    score = np.linspace(0.01, 1.0, n)
+    flagged = np.zeros(n, dtype=bool)
+    flagged[:40] = True  # the 40 lowest scores
+    labels = full.train_set.y.numpy()
+    probs = np.full((n, 10), 0.1)
+    issues = LabelIssues(
+        row_ids=ids, given=labels, predicted=labels, score=score, is_issue=flagged, joint=None, num_classes=10
+    )
+    monkeypatch.setattr(pruning, "search_label_issues", lambda *a: (issues, {}, probs))
+    plain = ClassificationTask(MLP(64, 10, hidden=(8,)), num_classes=10)
+    with pytest.raises(ValueError, match=r"action='down_weight'\) scales .*\(model.sample_weights: true\)"):
+        quiet_trainer(max_epochs=1, callbacks=[LabelIssuePruning(action="down_weight")]).fit(
+            plain, DigitsDataModule(flatten=True)
+        )
+    task = ClassificationTask(MLP(64, 10, hidden=(8,)), num_classes=10, sample_weights=True)
+    dm = DigitsDataModule(flatten=True, batch_size=64)
+    callback = LabelIssuePruning(action="down_weight")
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, callbacks=[callback], default_root_dir=tmp_path)
+    trainer.fit(task, dm)
+    expected = torch.ones(n, dtype=torch.float64)
+    expected[:40] = torch.from_numpy(score[:40])
+    assert torch.allclose(dm.train_set.weight.double(), expected)
+    assert callback.curation.weights == {int(ids[i]): float(score[i]) for i in range(40)}
+    batch = next(iter(torch.utils.data.DataLoader(dm.train_set, batch_size=64)))
+    logits = task.model(batch["x"])
+    per_row = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="none")
+    weighted = (per_row * batch["weight"]).sum() / batch["weight"].sum()
+    assert torch.allclose(task.training_loss(logits, batch["y"], batch), weighted, rtol=1e-5)
+
+
 def test_an_image_folder_relabels_by_class_name_from_the_csv(tmp_path):
     from aipflow.data import HFDataModule, ImageOptions
     from aipflow.data.examples import write_digits_image_folder

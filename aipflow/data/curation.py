@@ -1,9 +1,10 @@
-"""Acting on label issues: training rows left out or relabelled by the source's own row id, as ``aipflow
-find-issues`` wrote them (``label_issues.csv``) or as a list / mapping. Validation and test rows are never touched
-(they measure the result)."""
+"""Acting on label issues: training rows left out, relabelled or down-weighted by the source's own row id, as
+``aipflow find-issues`` wrote them (``label_issues.csv``) or as a list / mapping. Validation and test rows are never
+touched (they measure the result)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +20,19 @@ __all__ = ["Curation", "NO_CURATION"]
 
 @dataclass(frozen=True)
 class Curation:
-    """Training rows to leave out (``exclude_rows``) and labels to change (``relabel``: row id -> label), by the
-    row ids the data module reports (``train_row_ids``: the source's own row numbers); labels as class ids or as
-    the source spells them (class names)."""
+    """Training rows to leave out (``exclude_rows``), labels to change (``relabel``: row id -> label) and loss
+    weights to scale (``weights``: row id -> a factor >= 0, multiplying the row's weight, 1 where the data has
+    none; a task uses them with ``sample_weights: true``), by the row ids the data module reports
+    (``train_row_ids``: the source's own row numbers); labels as class ids or as the source spells them (class
+    names)."""
 
     exclude_rows: tuple = ()
     relabel: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
-        return bool(self.exclude_rows or self.relabel)
+        return bool(self.exclude_rows or self.relabel or self.weights)
 
     @classmethod
     def of(cls, exclude_rows: Sequence | str | None = None, relabel: dict | str | None = None) -> Curation:
@@ -47,7 +51,7 @@ class Curation:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain types (a checkpoint's record)."""
-        return {"exclude_rows": list(self.exclude_rows), "relabel": dict(self.relabel)}
+        return {"exclude_rows": list(self.exclude_rows), "relabel": dict(self.relabel), "weights": dict(self.weights)}
 
     def apply(
         self,
@@ -62,7 +66,8 @@ class Curation:
         if not self.active:
             return dataset, row_ids
         position = {_key(r): i for i, r in enumerate(row_ids.tolist())}
-        for option, ids in (("data.exclude_rows", self.exclude_rows), ("data.relabel", list(self.relabel))):
+        options = (("data.exclude_rows", self.exclude_rows), ("data.relabel", list(self.relabel)))
+        for option, ids in (*options, ("curation.weights", list(self.weights))):
             unknown = [r for r in ids if _key(r) not in position]
             if unknown:
                 raise ValueError(
@@ -74,17 +79,29 @@ class Curation:
         names = {str(n): c for c, n in enumerate(class_names)} if class_names else {}
         for row, label in self.relabel.items():
             y[position[_key(row)]] = _class_id(label, names, num_classes)
+        weight = getattr(dataset, "weight", None)
+        if self.weights:
+            weight = torch.ones(len(y)) if weight is None else weight.clone()
+            for row, factor in self.weights.items():
+                if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+                    raise ValueError(f"curation.weights: row {row!r} has weight {factor!r}, expected a number >= 0")
+                weight[position[_key(row)]] *= float(factor)
         dropped = {position[_key(r)] for r in self.exclude_rows}
         kept = np.array([i for i in range(len(row_ids)) if i not in dropped], dtype=np.int64)
         index = torch.from_numpy(kept)
         columns = {name: getattr(dataset, name) for name in dataset.names}
         columns["y"] = y
+        if weight is not None:
+            columns["weight"] = weight
         columns = {name: value[index] for name, value in columns.items()}
         inputs = None if dataset.inputs is None else _Reindexed(dataset.inputs, kept)
         return RowDataset(columns, inputs), row_ids[kept]
 
     def describe(self) -> str:
-        return f"{len(self.exclude_rows)} training rows left out, {len(self.relabel)} relabelled"
+        return (
+            f"{len(self.exclude_rows)} training rows left out, {len(self.relabel)} relabelled, "
+            f"{len(self.weights)} reweighted"
+        )
 
 
 NO_CURATION = Curation()

@@ -21,7 +21,10 @@ from aipflow.data.curation import Curation
 from aipflow.label_issues import FILTERS, SCORES, LabelIssues, find_label_issues
 from aipflow.lightning.cross_fit import out_of_fold_posteriors, training_rows
 
-__all__ = ["IssueSearch", "LabelIssuePruning", "search_label_issues"]
+__all__ = ["ACTIONS", "IssueSearch", "LabelIssuePruning", "search_label_issues"]
+
+#: what :class:`LabelIssuePruning` does with the flagged rows
+ACTIONS = ("prune", "relabel", "down_weight")
 
 #: rows of the review page that get a preview (worst first): the flagged ones and the next lowest scores
 PREVIEW_ROWS = 2000
@@ -202,14 +205,18 @@ def _to_image(x: torch.Tensor):
 
 class LabelIssuePruning(Callback):
     """Northcutt et al. (2021)'s prune-and-retrain in one run: before training, search the training rows' label
-    issues (:class:`IssueSearch`), then leave the flagged rows out (``action="prune"``) or give them the
-    suggested label (``"relabel"``), and train on the rest. What was removed or changed is kept in the
-    checkpoint (a resumed run applies the same rows without searching again) and in ``curation``; the issues
-    found are written to ``<log dir>/label_issues/`` (the CSV, the summary and the review page)."""
+    issues (:class:`IssueSearch`), then leave the flagged rows out (``action="prune"``), give them the
+    suggested label (``"relabel"``) or scale their loss by their label score, the out-of-sample probability of
+    their given label (``"down_weight"``: a soft pruning; the task needs ``sample_weights: true``), and train.
+    What was removed or changed is kept in the checkpoint (a resumed run applies the same rows without searching
+    again) and in ``curation``; the issues found are written to ``<log dir>/label_issues/`` (the CSV, the summary
+    and the review page)."""
 
-    def __init__(self, search: IssueSearch = IssueSearch(), action: Literal["prune", "relabel"] = "prune") -> None:
-        if action not in ("prune", "relabel"):
-            raise ValueError(f"LabelIssuePruning.action must be 'prune' or 'relabel', got {action!r}")
+    def __init__(
+        self, search: IssueSearch = IssueSearch(), action: Literal["prune", "relabel", "down_weight"] = "prune"
+    ) -> None:
+        if action not in ACTIONS:
+            raise ValueError(f"LabelIssuePruning.action must be one of {ACTIONS}, got {action!r}")
         self.search = IssueSearch(**search) if isinstance(search, dict) else search
         self.action = action
         self.curation: Curation | None = None
@@ -222,6 +229,11 @@ class LabelIssuePruning(Callback):
                 f"LabelIssuePruning needs a data module with curate() and train_row_ids (DigitsDataModule, "
                 f"HFDataModule), got {type(datamodule).__name__}"
             )
+        if self.action == "down_weight" and not (getattr(pl_module, "hparams", {}) or {}).get("sample_weights"):
+            raise ValueError(
+                "LabelIssuePruning(action='down_weight') scales the flagged rows' loss: the task must use row "
+                "weights (model.sample_weights: true)"
+            )
         if self.curation is None:  # not resumed: search now
             from aipflow.label_issues import write_label_issues
 
@@ -229,6 +241,8 @@ class LabelIssuePruning(Callback):
             flagged = [i for i in self.issues.ranked().tolist() if self.issues.is_issue[i]]
             if self.action == "prune":
                 self.curation = Curation(exclude_rows=tuple(self.issues.flagged_rows()))
+            elif self.action == "down_weight":
+                self.curation = Curation(weights={self.issues.row_id(i): float(self.issues.score[i]) for i in flagged})
             else:
                 self.curation = Curation(
                     relabel={self.issues.row_id(i): int(self.issues.predicted[i]) for i in flagged}
@@ -244,4 +258,8 @@ class LabelIssuePruning(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         recorded = state_dict.get("curation")
-        self.curation = None if recorded is None else Curation(tuple(recorded["exclude_rows"]), recorded["relabel"])
+        self.curation = (
+            None
+            if recorded is None
+            else Curation(tuple(recorded["exclude_rows"]), recorded["relabel"], recorded.get("weights", {}))
+        )
