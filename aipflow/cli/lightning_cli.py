@@ -4,19 +4,13 @@ the trainer's run and everything it reaches (a class defined inside a function c
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch.cli import LightningCLI
 
 from aipflow.cli.summary import has_test_data, run_summary
 
 __all__ = ["AipflowCLI"]
-
-# what a run's saved config.yaml holds beside the components: the fit / validate / test / predict options
-_SUBCOMMAND_OPTIONS = {
-    "ckpt_path": str | None,
-    "weights_only": bool | None,
-    "verbose": bool | None,
-    "return_predictions": bool | None,
-}
 
 
 class AipflowCLI(LightningCLI):
@@ -42,9 +36,10 @@ class AipflowCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if not add_subcommands:
             # a tool that builds a trained run (aipflow compress, find-issues, exports) is handed the config the run
-            # saved, which holds its subcommand's own options: accepted here and left to the tool (its --ckpt_path)
-            for name, kind in _SUBCOMMAND_OPTIONS.items():
-                self.parser.add_argument(f"--{name}", type=kind, default=None, help="a saved run's; not used here")
+            # saved, which holds its subcommand's own options (the Trainer method's, as LightningCLI adds them):
+            # accepted here and left to the tool (its --ckpt_path)
+            for name in _subcommand_options(self.trainer_class):
+                self.parser.add_argument(f"--{name}", type=Any, default=None, help="a saved run's; not used here")
 
     _sized_datamodule = None  # the data module set up to size the model, reused for the run
 
@@ -176,6 +171,19 @@ class AipflowCLI(LightningCLI):
             f"aipflow: the test after fit runs in a new process under {strategy} (Lightning cannot re-shard a model "
             f"it sharded in this one): {command}"
         )
+
+
+def _subcommand_options(trainer_class) -> list[str]:
+    """The options ``fit`` / ``validate`` / ``test`` / ``predict`` take from the Trainer's methods (``ckpt_path``,
+    ``weights_only``, ``verbose``, ...): what a run's saved config holds beside the components."""
+    import inspect
+
+    names: dict[str, None] = {}
+    for subcommand, skipped in LightningCLI.subcommands().items():
+        for name in inspect.signature(getattr(trainer_class, subcommand)).parameters:
+            if name != "self" and name not in skipped:
+                names[name] = None
+    return list(names)
 
 
 def _has_key(node, keys: tuple[str, ...]) -> bool:

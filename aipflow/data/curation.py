@@ -30,6 +30,11 @@ class Curation:
     relabel: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for row, factor in self.weights.items():
+            if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+                raise ValueError(f"curation.weights: row {row!r} has weight {factor!r}, expected a number >= 0")
+
     @property
     def active(self) -> bool:
         return bool(self.exclude_rows or self.relabel or self.weights)
@@ -83,8 +88,6 @@ class Curation:
         if self.weights:
             weight = torch.ones(len(y)) if weight is None else weight.clone()
             for row, factor in self.weights.items():
-                if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
-                    raise ValueError(f"curation.weights: row {row!r} has weight {factor!r}, expected a number >= 0")
                 weight[position[_key(row)]] *= float(factor)
         dropped = {position[_key(r)] for r in self.exclude_rows}
         kept = np.array([i for i in range(len(row_ids)) if i not in dropped], dtype=np.int64)
