@@ -14,7 +14,7 @@ the paper's reference implementation) doing the detection and the ranking.
 
 Where the probabilities come from is aipflow's part: K-fold cross-fitting of the task's own network
 (:func:`aipflow.lightning.out_of_fold_posteriors`), a Bayesian run's posterior predictive, or the training
-dynamics of one run (:class:`aipflow.lightning.AreaUnderMargin`); ``aipflow find-issues`` runs them from a recipe.
+dynamics of the task's network (:mod:`aipflow.lightning.area_under_margin`); ``aipflow find-issues`` runs them from a recipe.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class LabelIssues:
         lines = [
             f"label issues: {self.num_issues} of {n} rows flagged ({self.num_issues / n:.1%}); "
             f"estimated noise rate {self.noise_rate:.3f}",
-            f"detection: {self.method} (cleanlab), ranked by {self.score_method}"
+            f"detection: {self.method}{' (cleanlab)' if self.method in FILTERS else ''}, ranked by {self.score_method}"
             + "".join(f"; {k}: {v}" for k, v in self.details.items()),
             "flagged per given label: " + ", ".join(f"{k}: {v}" for k, v in self.flagged_per_class().items()),
         ]

@@ -16,6 +16,7 @@ __all__ = [
     "create_timm_model",
     "reinitialize",
     "trainable_parameters",
+    "with_extra_class",
 ]
 
 
@@ -69,6 +70,32 @@ def reinitialize(network: nn.Module) -> None:
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
         stack.extend(reversed(list(module.children())))
+
+
+def with_extra_class(network: nn.Module, num_classes: int) -> nn.Module:
+    """``network`` with one more output class (in place, returned): its classifier, the last ``nn.Linear`` with
+    ``num_classes`` outputs in module order, replaced by one with ``num_classes + 1``, the first ``num_classes``
+    rows its own weights. What the area under the margin's threshold samples are labelled with (a class no row
+    has). One line when the network has no such layer."""
+    heads = [(name, m) for name, m in network.named_modules() if isinstance(m, nn.Linear)]
+    heads = [(name, m) for name, m in heads if m.out_features == num_classes]
+    if not heads:
+        raise ValueError(
+            f"{type(network).__name__}: no nn.Linear layer with {num_classes} outputs (the classifier) to add the "
+            "area under the margin's threshold class to"
+        )
+    name, head = heads[-1]
+    wider = nn.Linear(head.in_features, num_classes + 1, bias=head.bias is not None)
+    wider = wider.to(device=head.weight.device, dtype=head.weight.dtype)
+    with torch.no_grad():
+        wider.weight[:num_classes] = head.weight
+        if head.bias is not None:
+            wider.bias[:num_classes] = head.bias
+    if name == "":  # the network is the classifier
+        return wider
+    parent, _, attribute = name.rpartition(".")
+    setattr(network.get_submodule(parent), attribute, wider)
+    return network
 
 
 class MLP(nn.Module):

@@ -42,6 +42,28 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "aum-margin-counts-the-assigned-logit",
+        "aipflow/lightning/area_under_margin.py",
+        '    others = logits.scatter(1, targets[:, None], float("-inf"))\n',
+        "    others = logits\n",
+        (
+            "tests/test_area_under_margin.py::"
+            "test_the_margin_is_the_assigned_logit_minus_the_largest_other_even_at_extreme_logits",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        "aum-threshold-samples-keep-their-label",
+        "aipflow/lightning/area_under_margin.py",
+        "            targets[sets[r]] = k\n",
+        "            pass\n",
+        (
+            "tests/test_area_under_margin.py::"
+            "test_with_frozen_weights_the_aum_and_thresholds_are_the_papers_equations_at_the_initial_weights",
+        ),
+        fast=True,
+    ),
+    Mutation(
         "mwn-meta-step-ascends",
         "plugins/bilevel/aipflow_bilevel/reweighting.py",
         "            p.grad = g\n",

@@ -46,9 +46,11 @@ def test_a_bad_issue_option_is_one_line(capsys):
 
     assert main(["find-issues", "--config", "noisy_ce", "--issues.fold=2"]) == 2
     err = capsys.readouterr().err
-    assert "--issues.fold: no such option (options: folds, epochs," in err and "Traceback" not in err
+    assert "--issues.fold: no such option (options: method, folds, epochs," in err and "Traceback" not in err
     assert main(["find-issues", "--config", "noisy_ce", "--issues.folds=1"]) == 2
     assert "issues.folds must be >= 2 (a cross-fit), got 1" in capsys.readouterr().err
+    assert main(["find-issues", "--config", "noisy_ce", "--issues.method=aum"]) == 2
+    assert "issues.method must be one of ('cross_fit', 'area_under_margin'), got 'aum'" in capsys.readouterr().err
 
 
 def _browser():

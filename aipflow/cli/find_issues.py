@@ -1,6 +1,7 @@
 """``aipflow find-issues --config RECIPE [overrides] [--issues.OPTION=VALUE ...] [--output DIR]``: the training
 labels that are probably wrong, from out-of-sample probabilities of the recipe's own network (K-fold cross-fitting,
-each fold trained as the recipe trains), detected and ranked by cleanlab; writes ``label_issues.csv`` (worst first),
+each fold trained as the recipe trains), detected and ranked by cleanlab, or from its training dynamics (the area
+under the margin, ``--issues.method=area_under_margin``); writes ``label_issues.csv`` (worst first),
 ``label_issues_summary.txt`` / ``.json`` and the review page ``label_issues.html``, and prints the summary and the
 cost as a multiple of one fit."""
 
@@ -12,9 +13,11 @@ from pathlib import Path
 __all__ = ["find_issues_command"]
 
 USAGE = (
-    "usage: aipflow find-issues --config RECIPE [overrides] [--issues.folds=5] [--issues.epochs=N] "
+    "usage: aipflow find-issues --config RECIPE [overrides] [--issues.method=cross_fit|area_under_margin] "
+    "[--issues.folds=5] [--issues.epochs=N] "
     "[--issues.filter_by=prune_by_noise_rate] [--issues.score=self_confidence] [--issues.seed=0] "
-    "[--issues.batch_size=64] [--issues.stream_rows=N] [--output DIR]"
+    "[--issues.batch_size=64] [--issues.stream_rows=N] [--issues.posterior_samples=0] [--issues.aum_percentile=99] "
+    "[--issues.aum_runs=2] [--output DIR]"
 )
 
 
@@ -68,9 +71,15 @@ def find_issues_command(argv: list[str]) -> int:
     cost = search.cost_in_fits(fit_epochs)
     print(issues.summary())
     print(
-        f"cost: {elapsed:.1f} s for {search.folds} folds x {search.epochs_for(fit_epochs)} epochs, about {cost:.1f} "
+        f"cost: {elapsed:.1f} s for {_trainings(search)} x {search.epochs_for(fit_epochs)} epochs, about {cost:.1f} "
         f"fits of the recipe ({fit_epochs} epochs on all the rows)"
     )
     for name, path in written.items():
         print(f"wrote {path}" + ("  (open it in a browser to review)" if name.endswith(".html") else ""))
     return 0
+
+
+def _trainings(search) -> str:
+    if search.method == "area_under_margin":
+        return f"{search.aum_runs} runs"
+    return f"{search.folds} folds"

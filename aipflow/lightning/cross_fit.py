@@ -1,5 +1,10 @@
 """Out-of-sample class probabilities for every training row by K-fold cross-fitting copies of a task's network:
-what the transition-matrix estimation and label-issue detection read."""
+what the transition-matrix estimation and label-issue detection read. The training of a fresh copy of the task's
+network (:func:`train_copy`) is shared with the area-under-the-margin score (:mod:`aipflow.lightning.area_under_margin`).
+
+Under data-parallel training (DDP, FSDP, DeepSpeed: ``torch.distributed`` initialised with several ranks) the
+copies are shared out: copy ``k`` trains on rank ``k % world_size`` only, and the ranks' results are summed once at
+the end (:func:`gather_once`), so every rank holds the same probabilities, computed once each."""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
-__all__ = ["out_of_fold_posteriors", "training_rows"]
+__all__ = ["gather_once", "out_of_fold_posteriors", "rank_and_world", "train_copy", "training_rows"]
+
+#: rows per all-reduce when a memory-mapped result is gathered (bounded memory)
+GATHER_ROWS = 65536
 
 
 def training_rows(train_set) -> tuple[list, torch.Tensor]:
@@ -18,6 +26,103 @@ def training_rows(train_set) -> tuple[list, torch.Tensor]:
     the noisy labels."""
     rows = [train_set[i] for i in range(len(train_set))]
     return rows, torch.stack([torch.as_tensor(r["y"]) for r in rows])
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 outside distributed training)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_once(result: Any) -> None:
+    """Sum ``result`` (a tensor, or an array such as a ``numpy.memmap``, in place) over the ranks: each rank filled
+    only the rows of its own copies and left zeros elsewhere, so the sum is every row's value, on every rank. A
+    memory-mapped array goes in blocks of :data:`GATHER_ROWS` rows."""
+    if rank_and_world()[1] == 1:
+        return
+    dist = torch.distributed
+    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    if isinstance(result, torch.Tensor):
+        blocks = [(slice(None), result)]
+    else:
+        blocks = [(slice(s, s + GATHER_ROWS), None) for s in range(0, len(result), GATHER_ROWS)]
+    for rows, tensor in blocks:
+        block = tensor if tensor is not None else torch.from_numpy(result[rows].copy())
+        moved = block.to(backend_device) if backend_device is not None else block
+        dist.all_reduce(moved)
+        if tensor is not None:
+            tensor.copy_(moved.cpu())
+        else:
+            result[rows] = moved.cpu().numpy()
+
+
+def train_copy(
+    pl_module: L.LightningModule,
+    rows: Sequence[dict],
+    targets: torch.Tensor,
+    fit_rows: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    collate: Callable[[list[dict]], dict],
+    adapt: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    bar: Any = None,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A fresh copy of the task's network trained with cross-entropy on ``targets[fit_rows]``, as a new run would
+    train it: initialised as the run starts (:func:`aipflow.models.reinitialize`, from the global RNG: seed it
+    first), then ``adapt``-ed (the area under the margin widens its head), training what the run trains
+    (:func:`aipflow.models.trainable_parameters`) with the task's optimizer (``optimizer_factory``, AdamW 1e-3
+    when the task has none), ``epochs`` passes over ``fit_rows`` in an order drawn from ``generator``.
+    ``on_batch(rows, logits)``: called with the logits of the forward pass that trains on the batch (the first
+    pass of a multi-pass optimizer such as SAM, at the weights before the step), detached."""
+    import copy
+
+    from aipflow.models import reinitialize, trainable_parameters
+    from aipflow.optim import build_optimizer
+
+    network = getattr(pl_module, "model", None)
+    if not isinstance(network, torch.nn.Module):
+        raise ValueError("cross-fitting needs the task's network as pl_module.model (ClassificationTask has it)")
+    device = next(network.parameters()).device
+    copy_ = copy.deepcopy(network).to(device)
+    reinitialize(copy_)
+    if adapt is not None:
+        copy_ = adapt(copy_).to(device)
+    opt = build_optimizer(getattr(pl_module, "optimizer_factory", None), trainable_parameters(copy_))
+    if getattr(opt, "train_size", 0) is None:  # bSAM / IVON: the dataset size scales the posterior
+        opt.train_size = len(fit_rows)
+    copy_.train()
+    for _ in range(epochs):
+        order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            xb = batch_inputs(rows, batch, collate, device)
+            yb = targets[batch].to(device)
+            seen = []
+
+            def closure(xb=xb, yb=yb, batch=batch, seen=seen):
+                opt.zero_grad()
+                logits = copy_(xb)
+                if on_batch is not None and not seen:
+                    on_batch(batch, logits.detach().float().cpu())
+                seen.append(True)
+                loss = torch.nn.functional.cross_entropy(logits, yb)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+        if bar is not None:
+            bar.update(1)
+    copy_.eval()
+    return copy_, opt
+
+
+def batch_inputs(rows: Sequence[dict], batch: torch.Tensor, collate: Callable, device: torch.device):
+    """The model inputs of ``rows[batch]``, collated as the data module collates them, on ``device``."""
+    return move_data_to_device(collate([rows[i] for i in batch.tolist()])["x"], device)
 
 
 def out_of_fold_posteriors(
@@ -34,15 +139,17 @@ def out_of_fold_posteriors(
     posterior_samples: int = 0,
 ) -> torch.Tensor | Any:
     """``P(noisy label | x)`` for every row from a copy of the task's network that never saw it: ``folds`` copies,
-    each trained with cross-entropy on the noisy labels of the other folds, then evaluated on its own fold.
+    each trained with cross-entropy on the noisy labels of the other folds (:func:`train_copy`), then evaluated on
+    its own fold.
 
     ``x``: the inputs as one tensor (row ``i`` is ``x[i]``), or the rows themselves as the data module gives them
     (``{"x": ..., "y": ...}``, dicts of tokens for text), batched by ``collate`` (the data module's; torch's
     ``default_collate`` when ``None``), so that images, tables and text cross-fit alike. Each copy starts where the
-    run starts (:func:`aipflow.models.reinitialize`, seeded per fold: a network from scratch is re-drawn whole, a
-    pretrained one keeps its pretrained weights and re-draws its head and adapters) and trains what the run trains
-    (:func:`aipflow.models.trainable_parameters`, with the task's optimizer: ``optimizer_factory``, AdamW 1e-3 when
-    the task has none). The caller's RNG streams and the task's weights are untouched.
+    run starts (seeded per fold: a network from scratch is re-drawn whole, a pretrained one keeps its pretrained
+    weights and re-draws its head and adapters) and trains what the run trains. The caller's RNG streams and the
+    task's weights are untouched. Under data-parallel training each rank trains its share of the folds and the
+    result is gathered once (:func:`gather_once`): the same on every rank, and the same as one process's for an
+    optimizer without per-rank noise.
 
     ``out``: an ``(N, K)`` float array to write the probabilities into (a ``numpy.memmap``, for more rows than fit
     in memory), returned instead of a tensor.
@@ -50,65 +157,43 @@ def out_of_fold_posteriors(
     ``posterior_samples`` > 0: with a Bayesian optimizer (IVON, bSAM: ``sampled_params``) each held-out fold is
     predicted by the posterior predictive, the average of the softmax over that many weights drawn from the
     fold's posterior (seeded), instead of by the mean weights."""
-    import copy
-
     from lightning.pytorch.utilities.seed import isolate_rng
     from torch.utils.data import default_collate
 
-    from aipflow.models import reinitialize, trainable_parameters
-    from aipflow.optim import build_optimizer
-
-    network = getattr(pl_module, "model", None)
-    if not isinstance(network, torch.nn.Module):
-        raise ValueError("cross-fitting needs the task's network as pl_module.model (ClassificationTask has it)")
-    device = next(network.parameters()).device
     n = len(labels)
     rows = [{"x": x[i], "y": labels[i]} for i in range(n)] if isinstance(x, torch.Tensor) else x
     collate = collate or default_collate
-
-    def inputs(indices: torch.Tensor):
-        return move_data_to_device(collate([rows[i] for i in indices.tolist()])["x"], device)
-
+    rank, world = rank_and_world()
     probs = torch.zeros(n, _num_classes(pl_module, labels)) if out is None else out
+    if out is not None and world > 1:
+        out[:] = 0  # the gather sums the ranks' rows
     with isolate_rng():
         generator = torch.Generator().manual_seed(seed)
         fold_of = torch.randperm(n, generator=generator) % folds
-        bar = _progress(folds * epochs, progress)
+        mine = [k for k in range(folds) if k % world == rank]
+        bar = _progress(len(mine) * epochs, progress)
         for k in range(folds):
-            torch.manual_seed(seed * 1000 + k)
-            copy_ = copy.deepcopy(network).to(device)
-            reinitialize(copy_)
             fit_rows = torch.nonzero(fold_of != k).flatten()
             held_rows = torch.nonzero(fold_of == k).flatten()
-            opt = build_optimizer(getattr(pl_module, "optimizer_factory", None), trainable_parameters(copy_))
-            if getattr(opt, "train_size", 0) is None:  # bSAM / IVON: the dataset size scales the posterior
-                opt.train_size = len(fit_rows)
-            copy_.train()
-            for _ in range(epochs):
-                order = fit_rows[torch.randperm(len(fit_rows), generator=generator)]
-                for start in range(0, len(order), batch_size):
-                    batch = order[start : start + batch_size]
-                    xb, yb = inputs(batch), labels[batch].to(device)
-
-                    def closure(xb=xb, yb=yb, opt=opt, net=copy_):
-                        opt.zero_grad()
-                        loss = torch.nn.functional.cross_entropy(net(xb), yb)
-                        loss.backward()
-                        return loss
-
-                    opt.step(closure)
-                bar.update(1)
+            if k not in mine:  # another rank's fold: draw its orders all the same, so every fold sees the orders
+                for _ in range(epochs):  # one process would give it (the generator is shared by the folds)
+                    torch.randperm(len(fit_rows), generator=generator)
+                continue
+            torch.manual_seed(seed * 1000 + k)
+            copy_, opt = train_copy(
+                pl_module, rows, labels, fit_rows, epochs, batch_size, generator, collate, bar=bar
+            )
             if posterior_samples and not hasattr(opt, "sampled_params"):
                 raise ValueError(
                     f"posterior_samples={posterior_samples} needs a Bayesian optimizer (IVON, bSAM) to sample the "
                     f"posterior from; the task's is {type(opt).__name__}"
                 )
-            copy_.eval()
+            device = next(copy_.parameters()).device
             draws = torch.Generator(device=device).manual_seed(seed * 1000 + k)
             with torch.no_grad():
                 for start in range(0, len(held_rows), 512):
                     batch = held_rows[start : start + 512]
-                    xb = inputs(batch)
+                    xb = batch_inputs(rows, batch, collate, device)
                     if posterior_samples:
                         held = torch.zeros(len(batch), probs.shape[1], device=device)
                         for _ in range(posterior_samples):
@@ -119,12 +204,13 @@ def out_of_fold_posteriors(
                         held = copy_(xb).float().softmax(1).cpu()
                     probs[batch.numpy() if out is not None else batch] = held if out is None else held.numpy()
         bar.close()
+    gather_once(probs)
     return probs
 
 
 def _num_classes(pl_module: L.LightningModule, labels: torch.Tensor) -> int:
     hparams = getattr(pl_module, "hparams", {})
-    return int(hparams.get("num_classes", int(labels.max()) + 1))
+    return int(hparams.get("num_classes") or int(labels.max()) + 1)
 
 
 def _progress(total: int, enabled: bool):

@@ -21,8 +21,10 @@ from aipflow.data.curation import Curation
 from aipflow.label_issues import FILTERS, SCORES, LabelIssues, find_label_issues
 from aipflow.lightning.cross_fit import out_of_fold_posteriors, training_rows
 
-__all__ = ["ACTIONS", "IssueSearch", "LabelIssuePruning", "search_label_issues"]
+__all__ = ["ACTIONS", "METHODS", "IssueSearch", "LabelIssuePruning", "search_label_issues"]
 
+#: where the search's evidence comes from (:class:`IssueSearch`)
+METHODS = ("cross_fit", "area_under_margin")
 #: what :class:`LabelIssuePruning` does with the flagged rows
 ACTIONS = ("prune", "relabel", "down_weight")
 
@@ -32,15 +34,20 @@ PREVIEW_ROWS = 2000
 
 @dataclass(frozen=True)
 class IssueSearch:
-    """How label issues are searched: out-of-sample probabilities of every training row from ``folds`` copies of
-    the task's network, each trained ``epochs`` epochs (the recipe's ``max_epochs`` when null) on the other folds
-    with the task's optimizer, then cleanlab's detection (``filter_by``) and ranking (``score``).
+    """How label issues are searched. ``method="cross_fit"`` (Northcutt et al.): out-of-sample probabilities of
+    every training row from ``folds`` copies of the task's network, each trained ``epochs`` epochs (the recipe's
+    ``max_epochs`` when null) on the other folds with the task's optimizer, then cleanlab's detection
+    (``filter_by``) and ranking (``score``). ``method="area_under_margin"`` (Pleiss et al. 2020,
+    :mod:`aipflow.lightning.area_under_margin`): ``aum_runs`` trainings on every row, each with its threshold
+    samples, flagging rows whose area under the margin lies below the threshold samples' ``aum_percentile``-th
+    percentile; half the cost of a 5-fold cross-fit.
 
     Args:
+        method: ``cross_fit`` or ``area_under_margin``.
         folds: K of the cross-fit, >= 2 (cleanlab's examples use 5); every class needs at least K rows.
-        epochs: epochs per fold; null: the recipe's ``trainer.max_epochs``.
-        batch_size: the folds' training batch size.
-        seed: seed of the fold assignment and of the folds' initialisation and order.
+        epochs: epochs per fold (per run of the area under the margin); null: the recipe's ``trainer.max_epochs``.
+        batch_size: the copies' training batch size.
+        seed: seed of the fold assignment (the threshold samples) and of the copies' initialisation and order.
         filter_by: cleanlab's rule (``prune_by_noise_rate``, the paper's default; ``prune_by_class``, ``both``,
             ``confident_learning``, ``predicted_neq_given``).
         score: cleanlab's label-quality score for the ranking (``self_confidence``, ``normalized_margin``,
@@ -51,8 +58,13 @@ class IssueSearch:
             streaming the rows through the folds is not built yet.
         posterior_samples: 0: each fold's mean weights predict its held-out rows; > 0, with a Bayesian optimizer
             (IVON, bSAM): the posterior predictive over that many draws from the fold's posterior.
+        aum_percentile: the area under the margin's threshold, a percentile of the threshold samples' AUM (the
+            paper's 99).
+        aum_runs: trainings of the area under the margin, each with its own disjoint threshold samples (the
+            paper's 2: every row is scored at least once).
     """
 
+    method: Literal["cross_fit", "area_under_margin"] = "cross_fit"
     folds: int = 5
     epochs: int | None = None
     batch_size: int = 64
@@ -61,8 +73,12 @@ class IssueSearch:
     score: str = "self_confidence"
     stream_rows: int | None = None
     posterior_samples: int = 0
+    aum_percentile: float = 99.0
+    aum_runs: int = 2
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"issues.method must be one of {METHODS}, got {self.method!r}")
         if self.folds < 2:
             raise ValueError(f"issues.folds must be >= 2 (a cross-fit), got {self.folds}")
         if self.epochs is not None and self.epochs < 1:
@@ -77,6 +93,16 @@ class IssueSearch:
             raise ValueError(f"issues.stream_rows must be >= 1 or null, got {self.stream_rows}")
         if self.posterior_samples < 0:
             raise ValueError(f"issues.posterior_samples must be >= 0, got {self.posterior_samples}")
+        if not 0 < self.aum_percentile <= 100:
+            raise ValueError(f"issues.aum_percentile must lie in (0, 100], got {self.aum_percentile}")
+        if self.aum_runs < 2:
+            raise ValueError(f"issues.aum_runs must be >= 2 (disjoint threshold sets score every row), got {self.aum_runs}")
+        if self.method == "area_under_margin" and (self.posterior_samples or self.stream_rows is not None):
+            option = "posterior_samples" if self.posterior_samples else "stream_rows"
+            raise ValueError(
+                f"issues.{option} applies to method=cross_fit; the area under the margin reads the training "
+                "dynamics (set it back to its default)"
+            )
 
     @classmethod
     def from_strings(cls, options: dict[str, str]) -> IssueSearch:
@@ -86,8 +112,13 @@ class IssueSearch:
         for name, text in options.items():
             if name not in fields:
                 raise ValueError(f"--issues.{name}: no such option (options: {', '.join(fields)})")
-            if name in ("filter_by", "score"):
+            if name in ("method", "filter_by", "score"):
                 values[name] = text
+            elif name == "aum_percentile":
+                try:
+                    values[name] = float(text)
+                except ValueError:
+                    raise ValueError(f"--issues.{name}: expected a number, got {text!r}") from None
             elif text.lower() in ("null", "none") and name in ("epochs", "stream_rows"):
                 values[name] = None
             else:
@@ -101,8 +132,10 @@ class IssueSearch:
         return self.epochs if self.epochs is not None else fit_epochs
 
     def cost_in_fits(self, fit_epochs: int) -> float:
-        """The cross-fit's training as a multiple of one fit on every row: K folds x (K-1)/K of the rows."""
-        return self.folds * (self.folds - 1) / self.folds * self.epochs_for(fit_epochs) / max(1, fit_epochs)
+        """The search's training as a multiple of one fit on every row: K folds x (K-1)/K of the rows (the cross-fit),
+        or one training on every row per run (the area under the margin)."""
+        share = self.aum_runs if self.method == "area_under_margin" else self.folds * (self.folds - 1) / self.folds
+        return share * self.epochs_for(fit_epochs) / max(1, fit_epochs)
 
 
 def search_label_issues(
@@ -120,14 +153,41 @@ def search_label_issues(
         raise ValueError("data: the training rows have no labels (label -1): label issues need the given labels")
     num_classes = int(getattr(task, "hparams", {}).get("num_classes") or int(labels.max()) + 1)
     counts = torch.bincount(labels, minlength=num_classes)
+    fit_epochs = int(trainer.max_epochs) if trainer is not None and trainer.max_epochs not in (None, -1) else 1
+    epochs = search.epochs_for(fit_epochs)
+    progress = trainer is not None and trainer.progress_bar_callback is not None
+    row_ids = getattr(datamodule, "train_row_ids", None)
+    class_names = getattr(datamodule, "class_names", None)
+    if search.method == "area_under_margin":
+        empty = [c for c in range(num_classes) if counts[c] == 0]
+        if empty:
+            raise ValueError(f"data: class {empty[0]} has no training rows (of {num_classes} classes)")
+        rank_zero_info(
+            f"[aipflow] label issues: area under the margin, {search.aum_runs} runs of {epochs} epochs on "
+            f"{len(rows)} training rows"
+        )
+        from aipflow.lightning.area_under_margin import area_under_margin
+
+        result = area_under_margin(
+            task,
+            rows,
+            labels,
+            epochs,
+            search.batch_size,
+            search.seed,
+            collate=getattr(datamodule, "collate", None),
+            runs=search.aum_runs,
+            percentile=search.aum_percentile,
+            progress=progress,
+        )
+        issues = result.label_issues(labels.numpy(), row_ids=row_ids, class_names=class_names)
+        return issues, previews(rows, issues), fit_epochs
     thin = [c for c in range(num_classes) if counts[c] < search.folds]
     if thin:
         raise ValueError(
             f"issues.folds={search.folds}: class {thin[0]} has {int(counts[thin[0]])} training rows; every class "
             "needs at least one row per fold (fewer folds, or more rows of that class)"
         )
-    fit_epochs = int(trainer.max_epochs) if trainer is not None and trainer.max_epochs not in (None, -1) else 1
-    epochs = search.epochs_for(fit_epochs)
     rank_zero_info(
         f"[aipflow] label issues: {search.folds}-fold cross-fit of the task's network, {epochs} epochs per fold, "
         f"{len(rows)} training rows"
@@ -147,17 +207,16 @@ def search_label_issues(
             epochs,
             search.batch_size,
             search.seed,
-            progress=trainer is not None and trainer.progress_bar_callback is not None,
+            progress=progress,
             collate=getattr(datamodule, "collate", None),
             out=out,
             posterior_samples=search.posterior_samples,
         )
-        row_ids = getattr(datamodule, "train_row_ids", None)
         issues = find_label_issues(
             probs if out is not None else probs.numpy(),
             labels.numpy(),
             row_ids=row_ids,
-            class_names=getattr(datamodule, "class_names", None),
+            class_names=class_names,
             filter_by=search.filter_by,
             score_method=search.score,
             batch_size=search.stream_rows,
