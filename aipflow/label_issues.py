@@ -14,7 +14,8 @@ the paper's reference implementation) doing the detection and the ranking.
 
 Where the probabilities come from is aipflow's part: K-fold cross-fitting of the task's own network
 (:func:`aipflow.lightning.out_of_fold_posteriors`), a Bayesian run's posterior predictive, or the training
-dynamics of the task's network (:mod:`aipflow.lightning.area_under_margin`); ``aipflow find-issues`` runs them from a recipe.
+dynamics of the task's network (:mod:`aipflow.lightning.area_under_margin`); ``aipflow find-issues`` runs them
+from a recipe.
 """
 
 from __future__ import annotations

@@ -42,6 +42,17 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "ddp-evidence-not-gathered",
+        "aipflow/lightning/cross_fit.py",
+        "    if rank_and_world()[1] == 1:\n        return\n    dist = torch.distributed\n",
+        "    return\n    dist = torch.distributed\n",
+        (
+            "tests/lightning/test_ddp_label_issues.py::"
+            "test_folds_and_runs_are_shared_out_and_gathered_once_to_what_one_process_computes",
+        ),
+        fast=True,
+    ),
+    Mutation(
         "aum-margin-counts-the-assigned-logit",
         "aipflow/lightning/area_under_margin.py",
         '    others = logits.scatter(1, targets[:, None], float("-inf"))\n',

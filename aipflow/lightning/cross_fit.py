@@ -1,6 +1,6 @@
 """Out-of-sample class probabilities for every training row by K-fold cross-fitting copies of a task's network:
 what the transition-matrix estimation and label-issue detection read. The training of a fresh copy of the task's
-network (:func:`train_copy`) is shared with the area-under-the-margin score (:mod:`aipflow.lightning.area_under_margin`).
+network (:func:`train_copy`) is shared with the area under the margin (:mod:`aipflow.lightning.area_under_margin`).
 
 Under data-parallel training (DDP, FSDP, DeepSpeed: ``torch.distributed`` initialised with several ranks) the
 copies are shared out: copy ``k`` trains on rank ``k % world_size`` only, and the ranks' results are summed once at
@@ -180,9 +180,7 @@ def out_of_fold_posteriors(
                     torch.randperm(len(fit_rows), generator=generator)
                 continue
             torch.manual_seed(seed * 1000 + k)
-            copy_, opt = train_copy(
-                pl_module, rows, labels, fit_rows, epochs, batch_size, generator, collate, bar=bar
-            )
+            copy_, opt = train_copy(pl_module, rows, labels, fit_rows, epochs, batch_size, generator, collate, bar=bar)
             if posterior_samples and not hasattr(opt, "sampled_params"):
                 raise ValueError(
                     f"posterior_samples={posterior_samples} needs a Bayesian optimizer (IVON, bSAM) to sample the "

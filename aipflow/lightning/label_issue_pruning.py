@@ -96,7 +96,9 @@ class IssueSearch:
         if not 0 < self.aum_percentile <= 100:
             raise ValueError(f"issues.aum_percentile must lie in (0, 100], got {self.aum_percentile}")
         if self.aum_runs < 2:
-            raise ValueError(f"issues.aum_runs must be >= 2 (disjoint threshold sets score every row), got {self.aum_runs}")
+            raise ValueError(
+                f"issues.aum_runs must be >= 2 (disjoint threshold sets score every row), got {self.aum_runs}"
+            )
         if self.method == "area_under_margin" and (self.posterior_samples or self.stream_rows is not None):
             option = "posterior_samples" if self.posterior_samples else "stream_rows"
             raise ValueError(
