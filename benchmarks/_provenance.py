@@ -30,6 +30,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _checkout() -> str:
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return f"{commit}{' (dirty: uncommitted changes)' if dirty else ''}"
+
+
+#: the checkout when the benchmark started (this module is imported first): the code the numbers came from, not
+#: whatever was committed while it ran
+STARTED_AT = _checkout()
+
+
 def provenance() -> dict[str, str]:
     import torch
 
@@ -39,12 +50,10 @@ def provenance() -> dict[str, str]:
             versions[name] = __import__(name).__version__
         except Exception:  # noqa: BLE001 - not installed, or fails to import: not recorded
             pass
-    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "date (UTC)": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "git commit": f"{commit}{' (dirty: uncommitted changes)' if dirty else ''}",
+        "git commit": STARTED_AT,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "cpu": f"{_cpu_model()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}",

@@ -150,3 +150,17 @@ def test_it_is_chosen_from_a_recipe_and_its_options_are_checked():
         assert message in str(error.value)
     with pytest.raises(ValueError, match="--issues.aum_percentile: expected a number, got 'high'"):
         IssueSearch.from_strings({"aum_percentile": "high"})
+
+
+def test_a_data_module_without_row_ids_is_refused_in_one_line_not_searched_on_its_hidden_labels():
+    import lightning as L
+
+    from aipflow.lightning import search_label_issues
+
+    class WeakRows(L.LightningDataModule):  # the shape of a weak-label module: rows with "weak" and a report-only "y"
+        def setup(self, stage=None):
+            self.train_set = [{"x": torch.zeros(4), "weak": torch.tensor(1), "y": torch.tensor(0)}] * 8
+
+    task = ClassificationTask(MLP(4, 2, hidden=(4,)), num_classes=2)
+    with pytest.raises(ValueError, match=r"data: WeakRows does not say which labels its training rows are given"):
+        search_label_issues(task, WeakRows(), None, IssueSearch(method="area_under_margin"))

@@ -144,7 +144,9 @@ def shrunk_recipe(recipe: str, root: Path) -> Path:
     for callback in (config.get("trainer") or {}).get("callbacks") or []:
         if isinstance(callback, dict) and callback.get("class_path", "").rsplit(".", 1)[-1] in SHRINK:
             arguments = callback.setdefault("init_args", {}) or {}
-            arguments.update(SHRINK[callback["class_path"].rsplit(".", 1)[-1]])
+            for name, value in SHRINK[callback["class_path"].rsplit(".", 1)[-1]].items():
+                nested = isinstance(value, dict) and isinstance(arguments.get(name), dict)
+                arguments[name] = {**arguments[name], **value} if nested else value  # a search keeps its method
             callback["init_args"] = arguments
     path = root / "recipe" / Path(list_recipes()[recipe]).name
     path.parent.mkdir(parents=True, exist_ok=True)

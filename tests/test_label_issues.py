@@ -322,3 +322,34 @@ def test_the_posterior_predictive_of_a_bayesian_cross_fit_averages_draws_and_nee
     adamw = ClassificationTask(MLP(6, 3, hidden=(8,)), num_classes=3)
     with pytest.raises(ValueError, match=r"posterior_samples=4 needs a Bayesian optimizer .* the task's is AdamW"):
         out_of_fold_posteriors(adamw, x, y, 2, 1, 32, 0, posterior_samples=4)
+
+
+def test_streamed_rows_are_read_from_the_dataset_when_a_batch_needs_them_with_the_same_probabilities():
+    from aipflow.data import DigitsDataModule, LabelNoise
+    from aipflow.lightning import out_of_fold_posteriors
+    from aipflow.lightning.cross_fit import training_rows
+    from aipflow.models import MLP
+    from aipflow.tasks import ClassificationTask
+
+    dm = DigitsDataModule(label_noise=LabelNoise("symmetric", 0.2, seed=0), flatten=True)
+    dm.setup()
+    reads = []
+
+    class Counted(torch.utils.data.Dataset):
+        y = dm.train_set.y
+
+        def __len__(self):
+            return len(dm.train_set)
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return dm.train_set[i]
+
+    streamed, labels = training_rows(Counted(), stream=True)
+    assert isinstance(streamed, Counted) and not reads  # nothing read up front: the labels come from the y column
+    assert torch.equal(labels, dm.train_set.y)
+    held, _ = training_rows(dm.train_set)
+    task = ClassificationTask(MLP(64, 10, hidden=(16,)), num_classes=10)
+    from_stream = out_of_fold_posteriors(task, streamed, labels, folds=2, epochs=2, batch_size=64, seed=0)
+    assert len(reads) == 2 * 2 * len(labels) // 2 + len(labels)  # each fold: 2 epochs over half the rows, then its half
+    assert torch.equal(from_stream, out_of_fold_posteriors(task, held, labels, folds=2, epochs=2, batch_size=64, seed=0))

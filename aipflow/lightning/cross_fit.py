@@ -21,9 +21,16 @@ __all__ = ["gather_once", "out_of_fold_posteriors", "rank_and_world", "train_cop
 GATHER_ROWS = 65536
 
 
-def training_rows(train_set) -> tuple[list, torch.Tensor]:
-    """Every training row once, as the data module gives it (``{"x": ..., "y": ...}``; token lists for text), and
-    the noisy labels."""
+def training_rows(train_set, stream: bool = False) -> tuple[Sequence[dict], torch.Tensor]:
+    """Every training row, as the data module gives it (``{"x": ..., "y": ...}``; texts for text), and the noisy
+    labels. Read once into memory (fast over many epochs of many copies), or with ``stream`` the dataset itself,
+    each row read when a batch needs it (memory bounded by the dataset's own storage: decoded images are not held),
+    the labels from its ``y`` column when it has one (:class:`aipflow.data.RowDataset`)."""
+    if stream:
+        column = getattr(train_set, "y", None)
+        if isinstance(column, torch.Tensor) and len(column) == len(train_set):
+            return train_set, column.clone()
+        return train_set, torch.stack([torch.as_tensor(train_set[i]["y"]) for i in range(len(train_set))])
     rows = [train_set[i] for i in range(len(train_set))]
     return rows, torch.stack([torch.as_tensor(r["y"]) for r in rows])
 

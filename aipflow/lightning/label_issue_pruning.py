@@ -52,10 +52,10 @@ class IssueSearch:
             ``confident_learning``, ``predicted_neq_given``).
         score: cleanlab's label-quality score for the ranking (``self_confidence``, ``normalized_margin``,
             ``confidence_weighted_entropy``).
-        stream_rows: when set, the probabilities go to a memory-mapped file and cleanlab's batched detector reads
-            them this many rows at a time (the detection's memory bounded by the batch). The cross-fit itself
-            still reads the training rows as the data module gives them, once, into memory (decoded images too):
-            streaming the rows through the folds is not built yet.
+        stream_rows: for more rows than fit in memory: the training rows are read from the data module's dataset
+            when a batch needs them (not held in memory, decoded images included), the probabilities go to a
+            memory-mapped file, and cleanlab's batched detector reads them this many rows at a time (the
+            detection's memory bounded by the batch). Null: rows and probabilities in memory (faster).
         posterior_samples: 0: each fold's mean weights predict its held-out rows; > 0, with a Bayesian optimizer
             (IVON, bSAM): the posterior predictive over that many draws from the fold's posterior.
         aum_percentile: the area under the margin's threshold, a percentile of the threshold samples' AUM (the
@@ -145,10 +145,17 @@ def search_label_issues(
 ) -> tuple[LabelIssues, dict[Any, dict[str, str]], int]:
     """The label issues of ``datamodule``'s training rows by ``search`` with ``task``'s network; the previews of
     the worst rows for the review page; the recipe's epochs (what the cost is measured against)."""
+    if not hasattr(datamodule, "train_row_ids"):
+        raise ValueError(
+            f"data: {type(datamodule).__name__} does not say which labels its training rows are given "
+            "(train_row_ids): label issues need a data module whose rows carry the labels training uses, with "
+            "their ids (DigitsDataModule, HFDataModule; weak-label modules hold complementary or partial labels, and "
+            "their clean labels only for reports)"
+        )
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()
     datamodule.setup("fit")
-    rows, labels = training_rows(datamodule.train_set)
+    rows, labels = training_rows(datamodule.train_set, stream=search.stream_rows is not None)
     if len(rows) == 0:
         raise ValueError("data: the training split has no rows")
     if (labels < 0).any():
@@ -158,7 +165,7 @@ def search_label_issues(
     fit_epochs = int(trainer.max_epochs) if trainer is not None and trainer.max_epochs not in (None, -1) else 1
     epochs = search.epochs_for(fit_epochs)
     progress = trainer is not None and trainer.progress_bar_callback is not None
-    row_ids = getattr(datamodule, "train_row_ids", None)
+    row_ids = datamodule.train_row_ids
     class_names = getattr(datamodule, "class_names", None)
     if search.method == "area_under_margin":
         empty = [c for c in range(num_classes) if counts[c] == 0]

@@ -130,10 +130,15 @@ def discovery_imports(name: str) -> list[str]:
 
 def quiet_trainer(**options):
     """A Lightning ``Trainer`` for tests: CPU, deterministic, no logger, progress bar, model summary or
-    checkpointing; ``options`` add to or override these (``max_epochs``, ``callbacks``, ``precision``, ...)."""
+    checkpointing, and a fresh temporary ``default_root_dir`` (what a run writes without a logger, a test's
+    reliability diagram say, never lands in the working directory); ``options`` add to or override these
+    (``max_epochs``, ``callbacks``, ``precision``, ``default_root_dir``, ...)."""
+    import tempfile
+
     import lightning as L
 
     defaults = dict(
+        default_root_dir=options.get("default_root_dir") or tempfile.mkdtemp(prefix="aipflow-quiet-trainer-"),
         accelerator="cpu",
         deterministic=True,
         logger=False,
