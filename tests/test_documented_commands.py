@@ -94,9 +94,10 @@ RUNNABLE: dict[str, tuple[tuple[str, ...], str]] = {
         (),
         "aipflow fit --config noisy_nce_rce --data.init_args.noise=pair --data.init_args.noise_rate=0.4",
     ),
-    "aipflow find-issues --config noisy_ce --output label_issues": (
+    "aipflow find-issues --config noisy_ce --output label_issues --issues.method=area_under_margin": (
         (),
-        "aipflow find-issues --config noisy_ce --output label_issues --issues.folds=2 --issues.epochs=1",
+        "aipflow find-issues --config noisy_ce --output label_issues --issues.method=area_under_margin "
+        "--issues.epochs=1",
     ),
     "aipflow fit --config noisy_ce --data.init_args.exclude_rows=label_issues/label_issues.csv": (
         ("label issues",),

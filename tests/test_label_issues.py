@@ -352,4 +352,6 @@ def test_streamed_rows_are_read_from_the_dataset_when_a_batch_needs_them_with_th
     task = ClassificationTask(MLP(64, 10, hidden=(16,)), num_classes=10)
     from_stream = out_of_fold_posteriors(task, streamed, labels, folds=2, epochs=2, batch_size=64, seed=0)
     assert len(reads) == 2 * 2 * len(labels) // 2 + len(labels)  # each fold: 2 epochs over half the rows, then its half
-    assert torch.equal(from_stream, out_of_fold_posteriors(task, held, labels, folds=2, epochs=2, batch_size=64, seed=0))
+    assert torch.equal(
+        from_stream, out_of_fold_posteriors(task, held, labels, folds=2, epochs=2, batch_size=64, seed=0)
+    )

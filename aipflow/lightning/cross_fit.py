@@ -161,9 +161,9 @@ def out_of_fold_posteriors(
     ``out``: an ``(N, K)`` float array to write the probabilities into (a ``numpy.memmap``, for more rows than fit
     in memory), returned instead of a tensor.
 
-    ``posterior_samples`` > 0: with a Bayesian optimizer (IVON, bSAM: ``sampled_params``) each held-out fold is
-    predicted by the posterior predictive, the average of the softmax over that many weights drawn from the
-    fold's posterior (seeded), instead of by the mean weights."""
+    ``posterior_samples`` > 0: with a Bayesian optimizer (IVON, bSAM, the Langevin chains: ``sampled_params``) each
+    held-out fold is predicted by the posterior predictive, the average of the softmax over that many weights drawn
+    from the fold's posterior (seeded), instead of by the mean weights."""
     from lightning.pytorch.utilities.seed import isolate_rng
     from torch.utils.data import default_collate
 
@@ -190,8 +190,8 @@ def out_of_fold_posteriors(
             copy_, opt = train_copy(pl_module, rows, labels, fit_rows, epochs, batch_size, generator, collate, bar=bar)
             if posterior_samples and not hasattr(opt, "sampled_params"):
                 raise ValueError(
-                    f"posterior_samples={posterior_samples} needs a Bayesian optimizer (IVON, bSAM) to sample the "
-                    f"posterior from; the task's is {type(opt).__name__}"
+                    f"posterior_samples={posterior_samples} needs a Bayesian optimizer (IVON, bSAM, SGLD) to sample "
+                    f"the posterior from; the task's is {type(opt).__name__}"
                 )
             device = next(copy_.parameters()).device
             draws = torch.Generator(device=device).manual_seed(seed * 1000 + k)

@@ -57,7 +57,8 @@ class IssueSearch:
             memory-mapped file, and cleanlab's batched detector reads them this many rows at a time (the
             detection's memory bounded by the batch). Null: rows and probabilities in memory (faster).
         posterior_samples: 0: each fold's mean weights predict its held-out rows; > 0, with a Bayesian optimizer
-            (IVON, bSAM): the posterior predictive over that many draws from the fold's posterior.
+            (IVON, bSAM; SGLD, pSGLD: the chain's collected samples): the posterior predictive over that many draws
+            from the fold's posterior.
         aum_percentile: the area under the margin's threshold, a percentile of the threshold samples' AUM (the
             paper's 99).
         aum_runs: trainings of the area under the margin, each with its own disjoint threshold samples (the

@@ -2,11 +2,11 @@
 a label training uses; finding issues in it would look at the answer)."""
 
 import pytest
+from aipflow_weaksup.multiclass import WeakDigitsDataModule
 
 from aipflow.lightning import IssueSearch, search_label_issues
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
-from aipflow_weaksup.multiclass import WeakDigitsDataModule
 
 
 def test_complementary_digits_are_refused_before_any_training():
