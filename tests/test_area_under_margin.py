@@ -106,7 +106,8 @@ def test_with_frozen_weights_the_aum_and_thresholds_are_the_papers_equations_at_
         relative[r, mask], scored[r, mask] = aum[mask] - threshold, 1
     assert (scored.sum(0) >= 1).all()
     assert np.allclose(got.relative, relative.sum(0) / scored.sum(0), atol=1e-5)
-    issues = got.label_issues(labels.numpy())
+    with pytest.warns(UserWarning, match="rows flagged"):  # untrained (lr 0): most rows below the threshold
+        issues = got.label_issues(labels.numpy())
     assert np.array_equal(issues.is_issue, got.relative < 0)
     assert np.array_equal(np.argsort(issues.score, kind="stable"), np.argsort(got.relative, kind="stable"))
     moved = (issues.is_issue & (issues.predicted != labels.numpy())).sum()  # flagged with another suggestion
@@ -164,3 +165,18 @@ def test_a_data_module_without_row_ids_is_refused_in_one_line_not_searched_on_it
     task = ClassificationTask(MLP(4, 2, hidden=(4,)), num_classes=2)
     with pytest.raises(ValueError, match=r"data: WeakRows does not say which labels its training rows are given"):
         search_label_issues(task, WeakRows(), None, IssueSearch(method="area_under_margin"))
+
+
+def test_flagging_most_rows_warns_that_the_threshold_samples_did_not_separate():
+    from aipflow.lightning.area_under_margin import AreaUnderMargin
+
+    relative = np.array([-0.2, -0.1, -0.3, 0.4])  # 3 of 4 below the threshold: an undertrained run
+    result = AreaUnderMargin(relative, np.full((4, 2), 0.5), (0.1, 0.2), (np.array([0]), np.array([1])), 3, 99.0)
+    with pytest.warns(UserWarning, match=r"75% of the rows flagged, .* after 3 epochs"):
+        result.label_issues(np.array([0, 1, 0, 1]))
+    fine = AreaUnderMargin(-relative, np.full((4, 2), 0.5), (0.1, 0.2), (np.array([0]), np.array([1])), 3, 99.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fine.label_issues(np.array([0, 1, 0, 1])).num_issues == 1
