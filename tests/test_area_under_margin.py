@@ -174,9 +174,13 @@ def test_flagging_most_rows_warns_that_the_threshold_samples_did_not_separate():
     result = AreaUnderMargin(relative, np.full((4, 2), 0.5), (0.1, 0.2), (np.array([0]), np.array([1])), 3, 99.0)
     with pytest.warns(UserWarning, match=r"75% of the rows flagged, .* after 3 epochs"):
         result.label_issues(np.array([0, 1, 0, 1]))
-    fine = AreaUnderMargin(-relative, np.full((4, 2), 0.5), (0.1, 0.2), (np.array([0]), np.array([1])), 3, 99.0)
+    extreme = np.array([0.2, 1e4, 0.3, -1e4])  # an overflowing exp(-x) would warn
+    fine = AreaUnderMargin(extreme, np.full((4, 2), 0.5), (0.1, 0.2), (np.array([0]), np.array([1])), 3, 99.0)
     import warnings
+
+    from scipy.special import expit
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fine.label_issues(np.array([0, 1, 0, 1])).num_issues == 1
+        issues = fine.label_issues(np.array([0, 1, 0, 1]))
+    assert issues.num_issues == 1 and np.allclose(issues.score, expit(extreme), atol=1e-12)

@@ -31,7 +31,15 @@ import torch
 from aipflow.label_issues import LabelIssues
 from aipflow.lightning.cross_fit import _num_classes, _progress, gather_once, rank_and_world, train_copy
 
-__all__ = ["AUM_PERCENTILE", "AreaUnderMargin", "MarginRecord", "area_under_margin", "margins", "threshold_sets"]
+__all__ = [
+    "AUM_PERCENTILE",
+    "AreaUnderMargin",
+    "MarginRecord",
+    "area_under_margin",
+    "check_options",
+    "margins",
+    "threshold_sets",
+]
 
 #: the paper's threshold: the 99th percentile of the threshold samples' AUM
 AUM_PERCENTILE = 99.0
@@ -67,6 +75,14 @@ class MarginRecord:
     def aum(self) -> torch.Tensor:
         """Each row's mean margin (NaN for a row never trained on)."""
         return self.margin_sum / self.count
+
+
+def check_options(runs: int, percentile: float) -> None:
+    """One line for a setting the method cannot use (what ``IssueSearch`` checks before any training)."""
+    if runs < 2:
+        raise ValueError(f"issues.aum_runs must be >= 2 (disjoint threshold sets score every row), got {runs}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"issues.aum_percentile must lie in (0, 100], got {percentile}")
 
 
 def threshold_sets(rows: int, num_classes: int, runs: int, seed: int) -> list[torch.Tensor]:
@@ -124,7 +140,7 @@ class AreaUnderMargin:
             row_ids=np.arange(n) if row_ids is None else np.asarray(row_ids),
             given=labels,
             predicted=predicted,
-            score=1.0 / (1.0 + np.exp(-self.relative)),
+            score=0.5 * (1.0 + np.tanh(self.relative / 2)),  # sigmoid, without overflow at extreme margins
             is_issue=is_issue,
             joint=joint,
             num_classes=k,
@@ -160,10 +176,7 @@ def area_under_margin(
 
     from aipflow.models import with_extra_class
 
-    if runs < 2:
-        raise ValueError(f"issues.aum_runs must be >= 2 (disjoint threshold sets score every row), got {runs}")
-    if not 0 < percentile <= 100:
-        raise ValueError(f"issues.aum_percentile must lie in (0, 100], got {percentile}")
+    check_options(runs, percentile)
     n = len(labels)
     k = _num_classes(pl_module, labels)
     collate = collate or default_collate

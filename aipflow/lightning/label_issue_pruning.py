@@ -19,6 +19,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from aipflow.data.curation import Curation
 from aipflow.label_issues import FILTERS, SCORES, LabelIssues, find_label_issues
+from aipflow.lightning.area_under_margin import area_under_margin
+from aipflow.lightning.area_under_margin import check_options as check_aum_options
 from aipflow.lightning.cross_fit import out_of_fold_posteriors, training_rows
 
 __all__ = ["ACTIONS", "METHODS", "IssueSearch", "LabelIssuePruning", "search_label_issues"]
@@ -94,12 +96,7 @@ class IssueSearch:
             raise ValueError(f"issues.stream_rows must be >= 1 or null, got {self.stream_rows}")
         if self.posterior_samples < 0:
             raise ValueError(f"issues.posterior_samples must be >= 0, got {self.posterior_samples}")
-        if not 0 < self.aum_percentile <= 100:
-            raise ValueError(f"issues.aum_percentile must lie in (0, 100], got {self.aum_percentile}")
-        if self.aum_runs < 2:
-            raise ValueError(
-                f"issues.aum_runs must be >= 2 (disjoint threshold sets score every row), got {self.aum_runs}"
-            )
+        check_aum_options(self.aum_runs, self.aum_percentile)
         if self.method == "area_under_margin" and (self.posterior_samples or self.stream_rows is not None):
             option = "posterior_samples" if self.posterior_samples else "stream_rows"
             raise ValueError(
@@ -176,8 +173,6 @@ def search_label_issues(
             f"[aipflow] label issues: area under the margin, {search.aum_runs} runs of {epochs} epochs on "
             f"{len(rows)} training rows"
         )
-        from aipflow.lightning.area_under_margin import area_under_margin
-
         result = area_under_margin(
             task,
             rows,
