@@ -50,19 +50,20 @@ def gather_once(result: Any) -> None:
     if rank_and_world()[1] == 1:
         return
     dist = torch.distributed
-    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    if isinstance(result, torch.Tensor):
-        blocks = [(slice(None), result)]
-    else:
-        blocks = [(slice(s, s + GATHER_ROWS), None) for s in range(0, len(result), GATHER_ROWS)]
-    for rows, tensor in blocks:
-        block = tensor if tensor is not None else torch.from_numpy(result[rows].copy())
-        moved = block.to(backend_device) if backend_device is not None else block
+    on_gpu = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+
+    def reduce_(block: torch.Tensor) -> torch.Tensor:
+        moved = block.to(torch.device("cuda", torch.cuda.current_device())) if on_gpu else block
         dist.all_reduce(moved)
-        if tensor is not None:
-            tensor.copy_(moved.cpu())
-        else:
-            result[rows] = moved.cpu().numpy()
+        return moved.cpu()
+
+    if isinstance(result, torch.Tensor):
+        result.copy_(reduce_(result))
+        return
+    for start in range(0, len(result), GATHER_ROWS):
+        result[start : start + GATHER_ROWS] = reduce_(
+            torch.from_numpy(result[start : start + GATHER_ROWS].copy())
+        ).numpy()
 
 
 def train_copy(

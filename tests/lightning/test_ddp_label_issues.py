@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
-from aipflow.lightning import out_of_fold_posteriors
+from aipflow.lightning import cross_fit, out_of_fold_posteriors
 from aipflow.lightning.area_under_margin import area_under_margin
 from aipflow.models import MLP
 from aipflow.tasks import ClassificationTask
@@ -28,8 +28,10 @@ def data():
 def evidence(task, x, labels):
     rows = [{"x": x[i], "y": labels[i]} for i in range(N)]
     probs = out_of_fold_posteriors(task, x, labels, folds=3, epochs=2, batch_size=8, seed=1)
+    array = np.full((N, K), 7.0, dtype=np.float32)  # the memory-mapped path, not zeroed: gathered in blocks
+    out_of_fold_posteriors(task, x, labels, folds=3, epochs=2, batch_size=8, seed=1, out=array)
     aum = area_under_margin(task, rows, labels, epochs=2, batch_size=8, seed=1)
-    return probs, aum
+    return probs, array, aum
 
 
 class SearchAtFitStart(Callback):
@@ -39,10 +41,11 @@ class SearchAtFitStart(Callback):
     def on_fit_start(self, trainer, pl_module):
         x, labels = data()
         before = CALLS["all_reduce"]
-        probs, aum = evidence(pl_module, x, labels)
+        probs, array, aum = evidence(pl_module, x, labels)
         torch.save(
             {
                 "probs": probs,
+                "array": torch.from_numpy(array),
                 "relative": torch.from_numpy(aum.relative),
                 "thresholds": torch.tensor(aum.thresholds),
                 "all_reduces": CALLS["all_reduce"] - before,
@@ -60,6 +63,7 @@ def test_folds_and_runs_are_shared_out_and_gathered_once_to_what_one_process_com
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.distributed, "all_reduce", counting)
+    monkeypatch.setattr(cross_fit, "GATHER_ROWS", 20)  # 48 rows: three blocks
     x, labels = data()
     torch.manual_seed(0)
     task = ClassificationTask(MLP(6, K, hidden=(8,)), num_classes=K)
@@ -69,9 +73,10 @@ def test_folds_and_runs_are_shared_out_and_gathered_once_to_what_one_process_com
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     torch.manual_seed(0)
     single_task = ClassificationTask(MLP(6, K, hidden=(8,)), num_classes=K)
-    probs, aum = evidence(single_task, x, labels)
+    probs, array, aum = evidence(single_task, x, labels)
     for got in ranks:
-        assert got["all_reduces"] == 2  # one for the cross-fit's probabilities, one for the margins
+        assert got["all_reduces"] == 1 + 3 + 1  # the probabilities, the array's three blocks, the margins
         assert torch.allclose(got["probs"], probs, atol=1e-6, rtol=0)
+        assert np.allclose(got["array"].numpy(), array, atol=1e-6) and np.allclose(array, probs.numpy(), atol=1e-6)
         assert np.allclose(got["relative"].numpy(), aum.relative, atol=1e-6)
         assert np.allclose(got["thresholds"].numpy(), aum.thresholds, atol=1e-6)
